@@ -1,0 +1,552 @@
+"""The pure state machine: (item, observation) -> (new item, events).
+
+No I/O and no clock: every function takes the time it needs. The table in
+``_states.TRANSITIONS`` decides *where* an item may go; this module decides what the
+item looks like when it gets there, and checks the invariants before returning it.
+An illegal transition raises and the caller's item is unchanged (records are frozen).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from attrs import evolve, frozen
+
+from ._errors import IllegalTransition, InvariantViolation
+from ._events import (
+    AwaitingConfirmation,
+    Corrected,
+    Event,
+    Finished,
+    Requeued,
+    Started,
+    StatsUpdated,
+    Submitted,
+)
+from ._exit import ExitStatus
+from ._model import EMPTY_STATS, Absence, JobStats, Marker, MarkerCode, Observation, RunItem
+from ._reasons import Reason, ReasonKind
+from ._states import (
+    EXIT_PRIORITY,
+    TERMINAL,
+    TRANSITIONS,
+    WAITING,
+    Input,
+    Source,
+    State,
+    Target,
+)
+
+DEFAULT_GRACE = timedelta(seconds=600)
+
+# Markers derived from an item's stats; recomputed on every change.
+_DERIVED_MARKERS = frozenset({MarkerCode.EXIT_AMBIGUOUS.value, MarkerCode.STEP_FAILED.value})
+
+
+@frozen
+class Step:
+    """The result of one transition: the new item and the events it emitted, in order."""
+
+    item: RunItem
+    events: tuple[Event, ...] = ()
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.events)
+
+
+# -- classification --------------------------------------------------------------------
+
+
+def classify(item: RunItem, observation: Observation) -> Input:
+    """What an observation means for this item (pure; never raises on bad luck)."""
+    obs = observation
+    if obs.restarts is not None and obs.restarts < item.restarts:
+        return Input.STALE  # a record of an earlier run of a requeued job
+    if not obs.final and obs.observed_at < item.updated_at:
+        return Input.STALE
+    if obs.restarts is not None and obs.restarts > item.restarts:
+        return Input.REQUEUED
+    if obs.absence is Absence.ABSENT:
+        return Input.VANISHED
+    if obs.absence is Absence.UNKNOWN:
+        return Input.FORGOTTEN
+    if obs.absence is Absence.NO_RECORD:
+        return Input.NO_RECORD
+    state = obs.state
+    if obs.source is Source.SELF_REPORT:
+        return Input.SELF_REPORTED
+    if state in TERMINAL:
+        if state is State.GONE:
+            return Input.FORGOTTEN
+        if obs.final:
+            if item.state in TERMINAL and not item.confirmed:
+                return Input.LATE_CONFIRMATION
+            return Input.CONFIRMED
+        return Input.SEEN_SUCCESS if state is State.COMPLETED else Input.SEEN_FAILURE
+    if obs.source is Source.ACCOUNTING:
+        return Input.ACCOUNTING_ACTIVE
+    return Input.SEEN_QUEUED if state is State.QUEUED else Input.SEEN_RUNNING
+
+
+# -- stats merging ---------------------------------------------------------------------
+
+
+def _pick_exit(
+    old: ExitStatus | None,
+    old_source: Source | None,
+    new: ExitStatus | None,
+    new_source: Source,
+) -> tuple[ExitStatus | None, Source | None]:
+    """Exact beats ambiguous; among equals, the more authoritative source wins."""
+    if new is None:
+        return old, old_source
+    if old is None:
+        return new, new_source
+    if old.exact != new.exact:
+        return (old, old_source) if old.exact else (new, new_source)
+    old_rank = EXIT_PRIORITY[old_source] if old_source is not None else -1
+    if EXIT_PRIORITY[new_source] >= old_rank:
+        return new, new_source
+    return old, old_source
+
+
+def merge_stats(old: JobStats, new: JobStats, source: Source, *, with_exit: bool) -> JobStats:
+    """Combine what we knew with what a source just said, keeping the best of each."""
+    exit_, exit_source = old.exit, old.exit_source
+    derived = old.derived_exit
+    if with_exit:
+        exit_, exit_source = _pick_exit(old.exit, old.exit_source, new.exit, source)
+        derived_source = exit_source if old.derived_exit is not None else None
+        derived, _ = _pick_exit(old.derived_exit, derived_source, new.derived_exit, source)
+    reason = old.reason
+    if new.reason is not None and (reason is None or new.reason.kind is not ReasonKind.NONE):
+        reason = new.reason
+    finished_at, approx = old.finished_at, old.finished_at_approx
+    if (
+        with_exit
+        and new.finished_at is not None
+        and (finished_at is None or (approx and not new.finished_at_approx))
+    ):
+        finished_at, approx = new.finished_at, new.finished_at_approx
+    return JobStats(
+        exit=exit_,
+        exit_source=exit_source,
+        derived_exit=derived,
+        reason=reason,
+        submitted_at=new.submitted_at or old.submitted_at,
+        started_at=old.started_at if new.started_at is None else new.started_at,
+        finished_at=finished_at,
+        finished_at_approx=approx,
+        elapsed_s=old.elapsed_s if new.elapsed_s is None else new.elapsed_s,
+        cpu_time_s=old.cpu_time_s if new.cpu_time_s is None else new.cpu_time_s,
+        max_rss_bytes=old.max_rss_bytes if new.max_rss_bytes is None else new.max_rss_bytes,
+        nodes=new.nodes or old.nodes,
+        confirmed_by=old.confirmed_by,
+    )
+
+
+def _disagreement(old: JobStats, new: JobStats, source: Source) -> Marker | None:
+    if (
+        old.exit is not None
+        and new.exit is not None
+        and old.exit.exact
+        and new.exit.exact
+        and (old.exit.code, old.exit.signal) != (new.exit.code, new.exit.signal)
+    ):
+        return Marker(
+            code=MarkerCode.SOURCES_DISAGREE.value,
+            text=(
+                f"{old.exit_source} said {old.exit.describe()}, {source} said {new.exit.describe()}"
+            ),
+        )
+    return None
+
+
+def _derived_markers(state: State, stats: JobStats) -> list[Marker]:
+    markers = []
+    if state in TERMINAL or state is State.SETTLING:
+        for label, status in (("exit", stats.exit), ("derived exit", stats.derived_exit)):
+            if status is not None and status.ambiguous:
+                markers.append(
+                    Marker(
+                        code=MarkerCode.EXIT_AMBIGUOUS.value, text=f"{label}: {status.ambiguous}"
+                    )
+                )
+    derived = stats.derived_exit
+    if state is State.COMPLETED and derived is not None and not derived.success:
+        markers.append(
+            Marker(
+                code=MarkerCode.STEP_FAILED.value,
+                text=f"the job ended 0 but a step ended with {derived.describe()}",
+            )
+        )
+    return markers
+
+
+def _with_markers(item: RunItem, extra: list[Marker]) -> tuple[Marker, ...]:
+    kept = [m for m in item.markers if m.code not in _DERIVED_MARKERS]
+    for marker in [*extra, *_derived_markers(item.state, item.stats)]:
+        if marker not in kept:
+            kept.append(marker)
+    return tuple(kept)
+
+
+# -- invariants ------------------------------------------------------------------------
+
+
+def check_invariants(item: RunItem) -> tuple[str, ...]:
+    """Every problem with an item, as sentences. Empty means the item is sound."""
+    problems: list[str] = []
+    state, stats = item.state, item.stats
+    if state is State.PENDING and item.native_id is not None:
+        problems.append("a pending item has no native id yet")
+    if state in WAITING:
+        if item.handle is not None:
+            problems.append(f"a {state} item owns no execution (handle {item.handle!r})")
+        if stats.started_at is not None:
+            problems.append(f"a {state} item has no started_at")
+    if state in WAITING or state is State.RUNNING:
+        if stats.finished_at is not None:
+            problems.append(f"a {state} item has no finished_at")
+        if stats.exit is not None or stats.derived_exit is not None:
+            problems.append(f"a {state} item has no exit status yet")
+    if state is State.SETTLING:
+        if item.settling_since is None:
+            problems.append("a settling item has settling_since")
+        if stats.finished_at is None:
+            problems.append("a settling item has an (approximate) finished_at")
+    elif item.settling_since is not None:
+        problems.append(f"a {state} item has no settling_since")
+    if state in TERMINAL and stats.finished_at is None:
+        problems.append(f"a {state} item has finished_at")
+    if stats.confirmed_by is not None and (state not in TERMINAL or state is State.GONE):
+        problems.append(f"a {state} item cannot be confirmed")
+    if stats.exit is not None and stats.exit_source is None:
+        problems.append("an exit status has a source")
+    if (
+        item.state is not State.PENDING
+        and item.native_id is None
+        and item.state
+        not in (
+            State.FAILED,
+            State.CANCELLED,
+        )
+    ):
+        problems.append(f"a {state} item has a native id")
+    return tuple(problems)
+
+
+# -- transitions -----------------------------------------------------------------------
+
+
+def _target(item: RunItem, input: Input, observed: State | None) -> State | None:
+    """The state the table allows, or None for 'stay'. Raises IllegalTransition."""
+    try:
+        target = TRANSITIONS[item.state, input]
+    except KeyError:
+        raise IllegalTransition(item.state, input) from None
+    if target is Target.SAME:
+        return None
+    if target is Target.OBSERVED:
+        if observed is None or observed not in TERMINAL:
+            raise IllegalTransition(item.state, input, f"no terminal state in {observed}")
+        return observed
+    return target
+
+
+def _event_fields(item: RunItem, at: datetime, source: Source) -> dict[str, object]:
+    return {
+        "item_id": item.id,
+        "run_id": item.run_id,
+        "native_id": item.native_id,
+        "at": at,
+        "version": item.version,
+        "source": source,
+        "state": item.state,
+    }
+
+
+def _finish(item: RunItem, new: RunItem, problems_input: Input) -> RunItem:
+    problems = check_invariants(new)
+    if problems:
+        raise InvariantViolation(item.state, problems_input, problems)
+    return new
+
+
+def advance(item: RunItem, observation: Observation) -> Step:
+    """Apply one observation. Raises IllegalTransition (item unchanged) if not allowed."""
+    if item.native_id is not None and observation.native_id != item.native_id:
+        raise IllegalTransition(
+            item.state,
+            "observation",
+            f"observation of {observation.native_id!r} applied to item of {item.native_id!r}",
+        )
+    input = classify(item, observation)
+    if input is Input.REQUEUED:
+        step = _requeue(item, observation)
+        if observation.state in (None, State.QUEUED):
+            return step
+        # The new run may already be further along: apply the rest to the new item.
+        rest = advance(step.item, evolve(observation, restarts=None))
+        return Step(rest.item, step.events + rest.events)
+    return _apply(item, input, observation)
+
+
+def _requeue(item: RunItem, obs: Observation) -> Step:
+    _target(item, Input.REQUEUED, None)
+    restarts = obs.restarts if obs.restarts is not None else item.restarts + 1
+    marker = Marker(
+        code=MarkerCode.REQUEUED.value,
+        text=f"requeued under the same id (run {restarts + 1}) after {item.state}",
+    )
+    new = evolve(
+        item,
+        state=State.QUEUED,
+        version=item.version + 1,
+        stats=JobStats(submitted_at=obs.stats.submitted_at or item.stats.submitted_at),
+        restarts=restarts,
+        handle=None,
+        settling_since=None,
+        updated_at=max(item.updated_at, obs.observed_at),
+        markers=(
+            *(m for m in item.markers if m.code != MarkerCode.UNCONFIRMED.value),
+            marker,
+        ),
+    )
+    new = evolve(new, markers=_with_markers(new, []))
+    new = _finish(item, new, Input.REQUEUED)
+    event = Requeued(
+        **_event_fields(new, obs.observed_at, obs.source),  # type: ignore[arg-type]
+        previous=item.state,
+        restarts=restarts,
+    )
+    return Step(new, (event,))
+
+
+def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
+    target = _target(item, input, obs.state)
+    new_state = item.state if target is None else target
+    at = obs.observed_at
+    finished = new_state in TERMINAL or new_state is State.SETTLING
+
+    if input is Input.SEEN_QUEUED and item.state is not State.QUEUED and target is State.QUEUED:
+        # A requeue seen by a source that keeps no restart count.
+        return _requeue(item, evolve(obs, restarts=item.restarts + 1))
+
+    stats = merge_stats(item.stats, obs.stats, obs.source, with_exit=finished)
+    extra: list[Marker] = []
+    disagreement = _disagreement(item.stats, obs.stats, obs.source) if finished else None
+    if disagreement is not None:
+        extra.append(disagreement)
+
+    if new_state is State.RUNNING and stats.started_at is None:
+        stats = evolve(stats, started_at=at)
+    if finished and stats.finished_at is None:
+        # The queue cannot say when it ended: stamp now, accounting corrects it later.
+        stats = evolve(stats, finished_at=at, finished_at_approx=True)
+
+    seen = obs.source in (Source.QUEUE, Source.CONTROLLER) and obs.state is not None
+    last_seen = at if seen else item.last_seen_at
+
+    settling_since = item.settling_since
+    if new_state is State.SETTLING and item.state is not State.SETTLING:
+        settling_since = at
+    elif new_state is not State.SETTLING:
+        settling_since = None
+
+    if (new_state in TERMINAL and item.state not in TERMINAL) or input is Input.LATE_CONFIRMATION:
+        confirmed = input in (Input.CONFIRMED, Input.SEEN_FAILURE, Input.LATE_CONFIRMATION)
+        stats = evolve(stats, confirmed_by=obs.source if confirmed else None)
+        if input is Input.LATE_CONFIRMATION:
+            extra_codes = {MarkerCode.UNCONFIRMED.value, MarkerCode.GONE.value}
+            item = evolve(item, markers=tuple(m for m in item.markers if m.code not in extra_codes))
+    if input is Input.FORGOTTEN and new_state is State.GONE:
+        extra.append(
+            Marker(
+                code=MarkerCode.GONE.value,
+                text=obs.detail
+                or f"{obs.source} no longer knows this job and never gave a verdict",
+            )
+        )
+    if input is Input.SELF_REPORTED and obs.stats.exit is not None:
+        extra.append(
+            Marker(
+                code=MarkerCode.SELF_REPORTED.value,
+                text=f"the job reported {obs.stats.exit.describe()}",
+            )
+        )
+
+    handle = item.handle
+    if new_state is State.RUNNING and obs.handle is not None:
+        handle = obs.handle
+    if new_state in WAITING:
+        handle = None
+        stats = evolve(stats, started_at=None)
+
+    new = evolve(
+        item,
+        state=new_state,
+        stats=stats,
+        handle=handle,
+        settling_since=settling_since,
+        last_seen_at=last_seen,
+        updated_at=max(item.updated_at, at),
+    )
+    new = evolve(new, markers=_with_markers(new, extra))
+    if (new.state, new.stats, new.markers, new.handle) == (
+        item.state,
+        item.stats,
+        item.markers,
+        item.handle,
+    ):
+        # Nothing a consumer could see changed; keep the version (and emit nothing).
+        return Step(evolve(new, version=item.version))
+    new = _finish(item, evolve(new, version=item.version + 1), input)
+    return Step(new, (_event_for(item, new, input, obs.source, at),))
+
+
+def _event_for(old: RunItem, new: RunItem, input: Input, source: Source, at: datetime) -> Event:
+    fields = _event_fields(new, at, source)
+    if input is Input.LATE_CONFIRMATION:
+        return Corrected(**fields, previous=old.state, exit=new.stats.exit)  # type: ignore[arg-type]
+    if new.state is old.state:
+        return StatsUpdated(**fields)  # type: ignore[arg-type]
+    if new.state in TERMINAL:
+        return Finished(**fields, confirmed=new.confirmed, exit=new.stats.exit)  # type: ignore[arg-type]
+    if new.state is State.SETTLING:
+        return AwaitingConfirmation(**fields)  # type: ignore[arg-type]
+    if new.state is State.RUNNING:
+        return Started(**fields)  # type: ignore[arg-type]
+    return Submitted(**fields)  # type: ignore[arg-type]
+
+
+# -- tracker-side inputs ---------------------------------------------------------------
+
+
+def new_item(
+    *,
+    id: str,
+    run_id: str,
+    backend: str,
+    now: datetime,
+    name: str = "",
+    array_index: int | None = None,
+) -> RunItem:
+    """A PENDING item: known to hpcstate, not yet submitted."""
+    return RunItem(
+        id=id,
+        run_id=run_id,
+        backend=backend,
+        name=name,
+        array_index=array_index,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def submitted(
+    item: RunItem, *, native_id: str, at: datetime, submitted_at: datetime | None = None
+) -> Step:
+    """The scheduler accepted the item (or we adopted an existing job by its id)."""
+    _target(item, Input.SUBMITTED, None)
+    new = evolve(
+        item,
+        state=State.QUEUED,
+        native_id=native_id,
+        version=item.version + 1,
+        stats=evolve(item.stats, submitted_at=submitted_at),
+        updated_at=max(item.updated_at, at),
+    )
+    new = _finish(item, new, Input.SUBMITTED)
+    return Step(new, (Submitted(**_event_fields(new, at, Source.TRACKER)),))  # type: ignore[arg-type]
+
+
+def _end_before_submit(item: RunItem, input: Input, at: datetime, reason: Reason) -> Step:
+    target = _target(item, input, None)
+    assert target is not None  # the table maps both inputs to a state
+    # The tracker itself knows: nothing reached a scheduler, so this is confirmed.
+    new = evolve(
+        item,
+        state=target,
+        version=item.version + 1,
+        stats=evolve(EMPTY_STATS, reason=reason, finished_at=at, confirmed_by=Source.TRACKER),
+        updated_at=max(item.updated_at, at),
+    )
+    new = _finish(item, new, input)
+    fields = _event_fields(new, at, Source.TRACKER)
+    return Step(new, (Finished(**fields, confirmed=True),))  # type: ignore[arg-type]
+
+
+def submit_rejected(item: RunItem, *, at: datetime, message: str) -> Step:
+    """The scheduler refused the submission: a confirmed failure that never ran."""
+    reason = Reason(kind=ReasonKind.SUBMIT_REJECTED, text=message)
+    return _end_before_submit(item, Input.SUBMIT_REJECTED, at, reason)
+
+
+def cancel_before_submit(item: RunItem, *, at: datetime) -> Step:
+    reason = Reason(kind=ReasonKind.CANCELLED, text="cancelled before submission")
+    return _end_before_submit(item, Input.CANCEL_BEFORE_SUBMIT, at, reason)
+
+
+def add_marker(item: RunItem, marker: Marker, *, at: datetime) -> Step:
+    """Attach a marker (e.g. cancel requested); a no-op if it is already there."""
+    if marker in item.markers:
+        return Step(item)
+    new = evolve(
+        item,
+        markers=(*item.markers, marker),
+        version=item.version + 1,
+        updated_at=max(item.updated_at, at),
+    )
+    return Step(new, (StatsUpdated(**_event_fields(new, at, Source.TRACKER)),))  # type: ignore[arg-type]
+
+
+def grace_deadline(item: RunItem, grace: timedelta) -> datetime | None:
+    """When a settling item falls back to an unconfirmed verdict (None if not settling).
+
+    The grace restarts whenever a source still lists the job as active.
+    """
+    if item.state is not State.SETTLING or item.settling_since is None:
+        return None
+    start = item.settling_since
+    if item.last_seen_at is not None and item.last_seen_at > start:
+        start = item.last_seen_at
+    return start + grace
+
+
+def tick(item: RunItem, *, now: datetime, grace: timedelta = DEFAULT_GRACE) -> Step:
+    """Let time pass: a settling item whose grace ran out gets its unconfirmed verdict."""
+    deadline = grace_deadline(item, grace)
+    if deadline is None or now < deadline:
+        return Step(item)
+    ever_seen = item.last_seen_at is not None
+    input = Input.GRACE_EXPIRED if ever_seen else Input.GRACE_EXPIRED_UNSEEN
+    target = _target(item, input, None)
+    assert target is not None
+    since = item.settling_since.isoformat() if item.settling_since else "?"
+    if ever_seen:
+        text = (
+            f"the job left the queue (settling since {since}) and no accounting record "
+            f"confirmed its outcome within {grace.total_seconds():.0f} s; success is assumed, "
+            "not confirmed"
+        )
+        marker = Marker(code=MarkerCode.UNCONFIRMED.value, text=text)
+    else:
+        text = (
+            f"no queue ever listed this job and no accounting record appeared within "
+            f"{grace.total_seconds():.0f} s of asking (since {since}): its outcome is unknown"
+        )
+        marker = Marker(code=MarkerCode.GONE.value, text=text)
+    new = evolve(
+        item,
+        state=target,
+        version=item.version + 1,
+        settling_since=None,
+        updated_at=max(item.updated_at, now),
+        stats=evolve(item.stats, confirmed_by=None),
+    )
+    new = evolve(new, markers=_with_markers(new, [marker]))
+    new = _finish(item, new, input)
+    fields = _event_fields(new, now, Source.TRACKER)
+    return Step(new, (Finished(**fields, confirmed=False, exit=new.stats.exit),))  # type: ignore[arg-type]

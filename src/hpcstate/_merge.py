@@ -1,0 +1,107 @@
+"""Merging accounting rows into one verdict per job, the Slurm way.
+
+Slurm's accounting has a job row, a ``.batch`` row (the script), an ``.extern`` row
+(infrastructure, ignored) and one row per srun step. The shapes are generic so that any
+scheduler with steps can reuse them:
+
+* the job row gives the state, reason, times and node list;
+* on a conflict about the exit status, the ``.batch`` row wins (for a TIMEOUT or a
+  cancel the job row says ``0:0``, Slurm's own value, while ``.batch`` says ``0:15``);
+* a job that never started has no exit status at all (not 0);
+* DerivedExitCode is the maximum over user steps by raw wait status (any exit code beats
+  any signal), with Slurm's out-of-memory signal 125 above everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from attrs import frozen
+
+from ._exit import ExitStatus
+from ._model import JobStats
+from ._reasons import Reason
+from ._states import Source, State
+
+BATCH_STEP = "batch"
+IGNORED_STEPS = frozenset({"extern"})
+SLURM_OOM_SIGNAL = 125
+
+
+@frozen(kw_only=True)
+class AccountingRow:
+    """One accounting row as a parser read it (job row when ``step`` is None)."""
+
+    job_id: str  # "123", "123_4", "123+1": the job part, without the step
+    step: str | None = None  # None, "batch", "extern", "interactive", "0", "1"...
+    raw_id: str = ""
+    state: State | None = None  # normalized; None for states that are no verdict (REQUEUED)
+    state_text: str = ""  # verbatim, e.g. "CANCELLED by 0"
+    exit: ExitStatus | None = None
+    derived_exit: ExitStatus | None = None
+    reason: Reason | None = None
+    submitted_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    elapsed_s: float | None = None
+    cpu_time_s: float | None = None
+    max_rss_bytes: int | None = None
+    nodes: tuple[str, ...] = ()
+    restarts: int | None = None
+    name: str = ""
+
+    @property
+    def is_user_step(self) -> bool:
+        return self.step is not None and self.step not in IGNORED_STEPS | {BATCH_STEP}
+
+
+def _raw_order(status: ExitStatus) -> int:
+    if status.signal == SLURM_OOM_SIGNAL:
+        return 1 << 20  # SIG_OOM overrides everything (stepmgr)
+    return status.wait_status or 0
+
+
+def derived_exit(steps: Sequence[AccountingRow]) -> ExitStatus | None:
+    """The worst user step, Slurm's way; None when there are no user steps."""
+    statuses = [row.exit for row in steps if row.is_user_step and row.exit is not None]
+    if not statuses:
+        return None
+    return max(statuses, key=_raw_order)
+
+
+def merge_rows(job: AccountingRow, steps: Sequence[AccountingRow]) -> JobStats:
+    """One JobStats from a job row and its step rows (pure)."""
+    batch = next((row for row in steps if row.step == BATCH_STEP), None)
+    exit_ = job.exit
+    if batch is not None and batch.exit is not None:
+        exit_ = batch.exit
+    if job.started_at is None and batch is None:
+        exit_ = None  # it never ran: Slurm's 0:0 is no exit status
+    derived = derived_exit(steps)
+    if derived is None:
+        derived = job.derived_exit
+    if job.started_at is None and derived is not None and derived.success and not steps:
+        derived = None
+    rss = [
+        row.max_rss_bytes
+        for row in (job, *steps)
+        if row.max_rss_bytes is not None and row.step not in IGNORED_STEPS
+    ]
+    cpu = job.cpu_time_s
+    if cpu is None:
+        step_cpu = [row.cpu_time_s for row in steps if row.cpu_time_s is not None]
+        cpu = sum(step_cpu) if step_cpu else None
+    return JobStats(
+        exit=exit_,
+        exit_source=Source.ACCOUNTING if exit_ is not None else None,
+        derived_exit=derived,
+        reason=job.reason,
+        submitted_at=job.submitted_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        elapsed_s=job.elapsed_s,
+        cpu_time_s=cpu,
+        max_rss_bytes=max(rss) if rss else None,
+        nodes=job.nodes,
+    )

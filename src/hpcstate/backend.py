@@ -1,0 +1,225 @@
+"""The backend protocol (API version :data:`API_VERSION`).
+
+A backend is two parts:
+
+* a pure **dialect**: builds commands (or requests) and parses the answers into
+  :class:`~hpcstate.Observation` records. No I/O, no clock: time comes in as
+  ``observed_at``. This is where all the scheduler knowledge lives, and it is what
+  golden files and the conformance suite test.
+* thin **I/O**: :class:`Backend` is what the tracker calls. CLI schedulers (Slurm,
+  Flux, PBS...) get it for free from ``hpcstate.runtime.CommandBackend(dialect,
+  runner)``; API schedulers (Kubernetes) implement it directly.
+
+Every method that reads the scheduler takes *many* ids and makes *one* call, so a
+tracker's load does not grow with the number of jobs it tracks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Final, Protocol, runtime_checkable
+
+from attrs import field, frozen
+
+from ._model import Observation
+
+#: Bumped when the Backend/Dialect protocol changes incompatibly. A plugin declares the
+#: version it implements in its BackendInfo; the registry refuses a mismatch.
+API_VERSION: Final = 1
+
+
+def _tuple(value: Sequence[str]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise TypeError("expected a sequence of strings (argv), got a single string")
+    return tuple(value)
+
+
+def _mapping(value: Mapping[str, str]) -> Mapping[str, str]:
+    return dict(value)
+
+
+@frozen(kw_only=True)
+class JobSpec:
+    """What to run and with which resources. Backends ignore what they cannot express
+    and say so in :class:`Capabilities`; ``options`` carries backend-specific settings
+    (``image`` for Kubernetes, ``urgency`` for Flux...) and ``extra_args`` raw flags."""
+
+    command: tuple[str, ...] = field(default=(), converter=_tuple)  # argv of the payload
+    script: str | None = None  # a batch script's text (instead of command)
+    script_path: str | None = None  # a batch script on the job's side
+    name: str = ""
+    time_limit: timedelta | None = None
+    memory_bytes: int | None = None
+    cpus: int | None = None
+    tasks: int | None = None
+    nodes: int | None = None
+    partition: str | None = None
+    account: str | None = None
+    array: str | None = None  # "1-10%2", "0,3,5-7"
+    environment: Mapping[str, str] = field(factory=dict, converter=_mapping)
+    working_directory: str | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    dependencies: tuple[str, ...] = field(default=(), converter=_tuple)
+    extra_args: tuple[str, ...] = field(default=(), converter=_tuple)
+    options: Mapping[str, str] = field(factory=dict, converter=_mapping)
+    tag: str = ""  # idempotency tag: lets a retried submit find the job it already created
+
+    def __attrs_post_init__(self) -> None:
+        given = [x for x in (self.command, self.script, self.script_path) if x]
+        if len(given) != 1:
+            raise ValueError("a JobSpec needs exactly one of command, script, script_path")
+
+
+@frozen(kw_only=True)
+class Command:
+    """One command to run on the scheduler's side, as argv (never a shell string)."""
+
+    argv: tuple[str, ...] = field(converter=_tuple)
+    env: Mapping[str, str] = field(factory=dict, converter=_mapping)  # set these
+    unset_env: tuple[str, ...] = field(default=(), converter=_tuple)  # remove these (prefixes
+    # ending in "*" remove every variable that starts with the prefix)
+    stdin: str | None = None
+    timeout: float = 60.0
+
+
+@frozen(kw_only=True)
+class CommandResult:
+    """What a command printed and how it ended. ``returncode`` None means it timed out."""
+
+    argv: tuple[str, ...] = field(converter=_tuple)
+    returncode: int | None
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def command_line(self) -> str:
+        return " ".join(self.argv)
+
+
+@frozen(kw_only=True)
+class Capabilities:
+    """What a backend can do; the conformance suite and the tracker read these."""
+
+    array_jobs: bool = False
+    steps: bool = False  # reports per-step exit statuses (Slurm srun steps)
+    lossless_signals: bool = False  # can tell "killed by signal N" from "exit 128+N"
+    accounting: bool = False  # a separate accounting source confirms verdicts after the queue
+    cancel: bool = True
+    requeue: bool = False  # the same id may run again (NODE_FAIL/PREEMPTED + requeue)
+    adopt: bool = True  # can track a job submitted by other means, by its native id
+    push: bool = False  # offers a stream of changes (watch), not just snapshots
+    self_report: bool = False  # jobs can report their own outcome to the tracker
+    idempotent_submit: bool = False  # a retried submit finds the job it already created
+
+
+@frozen(kw_only=True)
+class Submission:
+    """A scheduler's answer to a submit: its id for the job (the array's id for arrays)."""
+
+    native_id: str
+    array_task_ids: tuple[str, ...] = ()  # native ids of the tasks, when known at submit
+    submitted_at: datetime | None = None
+
+
+@frozen(kw_only=True)
+class AccountingQuery:
+    """One accounting question for many jobs: their ids and the earliest submit time,
+    so the query window is bounded (never "since midnight", never a recycled id's past)."""
+
+    native_ids: tuple[str, ...] = field(converter=_tuple)
+    submitted_after: datetime | None = None
+
+
+class Dialect(Protocol):
+    """The pure half of a CLI backend. Parsers return records or raise ParseError."""
+
+    def submit_command(self, spec: JobSpec) -> Command: ...
+
+    def parse_submit(self, result: CommandResult, spec: JobSpec) -> Submission: ...
+
+    def queue_command(self, native_ids: Sequence[str]) -> Command: ...
+
+    def parse_queue(
+        self, result: CommandResult, *, native_ids: Sequence[str], observed_at: datetime
+    ) -> Sequence[Observation]: ...
+
+    def accounting_command(self, query: AccountingQuery) -> Command | None: ...
+
+    def parse_accounting(
+        self, result: CommandResult, *, query: AccountingQuery, observed_at: datetime
+    ) -> Sequence[Observation]: ...
+
+    def cancel_command(self, native_ids: Sequence[str]) -> Command: ...
+
+    def check_cancel(self, result: CommandResult) -> None: ...
+
+    def find_submission_command(self, tag: str) -> Command | None: ...
+
+    def parse_find_submission(self, result: CommandResult, tag: str) -> Submission | None: ...
+
+    def is_transient(self, result: CommandResult) -> bool: ...
+
+
+class Runner(Protocol):
+    """Runs a Command where the scheduler is (locally, over SSH...)."""
+
+    async def run(self, command: Command) -> CommandResult: ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """What the tracker calls. Every read takes many ids and makes one scheduler call.
+
+    ``queue`` and ``accounting`` return one Observation per asked id (absent ids get
+    an Observation with ``absence`` set); transient errors raise SchedulerUnavailable
+    or TransportError and never become observations.
+    """
+
+    name: str
+    capabilities: Capabilities
+
+    async def submit(self, spec: JobSpec) -> Submission: ...
+
+    async def queue(self, native_ids: Sequence[str]) -> Sequence[Observation]: ...
+
+    async def accounting(self, query: AccountingQuery) -> Sequence[Observation]: ...
+
+    async def cancel(self, native_ids: Sequence[str]) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class WatchingBackend(Backend, Protocol):
+    """A backend that can push changes (Kubernetes watches, Flux's journal)."""
+
+    def watch(self, native_ids: Sequence[str]) -> AsyncIterator[Observation]: ...
+
+
+@frozen(kw_only=True)
+class BackendConfig:
+    """How a user configured one backend instance (from the TOML file or arguments)."""
+
+    name: str
+    kind: str
+    host: str | None = None  # SSH target; None means local
+    options: Mapping[str, Any] = field(factory=dict)
+
+
+@frozen(kw_only=True)
+class BackendInfo:
+    """What a plugin's entry point names. ``make_backend`` does the imports that need
+    optional dependencies, so listing backends never imports them."""
+
+    name: str
+    api_version: int
+    version: str
+    description: str
+    capabilities: Capabilities
+    make_backend: Callable[[BackendConfig], Backend]
+    make_dialect: Callable[[], Dialect] | None = None
+    requires: tuple[str, ...] = ()  # importable module names the backend needs
+    install_hint: str = ""  # e.g. "pip install 'hpcstate[k8s]'"
