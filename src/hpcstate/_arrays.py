@@ -6,7 +6,7 @@ import re
 
 from ._errors import ParseError
 
-_PART = re.compile(r"\A(\d{1,9})(?:-(\d{1,9})(?::(\d{1,9}))?)?\Z")
+_PART = re.compile(r"\A([0-9]{1,9})(?:-([0-9]{1,9})(?::([0-9]{1,9}))?)?\Z")
 MAX_TASKS = 1_000_000  # refuse to expand absurd specs into memory
 
 

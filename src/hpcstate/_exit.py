@@ -86,7 +86,7 @@ def signal_number(name: str) -> int:
     Raises :class:`ParseError` for anything else.
     """
     text = name.strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         number = int(text)
         if 1 <= number <= MAX_SIGNAL:
             return number
@@ -112,7 +112,7 @@ def _check_signal(_: object, attribute: Any, value: int | None) -> None:
         raise ValueError(f"{attribute.name} must be within 1..{MAX_SIGNAL}, got {value}")
 
 
-_SLURM_EXIT = re.compile(r"\A(\d{1,10}):(\d{1,10})\Z")
+_SLURM_EXIT = re.compile(r"\A([0-9]{1,10}):([0-9]{1,10})\Z")
 
 
 @frozen(kw_only=True)
@@ -154,6 +154,9 @@ class ExitStatus:
             raise ParseError(f"wait status out of range 0..65535: {status}", field="status")
         low = status & 0x7F
         if low == 0:
+            if status & 0x80:
+                # "core dumped" without a signal: no process ends like that.
+                raise ParseError(f"wait status {status} is not a valid termination", field="status")
             return cls(code=(status >> 8) & 0xFF)
         if low == 0x7F or status == 0xFFFF:
             raise ParseError(

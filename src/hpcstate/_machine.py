@@ -184,12 +184,18 @@ def _derived_markers(state: State, stats: JobStats) -> list[Marker]:
     return markers
 
 
-def _with_markers(item: RunItem, extra: list[Marker]) -> tuple[Marker, ...]:
-    kept = [m for m in item.markers if m.code not in _DERIVED_MARKERS]
-    for marker in [*extra, *_derived_markers(item.state, item.stats)]:
+def _markers_for(
+    markers: tuple[Marker, ...], state: State, stats: JobStats, extra: list[Marker]
+) -> tuple[Marker, ...]:
+    kept = [m for m in markers if m.code not in _DERIVED_MARKERS]
+    for marker in [*extra, *_derived_markers(state, stats)]:
         if marker not in kept:
             kept.append(marker)
     return tuple(kept)
+
+
+def _with_markers(item: RunItem, extra: list[Marker]) -> tuple[Marker, ...]:
+    return _markers_for(item.markers, item.state, item.stats, extra)
 
 
 # -- invariants ------------------------------------------------------------------------
@@ -276,7 +282,9 @@ def _finish(item: RunItem, new: RunItem, problems_input: Input) -> RunItem:
 
 def advance(item: RunItem, observation: Observation) -> Step:
     """Apply one observation. Raises IllegalTransition (item unchanged) if not allowed."""
-    if item.native_id is not None and observation.native_id != item.native_id:
+    if item.native_id is None:
+        raise IllegalTransition(item.state, "observation", "the item has no native id yet")
+    if observation.native_id != item.native_id:
         raise IllegalTransition(
             item.state,
             "observation",
@@ -324,10 +332,70 @@ def _requeue(item: RunItem, obs: Observation) -> Step:
     return Step(new, (event,))
 
 
+def _brings_nothing(item: RunItem, obs: Observation) -> bool:
+    """True when an observation could only confirm what the item already says."""
+    return (obs.stats is EMPTY_STATS or obs.stats == EMPTY_STATS) and (
+        obs.handle is None or obs.handle == item.handle
+    )
+
+
+def _copy(item: RunItem, **changes: object) -> RunItem:
+    # attrs.evolve is generic and slow; the poll loop calls this for every observation.
+    values: dict[str, object] = {
+        "id": item.id,
+        "run_id": item.run_id,
+        "backend": item.backend,
+        "native_id": item.native_id,
+        "array_index": item.array_index,
+        "name": item.name,
+        "state": item.state,
+        "version": item.version,
+        "stats": item.stats,
+        "markers": item.markers,
+        "restarts": item.restarts,
+        "handle": item.handle,
+        "created_at": item.created_at,
+        "updated_at": item.updated_at,
+        "last_seen_at": item.last_seen_at,
+        "settling_since": item.settling_since,
+    }
+    values.update(changes)
+    return RunItem(**values)  # type: ignore[arg-type]
+
+
+def _copy_stats(stats: JobStats, **changes: object) -> JobStats:
+    values: dict[str, object] = {
+        "exit": stats.exit,
+        "exit_source": stats.exit_source,
+        "derived_exit": stats.derived_exit,
+        "reason": stats.reason,
+        "submitted_at": stats.submitted_at,
+        "started_at": stats.started_at,
+        "finished_at": stats.finished_at,
+        "finished_at_approx": stats.finished_at_approx,
+        "elapsed_s": stats.elapsed_s,
+        "cpu_time_s": stats.cpu_time_s,
+        "max_rss_bytes": stats.max_rss_bytes,
+        "nodes": stats.nodes,
+        "confirmed_by": stats.confirmed_by,
+    }
+    values.update(changes)
+    return JobStats(**values)  # type: ignore[arg-type]
+
+
 def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
     target = _target(item, input, obs.state)
-    new_state = item.state if target is None else target
     at = obs.observed_at
+    seen = obs.source in (Source.QUEUE, Source.CONTROLLER) and obs.state is not None
+
+    if target is None and _brings_nothing(item, obs):
+        # The common case in a poll: the queue says what we already know. Only the
+        # sighting time matters (it restarts a settling item's grace).
+        if seen and (item.state is State.SETTLING or item.last_seen_at is None):
+            return Step(_copy(item, last_seen_at=at, updated_at=max(item.updated_at, at)))
+        return Step(item)
+
+    new_state = item.state if target is None else target
     finished = new_state in TERMINAL or new_state is State.SETTLING
 
     if input is Input.SEEN_QUEUED and item.state is not State.QUEUED and target is State.QUEUED:
@@ -340,14 +408,13 @@ def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
     if disagreement is not None:
         extra.append(disagreement)
 
+    stat_changes: dict[str, object] = {}
     if new_state is State.RUNNING and stats.started_at is None:
-        stats = evolve(stats, started_at=at)
+        stat_changes["started_at"] = at
     if finished and stats.finished_at is None:
         # The queue cannot say when it ended: stamp now, accounting corrects it later.
-        stats = evolve(stats, finished_at=at, finished_at_approx=True)
-
-    seen = obs.source in (Source.QUEUE, Source.CONTROLLER) and obs.state is not None
-    last_seen = at if seen else item.last_seen_at
+        stat_changes["finished_at"] = at
+        stat_changes["finished_at_approx"] = True
 
     settling_since = item.settling_since
     if new_state is State.SETTLING and item.state is not State.SETTLING:
@@ -355,12 +422,13 @@ def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
     elif new_state is not State.SETTLING:
         settling_since = None
 
+    markers = item.markers
     if (new_state in TERMINAL and item.state not in TERMINAL) or input is Input.LATE_CONFIRMATION:
         confirmed = input in (Input.CONFIRMED, Input.SEEN_FAILURE, Input.LATE_CONFIRMATION)
-        stats = evolve(stats, confirmed_by=obs.source if confirmed else None)
+        stat_changes["confirmed_by"] = obs.source if confirmed else None
         if input is Input.LATE_CONFIRMATION:
-            extra_codes = {MarkerCode.UNCONFIRMED.value, MarkerCode.GONE.value}
-            item = evolve(item, markers=tuple(m for m in item.markers if m.code not in extra_codes))
+            dropped = {MarkerCode.UNCONFIRMED.value, MarkerCode.GONE.value}
+            markers = tuple(m for m in markers if m.code not in dropped)
     if input is Input.FORGOTTEN and new_state is State.GONE:
         extra.append(
             Marker(
@@ -382,27 +450,28 @@ def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
         handle = obs.handle
     if new_state in WAITING:
         handle = None
-        stats = evolve(stats, started_at=None)
+        stat_changes["started_at"] = None
+    if stat_changes:
+        stats = _copy_stats(stats, **stat_changes)
 
-    new = evolve(
+    markers = _markers_for(markers, new_state, stats, extra)
+    if (new_state, stats, markers, handle) == (item.state, item.stats, item.markers, item.handle):
+        # Nothing a consumer could see changed; keep the version (and emit nothing).
+        if seen and item.last_seen_at != at:
+            return Step(_copy(item, last_seen_at=at, updated_at=max(item.updated_at, at)))
+        return Step(item)
+    new = _copy(
         item,
         state=new_state,
         stats=stats,
+        markers=markers,
         handle=handle,
         settling_since=settling_since,
-        last_seen_at=last_seen,
+        last_seen_at=at if seen else item.last_seen_at,
         updated_at=max(item.updated_at, at),
+        version=item.version + 1,
     )
-    new = evolve(new, markers=_with_markers(new, extra))
-    if (new.state, new.stats, new.markers, new.handle) == (
-        item.state,
-        item.stats,
-        item.markers,
-        item.handle,
-    ):
-        # Nothing a consumer could see changed; keep the version (and emit nothing).
-        return Step(evolve(new, version=item.version))
-    new = _finish(item, evolve(new, version=item.version + 1), input)
+    new = _finish(item, new, input)
     return Step(new, (_event_for(item, new, input, obs.source, at),))
 
 

@@ -62,8 +62,8 @@ _FIXED = {
     "cancelled": ReasonKind.CANCELLED,
 }
 # squeue %r prints "RaisedSignal:11(Segmentation fault)", scontrol "...(Segmentation_fault)".
-_RAISED = re.compile(r"\ARaisedSignal:(\d{1,3})(?:\((.*)\))?\Z")
-_CANCELLED_BY = re.compile(r"\ACANCELLED by (\d{1,10})\Z")
+_RAISED = re.compile(r"\ARaisedSignal:([0-9]{1,3})(?:\((.*)\))?\Z")
+_CANCELLED_BY = re.compile(r"\ACANCELLED by ([0-9]{1,10})\Z")
 
 
 def parse_slurm_reason(text: str) -> Reason:

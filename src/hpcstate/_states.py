@@ -14,6 +14,10 @@ from typing import Final
 class State(enum.Enum):
     """Normalized state of one tracked job or array task. Values are persisted."""
 
+    # Members compare by identity; hash them by identity too (C speed, not Enum's
+    # Python-level name hash): the poll loop does millions of set/dict lookups.
+    __hash__ = object.__hash__
+
     PENDING = "pending"  # known to hpcstate, not yet accepted by a scheduler (no native id)
     QUEUED = "queued"  # accepted, waiting: Slurm PD, Flux DEPEND..SCHED, k8s pending pods
     RUNNING = "running"  # Slurm R/S/CG..., Flux RUN/CLEANUP, k8s active
@@ -63,6 +67,10 @@ ACTIVE: Final = WAITING | OCCUPYING
 class Source(enum.Enum):
     """Where an observation came from. Values are persisted."""
 
+    # Members compare by identity; hash them by identity too (C speed, not Enum's
+    # Python-level name hash): the poll loop does millions of set/dict lookups.
+    __hash__ = object.__hash__
+
     QUEUE = "queue"  # squeue, flux jobs (active part), k8s Job status
     CONTROLLER = "controller"  # scontrol / squeue --json: lossless while the job is in memory
     ACCOUNTING = "accounting"  # sacct, flux job-list for inactive jobs
@@ -90,6 +98,10 @@ EXIT_PRIORITY: Final[Mapping[Source, int]] = {
 class Input(enum.Enum):
     """What an observation means for an item, once classified (see ``classify``)."""
 
+    # Members compare by identity; hash them by identity too (C speed, not Enum's
+    # Python-level name hash): the poll loop does millions of set/dict lookups.
+    __hash__ = object.__hash__
+
     SUBMITTED = "submitted"  # the scheduler accepted it and gave a native id
     SUBMIT_REJECTED = "submit_rejected"  # the scheduler refused the submission
     CANCEL_BEFORE_SUBMIT = "cancel_before_submit"
@@ -115,6 +127,10 @@ class Input(enum.Enum):
 
 class Target(enum.Enum):
     """Table targets that are not a fixed state."""
+
+    # Members compare by identity; hash them by identity too (C speed, not Enum's
+    # Python-level name hash): the poll loop does millions of set/dict lookups.
+    __hash__ = object.__hash__
 
     SAME = "same"  # stay; merge what is new (stats), emit StatsUpdated if anything changed
     OBSERVED = "observed"  # go to the terminal state the observation carries

@@ -9,11 +9,13 @@ from __future__ import annotations
 import importlib
 import importlib.util
 from collections.abc import Iterator
-from importlib.metadata import EntryPoint, entry_points
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ._errors import BackendNotFound, IncompatibleBackend
 from .backend import API_VERSION, BackendInfo
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 GROUP: Final = "hpcstate.backends"
 
@@ -41,8 +43,16 @@ def unregister(name: str) -> None:
     _registered.pop(name, None)
 
 
+def _entry_points(name: str | None = None) -> list[EntryPoint]:
+    # importlib.metadata imports email -> socket; load it only when a lookup happens.
+    from importlib.metadata import entry_points
+
+    found = entry_points(group=GROUP)
+    return [ep for ep in found if name is None or ep.name == name]
+
+
 def _entry_point(name: str) -> EntryPoint | None:
-    found = entry_points(group=GROUP, name=name)
+    found = _entry_points(name=name)
     for ep in found:
         return ep
     return None
@@ -108,7 +118,7 @@ def load(name: str) -> BackendInfo:
 
 def available() -> list[str]:
     """Names of the installed backends (entry points and run-time registrations)."""
-    names = {ep.name for ep in entry_points(group=GROUP)}
+    names = {ep.name for ep in _entry_points()}
     names.update(_registered)
     return sorted(names)
 

@@ -15,6 +15,7 @@ from typing import Any, Final, TypeVar
 import cattrs
 from cattrs.preconf.json import make_converter as _make_json_converter
 from cattrs.strategies import configure_tagged_union
+from cattrs.v import format_exception
 
 from ._errors import SchemaError
 from ._events import AnyEvent, Event
@@ -83,6 +84,13 @@ def migrate(document: Mapping[str, Any]) -> dict[str, Any]:
 _CONVERTER: Final = make_converter()
 
 
+def _explain(exc: BaseException, type_: type | None) -> str:
+    # Our own hooks and validators write messages meant for people: keep them.
+    if isinstance(exc, ValueError) and str(exc):
+        return str(exc)
+    return format_exception(exc, type_)
+
+
 def _structure(document: Mapping[str, Any], cls: type[T], what: str) -> T:
     doc = migrate(document)
     doc.pop("schema", None)
@@ -90,7 +98,7 @@ def _structure(document: Mapping[str, Any], cls: type[T], what: str) -> T:
         return _CONVERTER.structure(doc, cls)
     except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
         if isinstance(exc, cattrs.BaseValidationError):
-            detail = "; ".join(cattrs.transform_error(exc))
+            detail = "; ".join(cattrs.transform_error(exc, format_exception=_explain))
         else:
             detail = str(exc)
         version = document.get("schema")
