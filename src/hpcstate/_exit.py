@@ -6,6 +6,7 @@ stays exit 137 unless a lossless source says a signal killed the process.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Mapping
@@ -112,6 +113,15 @@ def _check_signal(_: object, attribute: Any, value: int | None) -> None:
         raise ValueError(f"{attribute.name} must be within 1..{MAX_SIGNAL}, got {value}")
 
 
+@functools.lru_cache(maxsize=256)
+def _lossy_text(code: int) -> str:
+    # Cached: one shared string per code, not one per tracked job.
+    return (
+        f"this Slurm's sacct subtracts 128 from exit codes >= 128: "
+        f"the exit code is {code} or {code + 128}"
+    )
+
+
 _SLURM_EXIT = re.compile(r"\A([0-9]{1,10}):([0-9]{1,10})\Z")
 
 
@@ -190,13 +200,7 @@ class ExitStatus:
         if code > 255:
             raise ParseError("exit code out of range 0..255", field="ExitCode", line=text)
         if high_codes_lossy and code < 128:
-            return cls(
-                code=code,
-                ambiguous=(
-                    f"this Slurm's sacct subtracts 128 from exit codes >= 128: "
-                    f"the exit code is {code} or {code + 128}"
-                ),
-            )
+            return cls(code=code, ambiguous=_lossy_text(code))
         return cls(code=code)
 
     @classmethod

@@ -8,6 +8,7 @@ An illegal transition raises and the caller's item is unchanged (records are fro
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timedelta
 
 from attrs import evolve, frozen
@@ -163,16 +164,18 @@ def _disagreement(old: JobStats, new: JobStats, source: Source) -> Marker | None
     return None
 
 
+@functools.lru_cache(maxsize=1024)
+def _ambiguity_marker(label: str, ambiguity: str) -> Marker:
+    # Shared: thousands of items with the same lossy exit carry one Marker object.
+    return Marker(code=MarkerCode.EXIT_AMBIGUOUS.value, text=f"{label}: {ambiguity}")
+
+
 def _derived_markers(state: State, stats: JobStats) -> list[Marker]:
     markers = []
     if state in TERMINAL or state is State.SETTLING:
         for label, status in (("exit", stats.exit), ("derived exit", stats.derived_exit)):
             if status is not None and status.ambiguous:
-                markers.append(
-                    Marker(
-                        code=MarkerCode.EXIT_AMBIGUOUS.value, text=f"{label}: {status.ambiguous}"
-                    )
-                )
+                markers.append(_ambiguity_marker(label, status.ambiguous))
     derived = stats.derived_exit
     if state is State.COMPLETED and derived is not None and not derived.success:
         markers.append(

@@ -94,10 +94,16 @@ class RunItem:
     markers: tuple[Marker, ...] = ()
     restarts: int = 0
     handle: str | None = None
-    created_at: datetime = field(validator=_aware)
-    updated_at: datetime = field(validator=_aware)
-    last_seen_at: datetime | None = field(default=None, validator=_aware)
-    settling_since: datetime | None = field(default=None, validator=_aware)
+    # No validators here: the machine builds items only from validated Observations and
+    # the deserializer checks offsets itself, and this constructor is on the poll path.
+    created_at: datetime
+    updated_at: datetime
+    last_seen_at: datetime | None = None
+    settling_since: datetime | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.created_at.utcoffset() is None:
+            raise ValueError(f"created_at must be timezone-aware, got {self.created_at!r}")
 
     @property
     def terminal(self) -> bool:
