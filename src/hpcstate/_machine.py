@@ -114,6 +114,10 @@ def _pick_exit(
 
 def merge_stats(old: JobStats, new: JobStats, source: Source, *, with_exit: bool) -> JobStats:
     """Combine what we knew with what a source just said, keeping the best of each."""
+    return JobStats(**_merged(old, new, source, with_exit=with_exit))  # type: ignore[arg-type]
+
+
+def _merged(old: JobStats, new: JobStats, source: Source, *, with_exit: bool) -> dict[str, object]:
     exit_, exit_source = old.exit, old.exit_source
     derived = old.derived_exit
     if with_exit:
@@ -130,21 +134,21 @@ def merge_stats(old: JobStats, new: JobStats, source: Source, *, with_exit: bool
         and (finished_at is None or (approx and not new.finished_at_approx))
     ):
         finished_at, approx = new.finished_at, new.finished_at_approx
-    return JobStats(
-        exit=exit_,
-        exit_source=exit_source,
-        derived_exit=derived,
-        reason=reason,
-        submitted_at=new.submitted_at or old.submitted_at,
-        started_at=old.started_at if new.started_at is None else new.started_at,
-        finished_at=finished_at,
-        finished_at_approx=approx,
-        elapsed_s=old.elapsed_s if new.elapsed_s is None else new.elapsed_s,
-        cpu_time_s=old.cpu_time_s if new.cpu_time_s is None else new.cpu_time_s,
-        max_rss_bytes=old.max_rss_bytes if new.max_rss_bytes is None else new.max_rss_bytes,
-        nodes=new.nodes or old.nodes,
-        confirmed_by=old.confirmed_by,
-    )
+    return {
+        "exit": exit_,
+        "exit_source": exit_source,
+        "derived_exit": derived,
+        "reason": reason,
+        "submitted_at": new.submitted_at or old.submitted_at,
+        "started_at": old.started_at if new.started_at is None else new.started_at,
+        "finished_at": finished_at,
+        "finished_at_approx": approx,
+        "elapsed_s": old.elapsed_s if new.elapsed_s is None else new.elapsed_s,
+        "cpu_time_s": old.cpu_time_s if new.cpu_time_s is None else new.cpu_time_s,
+        "max_rss_bytes": old.max_rss_bytes if new.max_rss_bytes is None else new.max_rss_bytes,
+        "nodes": new.nodes or old.nodes,
+        "confirmed_by": old.confirmed_by,
+    }
 
 
 def _disagreement(old: JobStats, new: JobStats, source: Source) -> Marker | None:
@@ -366,26 +370,6 @@ def _copy(item: RunItem, **changes: object) -> RunItem:
     return RunItem(**values)  # type: ignore[arg-type]
 
 
-def _copy_stats(stats: JobStats, **changes: object) -> JobStats:
-    values: dict[str, object] = {
-        "exit": stats.exit,
-        "exit_source": stats.exit_source,
-        "derived_exit": stats.derived_exit,
-        "reason": stats.reason,
-        "submitted_at": stats.submitted_at,
-        "started_at": stats.started_at,
-        "finished_at": stats.finished_at,
-        "finished_at_approx": stats.finished_at_approx,
-        "elapsed_s": stats.elapsed_s,
-        "cpu_time_s": stats.cpu_time_s,
-        "max_rss_bytes": stats.max_rss_bytes,
-        "nodes": stats.nodes,
-        "confirmed_by": stats.confirmed_by,
-    }
-    values.update(changes)
-    return JobStats(**values)  # type: ignore[arg-type]
-
-
 def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
     target = _target(item, input, obs.state)
     at = obs.observed_at
@@ -405,19 +389,18 @@ def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
         # A requeue seen by a source that keeps no restart count.
         return _requeue(item, evolve(obs, restarts=item.restarts + 1))
 
-    stats = merge_stats(item.stats, obs.stats, obs.source, with_exit=finished)
+    values = _merged(item.stats, obs.stats, obs.source, with_exit=finished)
     extra: list[Marker] = []
     disagreement = _disagreement(item.stats, obs.stats, obs.source) if finished else None
     if disagreement is not None:
         extra.append(disagreement)
 
-    stat_changes: dict[str, object] = {}
-    if new_state is State.RUNNING and stats.started_at is None:
-        stat_changes["started_at"] = at
-    if finished and stats.finished_at is None:
+    if new_state is State.RUNNING and values["started_at"] is None:
+        values["started_at"] = at
+    if finished and values["finished_at"] is None:
         # The queue cannot say when it ended: stamp now, accounting corrects it later.
-        stat_changes["finished_at"] = at
-        stat_changes["finished_at_approx"] = True
+        values["finished_at"] = at
+        values["finished_at_approx"] = True
 
     settling_since = item.settling_since
     if new_state is State.SETTLING and item.state is not State.SETTLING:
@@ -428,7 +411,7 @@ def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
     markers = item.markers
     if (new_state in TERMINAL and item.state not in TERMINAL) or input is Input.LATE_CONFIRMATION:
         confirmed = input in (Input.CONFIRMED, Input.SEEN_FAILURE, Input.LATE_CONFIRMATION)
-        stat_changes["confirmed_by"] = obs.source if confirmed else None
+        values["confirmed_by"] = obs.source if confirmed else None
         if input is Input.LATE_CONFIRMATION:
             dropped = {MarkerCode.UNCONFIRMED.value, MarkerCode.GONE.value}
             markers = tuple(m for m in markers if m.code not in dropped)
@@ -453,12 +436,15 @@ def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
         handle = obs.handle
     if new_state in WAITING:
         handle = None
-        stat_changes["started_at"] = None
-    if stat_changes:
-        stats = _copy_stats(stats, **stat_changes)
+        values["started_at"] = None
+    stats = JobStats(**values)  # type: ignore[arg-type]
 
     markers = _markers_for(markers, new_state, stats, extra)
-    if (new_state, stats, markers, handle) == (item.state, item.stats, item.markers, item.handle):
+    if new_state is item.state and (stats, markers, handle) == (
+        item.stats,
+        item.markers,
+        item.handle,
+    ):
         # Nothing a consumer could see changed; keep the version (and emit nothing).
         if seen and item.last_seen_at != at:
             return Step(_copy(item, last_seen_at=at, updated_at=max(item.updated_at, at)))
