@@ -1,0 +1,2 @@
+#!/bin/bash
+exit $((SLURM_ARRAY_TASK_ID % 2))

@@ -1,0 +1,2 @@
+#!/bin/bash
+hpcstate_no_such_command_xyz
