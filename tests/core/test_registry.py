@@ -11,7 +11,7 @@ from hpcstate import BackendNotFound, IncompatibleBackend, registry
 def plugins() -> Iterator[None]:
     names = {"good": "GOOD", "future": "FUTURE", "needy": "NEEDS_MISSING", "weird": "NOT_AN_INFO"}
     for name, attr in names.items():
-        registry.register(name, f"tests.core.fake_plugin:{attr}")
+        registry.register(name, f"{__package__}.fake_plugin:{attr}")
     yield
     for name in names:
         registry.unregister(name)

@@ -1,0 +1,65 @@
+"""hpcstate backend for Flux (flux-core), through its command-line tools.
+
+Importing this package imports no I/O module and never ``flux``: the dialect is pure,
+and ``BACKEND.make_backend`` imports the runtime only when a backend is built.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from hpcstate.backend import API_VERSION, Backend, BackendConfig, BackendInfo, Capabilities
+
+from ._dialect import FluxDialect
+from ._ids import native_id, normalize_native_id, parse_jobid
+
+__version__: Final = "0.1.0"
+
+CAPABILITIES: Final = Capabilities(
+    array_jobs=False,  # Flux has no array jobs (--cc submits independent jobs)
+    steps=False,  # a batch job's inner jobs live in its own instance, gone when it ends
+    # Partial: the exec eventlog records the first task to exit losslessly, which is
+    # exact for single-task jobs but not for every multi-task job (see docs).
+    lossless_signals=False,
+    accounting=False,  # job-list serves queue and history: no separate source, no gap
+    cancel=True,
+    requeue=False,
+    adopt=True,
+    push=False,  # the journal (JournalConsumer) needs the bindings; not used yet
+    self_report=False,
+    idempotent_submit=True,  # tag in attributes.user.hpcstate_tag, found by flux python
+)
+
+
+def make_dialect() -> FluxDialect:
+    return FluxDialect()
+
+
+def make_backend(config: BackendConfig) -> Backend:
+    from ._io import FluxBackend  # the runtime (asyncio) only when a backend is built
+
+    return FluxBackend.from_config(config)
+
+
+BACKEND: Final = BackendInfo(
+    name="flux",
+    api_version=API_VERSION,
+    version=__version__,
+    description="Flux (flux-core, recorded against 0.88.0) through its CLI",
+    capabilities=CAPABILITIES,
+    make_backend=make_backend,
+    make_dialect=make_dialect,
+    requires=(),
+    install_hint="pip install 'hpcstate[flux]'",
+)
+
+__all__ = [
+    "BACKEND",
+    "CAPABILITIES",
+    "FluxDialect",
+    "make_backend",
+    "make_dialect",
+    "native_id",
+    "normalize_native_id",
+    "parse_jobid",
+]

@@ -1,0 +1,143 @@
+"""FluxBackend: the pure dialect run through a Runner, plus the eventlog step.
+
+``hpcstate.runtime.CommandBackend`` does submit, queue and cancel (one command each,
+transient errors retried per ``FluxDialect.is_transient``). This class adds the one
+step a generic command backend cannot know about: jobs that just ended with an exit
+code above 128 get their eventlogs read, in one batched round trip, so a task killed
+by SIGKILL is told apart from ``exit 137`` (and an OOM kill is seen). Inactive jobs'
+eventlogs never change, so the evidence is cached per job id.
+
+The CLI is the only path: it works locally and over SSH alike, and needs nothing but
+flux-core on the scheduler's side. (The Python bindings need libflux-core on the
+tracker's host and are not used.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hpcstate import ConfigError, Observation, SchedulerUnavailable, TransportError
+from hpcstate.backend import (
+    AccountingQuery,
+    BackendConfig,
+    Capabilities,
+    JobSpec,
+    Runner,
+    Submission,
+)
+from hpcstate.runtime import Clock, CommandBackend, make_runner
+
+from . import CAPABILITIES
+from ._dialect import FluxDialect
+from ._parse import JobEvidence
+
+#: Eventlog evidence kept per job id (inactive jobs' eventlogs are immutable).
+EVIDENCE_CACHE_SIZE = 4096
+
+
+def _option(
+    options: Mapping[str, Any], key: str, kind: type | tuple[type, ...], default: Any
+) -> Any:
+    value = options.get(key, default)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        wanted = " or ".join(k.__name__ for k in kinds)
+        raise ConfigError(f"flux backend option {key!r} must be a {wanted}, got {value!r}")
+    return value
+
+
+def dialect_from_options(options: Mapping[str, Any]) -> FluxDialect:
+    """A FluxDialect from a backend configuration's options.
+
+    ``flux`` (path of the flux executable, default ``flux``), ``uri`` (the instance's
+    FLUX_URI when commands do not run inside it), ``timeout`` (seconds per command),
+    ``find_limit`` (newest jobs searched for a submission's tag).
+    """
+    timeout = _option(options, "timeout", (int, float), 60.0)
+    return FluxDialect(
+        flux=_option(options, "flux", str, "flux"),
+        uri=_option(options, "uri", str, None),
+        timeout=float(timeout),
+        find_limit=_option(options, "find_limit", int, 1000),
+    )
+
+
+class FluxBackend:
+    """The Backend for one Flux instance."""
+
+    def __init__(
+        self,
+        *,
+        dialect: FluxDialect,
+        runner: Runner,
+        name: str = "flux",
+        capabilities: Capabilities = CAPABILITIES,
+        clock: Clock | None = None,
+    ) -> None:
+        self.name = name
+        self.capabilities = capabilities
+        self._dialect = dialect
+        self._runner = runner
+        self._commands = CommandBackend(
+            name=name, dialect=dialect, runner=runner, capabilities=capabilities, clock=clock
+        )
+        self._evidence: dict[int, JobEvidence] = {}
+
+    @classmethod
+    def from_config(cls, config: BackendConfig) -> FluxBackend:
+        return cls(
+            dialect=dialect_from_options(config.options),
+            runner=make_runner(config),
+            name=config.name,
+        )
+
+    async def submit(self, spec: JobSpec) -> Submission:
+        return await self._commands.submit(spec)
+
+    async def queue(self, native_ids: Sequence[str]) -> Sequence[Observation]:
+        if not native_ids:
+            return []
+        # CommandBackend hands every exit status to the dialect: `flux jobs` exiting 1
+        # because all ids are unknown (purged) is parsed into UNKNOWN observations.
+        observations = await self._commands.queue(native_ids)
+        return await self._with_evidence(observations)
+
+    async def accounting(self, query: AccountingQuery) -> Sequence[Observation]:
+        # job-list is the history too: the same query answers for finished jobs.
+        return await self.queue(query.native_ids)
+
+    async def cancel(self, native_ids: Sequence[str]) -> None:
+        if native_ids:
+            await self._commands.cancel(native_ids)
+
+    async def close(self) -> None:
+        await self._commands.close()
+
+    # -- internals -------------------------------------------------------------------
+    async def _with_evidence(self, observations: Sequence[Observation]) -> Sequence[Observation]:
+        requests = self._dialect.evidence_requests(observations)
+        missing = {
+            jobid: kinds
+            for jobid, kinds in requests.items()
+            if jobid not in self._evidence or not kinds <= self._evidence[jobid].fetched
+        }
+        command = self._dialect.evidence_command(missing) if missing else None
+        if command is not None:
+            try:
+                result = await self._runner.run(command)
+            except OSError as exc:
+                raise TransportError(f"flux eventlogs could not be read: {exc}") from exc
+            problem = self._dialect.evidence_transient_error(result)
+            if problem is not None:
+                raise SchedulerUnavailable(f"flux eventlogs could not be read: {problem}")
+            for jobid, evidence in self._dialect.parse_evidence(result).items():
+                self._remember(jobid, evidence)
+        found = {jobid: self._evidence[jobid] for jobid in requests if jobid in self._evidence}
+        return self._dialect.apply_evidence(observations, found)
+
+    def _remember(self, jobid: int, evidence: JobEvidence) -> None:
+        self._evidence.pop(jobid, None)
+        self._evidence[jobid] = evidence
+        while len(self._evidence) > EVIDENCE_CACHE_SIZE:
+            del self._evidence[next(iter(self._evidence))]

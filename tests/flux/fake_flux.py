@@ -1,0 +1,138 @@
+"""A stand-in ``flux`` executable that replays recorded flux-core 0.88.0 output.
+
+Flux cannot run on this machine, so the backend's I/O tests run the real LocalRunner
+and the real ``sh`` evidence script against this program. It knows exactly the jobs
+recorded in tests/golden/flux/0.88.0 and answers as flux-core does (the shapes are
+the recorded ones; the rules for several ids follow flux-jobs.py):
+
+* ``flux jobs --json ID...``: one object for one id, ``{"jobs": [...]}`` otherwise;
+  ``JobID X unknown`` on stderr for ids it does not know; exit 1 if none was known.
+* ``flux job info ID KEY``: the recorded ``eventlog`` / ``guest.exec.eventlog``
+  output (or ``flux-job: KEY: key not found``, exit 1); ``guest.output`` is empty
+  unless the state file gives an oom log line for that id.
+* ``flux submit``/``flux batch``: prints the recorded id of the case named by
+  ``--job-name=CASE``, else of the state file's ``submit_case``.
+* ``flux cancel``: exit 0.
+
+Every invocation is appended to ``$FAKE_FLUX_LOG``; ``$FAKE_FLUX_STATE`` (JSON) may say
+``{"unreachable": true}`` (job info fails as an unreachable broker does), give
+``oom`` lines by id, ``purged`` ids and the ``submit_case``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "flux" / "0.88.0"
+STEMS = {"eventlog": "eventlog", "guest.exec.eventlog": "exec_eventlog"}
+
+
+def _state() -> dict[str, object]:
+    path = os.environ.get("FAKE_FLUX_STATE")
+    return json.loads(Path(path).read_text()) if path and Path(path).exists() else {}
+
+
+def _cases() -> dict[int, str]:
+    cases = {}
+    for folder in GOLDEN.iterdir():
+        record = folder / "jobs_json.out"
+        if record.exists():
+            cases[json.loads(record.read_text())["id"]] = folder.name
+    return cases
+
+
+def _decimal(text: str) -> int:
+    # The backend always passes decimal ids.
+    return int(text)
+
+
+def jobs(args: list[str], state: dict[str, object]) -> int:
+    ids = [a for a in args if not a.startswith("-")]
+    purged = {int(x) for x in state.get("purged", [])}  # type: ignore[union-attr]
+    cases = _cases()
+    found, unknown = [], []
+    for text in ids:
+        jobid = _decimal(text)
+        if jobid in cases and jobid not in purged:
+            found.append(json.loads((GOLDEN / cases[jobid] / "jobs_json.out").read_text()))
+        else:
+            unknown.append(text)
+    for text in unknown:
+        print(f"JobID {text} unknown", file=sys.stderr)
+    if len(ids) == 1:
+        if found:
+            print(json.dumps(found[0]))
+    else:
+        print(json.dumps({"jobs": found}))
+    return 1 if ids and not found else 0
+
+
+def job_info(jobid_text: str, key: str, state: dict[str, object]) -> int:
+    if state.get("unreachable"):
+        print("flux-job: flux_open: Connection refused", file=sys.stderr)
+        return 1
+    jobid = _decimal(jobid_text)
+    case = _cases().get(jobid)
+    if key == "guest.output":
+        oom = state.get("oom", {})
+        assert isinstance(oom, dict)
+        if str(jobid) in oom:
+            entry = {
+                "timestamp": 1.0,
+                "name": "log",
+                "context": {
+                    "rank": 0,
+                    "level": 3,
+                    "message": oom[str(jobid)],
+                    "component": "oom",
+                    "file": "oom.c",
+                    "line": 80,
+                },
+            }
+            print(json.dumps(entry, separators=(",", ":")))
+        print('{"timestamp":1.0,"name":"header","context":{"version":1}}')
+        return 0
+    stem = STEMS.get(key)
+    if case is None or stem is None:
+        print(f"flux-job: {key}: key not found", file=sys.stderr)
+        return 1
+    folder = GOLDEN / case
+    sys.stdout.write((folder / f"{stem}.out").read_text())
+    err = folder / f"{stem}.err"
+    if err.exists():
+        sys.stderr.write(err.read_text())
+    return int((folder / f"{stem}.rc").read_text())
+
+
+def main(argv: list[str]) -> int:
+    log = os.environ.get("FAKE_FLUX_LOG")
+    if log:
+        with open(log, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(argv) + "\n")
+    state = _state()
+    if argv[:1] == ["jobs"]:
+        return jobs(argv[1:], state)
+    if argv[:2] == ["job", "info"] and len(argv) == 4:
+        return job_info(argv[2], argv[3], state)
+    if argv[:1] in (["submit"], ["batch"]):
+        # --job-name=CASE picks that recorded case; otherwise the state file's.
+        case = str(state.get("submit_case", "exit_0"))
+        for arg in argv:
+            name = arg.partition("--job-name=")[2]
+            if name and (GOLDEN / name / "submit.out").exists():
+                case = name
+        if argv[0] == "batch":
+            sys.stdin.read()
+        sys.stdout.write((GOLDEN / case / "submit.out").read_text())
+        return 0
+    if argv[:1] == ["cancel"]:
+        return 0
+    print(f"fake flux: unsupported command {argv}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

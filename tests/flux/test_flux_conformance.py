@@ -1,0 +1,50 @@
+"""hpcstate's conformance suite, run on the Flux backend.
+
+The golden cases under tests/flux/conformance are recorded flux-core 0.88.0 outputs laid
+out in hpcstate.testing.golden's format (commands.tsv notes how each recorded command
+differed from the argv the dialect sends); their expected.json was written by hand.
+The backend half drives FluxBackend through the real LocalRunner and ``sh`` against
+fake_flux.py, which replays the same recordings (Flux cannot run here).
+"""
+
+from __future__ import annotations
+
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from hpcstate.backend import BackendInfo
+from hpcstate.runtime import LocalRunner
+from hpcstate.testing.conformance import BackendConformance, DialectConformance
+from hpcstate.testing.golden import Scenario, load_scenarios
+from hpcstate_flux import BACKEND, FluxDialect
+from hpcstate_flux._io import FluxBackend
+
+HERE = Path(__file__).resolve().parent
+CASES = HERE / "conformance"
+
+
+class TestFluxDialect(DialectConformance):
+    @pytest.fixture(scope="class")
+    def backend_info(self) -> BackendInfo:
+        return BACKEND
+
+    @pytest.fixture(scope="class")
+    def golden_dir(self) -> Path:
+        return CASES
+
+
+class TestFluxBackend(BackendConformance):
+    @pytest.fixture
+    def backend(self, tmp_path: Path) -> FluxBackend:
+        flux = tmp_path / "flux"
+        flux.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{HERE / "fake_flux.py"}" "$@"\n')
+        flux.chmod(flux.stat().st_mode | stat.S_IXUSR)
+        runner = LocalRunner(base_env={"PATH": "/usr/bin:/bin"})
+        return FluxBackend(dialect=FluxDialect(flux=str(flux)), runner=runner)
+
+    @pytest.fixture
+    def scenarios(self) -> list[Scenario]:
+        return load_scenarios(CASES)
