@@ -341,8 +341,10 @@ def _requeue(item: RunItem, obs: Observation) -> Step:
 
 def _brings_nothing(item: RunItem, obs: Observation) -> bool:
     """True when an observation could only confirm what the item already says."""
-    return (obs.stats is EMPTY_STATS or obs.stats == EMPTY_STATS) and (
-        obs.handle is None or obs.handle == item.handle
+    return (
+        (obs.stats is EMPTY_STATS or obs.stats == EMPTY_STATS)
+        and (obs.handle is None or obs.handle == item.handle)
+        and all(marker in item.markers for marker in obs.markers)
     )
 
 
@@ -390,7 +392,7 @@ def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
         return _requeue(item, evolve(obs, restarts=item.restarts + 1))
 
     values = _merged(item.stats, obs.stats, obs.source, with_exit=finished)
-    extra: list[Marker] = []
+    extra: list[Marker] = list(obs.markers)
     disagreement = _disagreement(item.stats, obs.stats, obs.source) if finished else None
     if disagreement is not None:
         extra.append(disagreement)

@@ -225,6 +225,7 @@ class Observation:
     restarts: int | None = None
     handle: str | None = None
     detail: str = ""  # free text for markers ("queue listed COMPLETED", an error...)
+    markers: tuple[Marker, ...] = ()  # notes the source wants on the item (e.g. "137 made up")
 
     def __attrs_post_init__(self) -> None:
         if (self.state is None) == (self.absence is None):

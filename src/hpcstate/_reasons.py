@@ -17,6 +17,7 @@ class ReasonKind(enum.Enum):
     TIME_LIMIT = "time_limit"
     OUT_OF_MEMORY = "out_of_memory"
     NODE_FAIL = "node_fail"
+    PREEMPTED = "preempted"
     CANCELLED = "cancelled"
     JOB_LAUNCH_FAILURE = "job_launch_failure"
     SUBMIT_REJECTED = "submit_rejected"
@@ -59,6 +60,7 @@ _FIXED = {
     "joblaunchfailure": ReasonKind.JOB_LAUNCH_FAILURE,
     "launchfailure": ReasonKind.JOB_LAUNCH_FAILURE,
     "deadline": ReasonKind.DEADLINE,
+    "preempted": ReasonKind.PREEMPTED,
     "cancelled": ReasonKind.CANCELLED,
 }
 # squeue %r prints "RaisedSignal:11(Segmentation fault)", scontrol "...(Segmentation_fault)".

@@ -193,6 +193,7 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
 
+@runtime_checkable
 class WatchingBackend(Backend, Protocol):
     """A backend that can push changes (Kubernetes watches, Flux's journal)."""
 

@@ -280,3 +280,19 @@ def test_run_aggregates_items() -> None:
     all_done = h.Run(id="r", backend="test", created_at=at(0), items=(done, done))
     assert all_done.status is State.COMPLETED
     assert all_done.confirmed
+
+
+def test_observation_markers_reach_the_item_once() -> None:
+    note = h.Marker(code="exit_made_up", text="the kubelet synthesized 137")
+    observation = h.Observation(
+        native_id="4242",
+        source=Source.QUEUE,
+        observed_at=at(5),
+        state=State.FAILED,
+        markers=(note,),
+    )
+    item = h.advance(running(), observation).item
+    assert item.markers.count(note) == 1
+    again = h.advance(item, observation)
+    assert again.item.markers.count(note) == 1
+    assert not again.events

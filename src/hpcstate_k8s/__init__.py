@@ -1,0 +1,48 @@
+"""hpcstate's Kubernetes backend: batch/v1 Jobs, watched, with verdicts from Job conditions.
+
+Importing this package is cheap and needs no optional dependency: ``BACKEND.make_backend``
+imports lightkube (``pip install 'hpcstate[k8s]'``) only when a backend is built. The pure
+parts (``_objects``, ``_dialect``, ``_manifest``, ``_tracking``) import none of it either.
+"""
+
+from __future__ import annotations
+
+from hpcstate.backend import API_VERSION, Backend, BackendConfig, BackendInfo, Capabilities
+
+__version__ = "0.1.0"
+
+#: ``lossless_signals`` is False: the kubelet reports a signal death as exit 128+N. Jobs
+#: created with ``options['wrapper']`` do get exact signals (see docs/backends/k8s.md).
+CAPABILITIES = Capabilities(
+    array_jobs=True,
+    steps=False,
+    lossless_signals=False,
+    accounting=False,
+    cancel=True,
+    requeue=False,
+    adopt=True,
+    push=True,
+    self_report=False,
+    idempotent_submit=True,
+)
+
+
+def _make_backend(config: BackendConfig) -> Backend:
+    from ._client import K8sBackend
+
+    return K8sBackend.from_config(config, CAPABILITIES)
+
+
+BACKEND = BackendInfo(
+    name="k8s",
+    api_version=API_VERSION,
+    version=__version__,
+    description="Kubernetes batch/v1 Jobs through the API server (watch, no polling)",
+    capabilities=CAPABILITIES,
+    make_backend=_make_backend,
+    make_dialect=None,
+    requires=("lightkube", "httpx2"),
+    install_hint="pip install 'hpcstate[k8s]'",
+)
+
+__all__ = ["BACKEND", "CAPABILITIES"]

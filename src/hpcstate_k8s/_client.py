@@ -1,0 +1,742 @@
+"""The Kubernetes backend's I/O: REST calls, the watch loop, submit and cancel.
+
+Configuration and authentication come from lightkube (kubeconfig files with exec plugins,
+client certificates and tokens, or the in-cluster service account); requests go through
+the ``httpx2`` client lightkube builds from them. The watch loop is ours, so that it can
+ask for bookmarks and LIST again after every broken stream (see docs/backends/k8s.md).
+All decisions are made by the pure modules (_dialect, _tracking, _manifest).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Final
+
+import httpx2
+
+from hpcstate import (
+    Absence,
+    BackendError,
+    CommandFailed,
+    ConfigError,
+    Observation,
+    SchedulerUnavailable,
+    Source,
+    TransportError,
+)
+from hpcstate.backend import AccountingQuery, BackendConfig, Capabilities, JobSpec, Submission
+
+from ._dialect import JobRef, assess, parse_native_id
+from ._manifest import (
+    SUBMIT_OPTIONS,
+    build_job,
+    propagation_policy,
+    resolve_settings,
+    submission_from_job,
+)
+from ._objects import JOB_NAME_LABELS, MANAGED_LABEL, TAG_ANNOTATION, read_job, read_pod
+from ._tracking import NamespaceTracker
+
+log = logging.getLogger("hpcstate.k8s")
+
+BACKEND_OPTIONS: Final = frozenset(
+    {
+        "kubeconfig",
+        "context",
+        "in_cluster",
+        "service_account_dir",
+        "propagation_policy",
+        "request_timeout_s",
+        "watch_timeout_s",
+        "retry_initial_s",
+        "retry_max_s",
+    }
+)
+_SELECTOR_NAMES_MAX = 100  # beyond this many names, select pods by label existence
+
+
+def _jobs_path(namespace: str) -> str:
+    return f"apis/batch/v1/namespaces/{namespace}/jobs"
+
+
+def _pods_path(namespace: str) -> str:
+    return f"api/v1/namespaces/{namespace}/pods"
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class _Expired(Exception):
+    """410 Gone: the resourceVersion is too old; LIST again."""
+
+
+class _StreamBroken(Exception):
+    """The watch stream ended badly (dropped, undecodable, an ERROR event)."""
+
+
+class _Conflict(Exception):
+    """409: the object already exists."""
+
+
+class Forbidden(BackendError):
+    """403: the credentials work but RBAC does not allow this call."""
+
+
+def _status_message(response: httpx2.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300]
+    message = body.get("message") if isinstance(body, dict) else None
+    return message if isinstance(message, str) else response.text[:300]
+
+
+class KubeApi:
+    """The handful of REST calls hpcstate makes, with errors mapped to hpcstate's."""
+
+    def __init__(self, http: httpx2.AsyncClient, *, request_timeout_s: float) -> None:
+        self._http = http
+        self._request_timeout_s = request_timeout_s
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    def _check(self, response: httpx2.Response, method: str, path: str) -> None:
+        code = response.status_code
+        if code < 300:
+            return
+        message = _status_message(response)
+        where = f"{method} /{path}"
+        if code == 409:
+            raise _Conflict(message)
+        if code == 410:
+            raise _Expired(message)
+        if code == 429 or code >= 500:
+            raise SchedulerUnavailable(f"{where}: HTTP {code}: {message}")
+        if code in (401, 403):
+            error = Forbidden if code == 403 else BackendError
+            raise error(
+                f"{where}: HTTP {code}: {message} (check the kubeconfig's credentials and "
+                "RBAC: hpcstate needs create/get/list/watch/delete on jobs and "
+                "get/list/watch on pods)"
+            )
+        raise CommandFailed((method, f"/{path}"), code, message)
+
+    async def _send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+    ) -> httpx2.Response:
+        try:
+            return await self._http.request(method, path, params=params, json=body)
+        except httpx2.TransportError as error:
+            raise TransportError(f"{method} /{path}: {type(error).__name__}: {error}") from error
+
+    async def _json(self, response: httpx2.Response, where: str) -> dict[str, Any]:
+        try:
+            body = response.json()
+        except ValueError:
+            raise SchedulerUnavailable(f"{where}: the API server sent no JSON") from None
+        if not isinstance(body, dict):
+            raise SchedulerUnavailable(f"{where}: the API server sent {type(body).__name__}")
+        return body
+
+    async def list(self, path: str, *, selector: str | None = None) -> tuple[list[Any], str]:
+        """All objects (following ``continue``) and the list's resourceVersion."""
+        items: list[Any] = []
+        params: dict[str, str] = {"limit": "500"}
+        if selector:
+            params["labelSelector"] = selector
+        while True:
+            response = await self._send("GET", path, params=params)
+            self._check(response, "GET", path)
+            body = await self._json(response, f"GET /{path}")
+            chunk = body.get("items")
+            meta = body.get("metadata")
+            if not isinstance(chunk, list) or not isinstance(meta, dict):
+                raise SchedulerUnavailable(f"GET /{path}: not a list response")
+            items.extend(chunk)
+            token = meta.get("continue")
+            if not token:
+                return items, str(meta.get("resourceVersion") or "")
+            params["continue"] = str(token)
+
+    async def get(self, path: str) -> dict[str, Any] | None:
+        response = await self._send("GET", path)
+        if response.status_code == 404:
+            return None
+        self._check(response, "GET", path)
+        return await self._json(response, f"GET /{path}")
+
+    async def create(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        response = await self._send("POST", path, body=body)
+        self._check(response, "POST", path)
+        return await self._json(response, f"POST /{path}")
+
+    async def delete(self, path: str, *, propagation: str) -> dict[str, Any] | None:
+        """The object as the server left it (None if it did not exist)."""
+        response = await self._send("DELETE", path, params={"propagationPolicy": propagation})
+        if response.status_code == 404:
+            return None
+        self._check(response, "DELETE", path)
+        return await self._json(response, f"DELETE /{path}")
+
+    async def watch(
+        self, path: str, *, selector: str | None, resource_version: str, timeout_s: int
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """One watch request: (type, object) pairs until the server ends the stream.
+
+        Raises _Expired on 410 (as a status or an ERROR event) and _StreamBroken when the
+        stream breaks; a clean end just stops the iteration.
+        """
+        params = {
+            "watch": "true",
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_s),
+            "resourceVersion": resource_version,
+        }
+        if selector:
+            params["labelSelector"] = selector
+        # The server ends the stream after timeout_s; silence past that means a dead link.
+        timeout = httpx2.Timeout(self._request_timeout_s, read=timeout_s + 30.0)
+        try:
+            async with self._http.stream("GET", path, params=params, timeout=timeout) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    self._check(response, "GET", path)
+                    raise _StreamBroken(f"watch /{path}: HTTP {response.status_code}")
+                async for line in response.aiter_lines():
+                    if not line.strip():
+                        continue
+                    yield _watch_event(line, path)
+        except httpx2.TransportError as error:
+            raise _StreamBroken(f"watch /{path}: {type(error).__name__}: {error}") from error
+
+
+def _watch_event(line: str, path: str) -> tuple[str, dict[str, Any]]:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        raise _StreamBroken(f"watch /{path}: undecodable line {line[:120]!r}") from None
+    if not isinstance(event, dict):
+        raise _StreamBroken(f"watch /{path}: event is not an object")
+    kind, obj = event.get("type"), event.get("object")
+    if not isinstance(kind, str) or not isinstance(obj, dict):
+        raise _StreamBroken(f"watch /{path}: event without type or object")
+    if kind == "ERROR":
+        code = obj.get("code")
+        if code == 410:
+            raise _Expired(str(obj.get("message", "resource version too old")))
+        raise _StreamBroken(f"watch /{path}: ERROR event {obj.get('code')}: {obj.get('message')}")
+    if kind not in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK"):
+        raise _StreamBroken(f"watch /{path}: unknown event type {kind!r}")
+    return kind, obj
+
+
+def _resource_version(obj: Mapping[str, Any]) -> str | None:
+    meta = obj.get("metadata")
+    if isinstance(meta, Mapping):
+        rv = meta.get("resourceVersion")
+        if isinstance(rv, str) and rv:
+            return rv
+    return None
+
+
+def _float(options: Mapping[str, Any], key: str, default: float) -> float:
+    value = options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ConfigError(f"k8s option {key!r} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ConfigError(f"k8s option {key!r} must be a number, got {value!r}") from None
+    if number <= 0:
+        raise ConfigError(f"k8s option {key!r} must be > 0, got {number}")
+    return number
+
+
+def _flag(options: Mapping[str, Any], key: str) -> bool:
+    value = options.get(key, False)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "1", "yes"):
+        return True
+    if isinstance(value, str) and value.lower() in ("false", "0", "no", ""):
+        return False
+    raise ConfigError(f"k8s option {key!r} must be true or false, got {value!r}")
+
+
+def make_http_client(
+    options: Mapping[str, Any], *, request_timeout_s: float
+) -> tuple[httpx2.AsyncClient, str]:
+    """An authenticated httpx2 client and the context's namespace, via lightkube's config."""
+    from lightkube.config import client_adapter
+    from lightkube.config.kubeconfig import DEFAULT_KUBECONFIG, SERVICE_ACCOUNT, KubeConfig
+    from lightkube.core.exceptions import ConfigError as KubeConfigError
+
+    account = str(options.get("service_account_dir") or SERVICE_ACCOUNT)
+    path = options.get("kubeconfig")
+    context = options.get("context")
+    if context is not None and not isinstance(context, str):
+        raise ConfigError(f"k8s option 'context' must be a string, got {context!r}")
+    in_cluster = _flag(options, "in_cluster")
+    what = f"in-cluster service account ({account})" if in_cluster else "Kubernetes configuration"
+    try:
+        if in_cluster:
+            config = KubeConfig.from_service_account(service_account=account)
+        elif path is not None:
+            config = KubeConfig.from_file(str(path))
+        else:
+            config = KubeConfig.from_env(service_account=account, default_config=DEFAULT_KUBECONFIG)
+        single = config.get(context_name=context)
+    except KubeConfigError as error:
+        raise ConfigError(f"k8s: cannot load the {what}: {error}") from None
+    except KeyError as error:
+        raise ConfigError(
+            f"k8s: in-cluster configuration needs the environment variable {error}"
+        ) from None
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"k8s: cannot read the kubeconfig {path}: {error}") from None
+    if single is None:
+        raise ConfigError("k8s: the kubeconfig has no current context; set options['context']")
+    if single.user is None:
+        raise ConfigError(f"k8s: kubeconfig context {single.context_name!r} names no user")
+    params = client_adapter.ConnectionParams(timeout=httpx2.Timeout(request_timeout_s))
+    try:
+        http = client_adapter.AsyncClient(single, params)
+    except (KubeConfigError, OSError, ValueError) as error:
+        raise ConfigError(f"k8s: bad cluster or user settings in the kubeconfig: {error}") from None
+    return http, single.namespace
+
+
+def _load_manifest(value: str) -> dict[str, Any]:
+    """options['manifest']: a Job as JSON text, or the path of a JSON or YAML file."""
+    text = value.strip()
+    origin = "options['manifest']"
+    if not text.startswith("{"):
+        path = Path(text).expanduser()
+        origin = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise ConfigError(f"cannot read the Job manifest {path}: {error.strerror}") from None
+    try:
+        if text.lstrip().startswith("{"):
+            doc = json.loads(text)
+        else:
+            # PyYAML comes with lightkube; it ships no type hints, hence the dynamic import.
+            yaml = importlib.import_module("yaml")
+            doc = yaml.safe_load(text)
+    except ValueError as error:
+        raise ConfigError(f"the Job manifest {origin} is not valid JSON/YAML: {error}") from None
+    except Exception as error:  # yaml.YAMLError does not derive from ValueError
+        raise ConfigError(f"the Job manifest {origin} is not valid YAML: {error}") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"the Job manifest {origin} must be one object (a Job)")
+    return doc
+
+
+def _check_schema(body: Mapping[str, Any]) -> None:
+    """Catch type mistakes (a string where an int belongs...) before the server does,
+    with the path of the field, using lightkube's typed Job model."""
+    from lightkube.resources.batch_v1 import Job
+
+    try:
+        Job.from_dict(dict(body), lazy=False)
+    except ValueError as error:  # msgspec.ValidationError, with the field's path
+        raise ConfigError(f"the Job to create is not a valid batch/v1 Job: {error}") from None
+
+
+class _Follower:
+    """One namespace's watch: a tracker, the queue it feeds, and its two watch loops."""
+
+    def __init__(
+        self,
+        backend: K8sBackend,
+        tracker: NamespaceTracker,
+        out: asyncio.Queue[Observation | BaseException | None],
+    ) -> None:
+        self.backend = backend
+        self.tracker = tracker
+        self.out = out
+        self.finished = asyncio.Event()
+        self.job_selector: str | None = f"{MANAGED_LABEL}=true"
+        self.pod_selector: str | None = f"{MANAGED_LABEL}=true"
+
+    @property
+    def namespace(self) -> str:
+        return self.tracker.namespace
+
+    async def emit(self, observations: Sequence[Observation]) -> None:
+        for obs in observations:
+            self.out.put_nowait(obs)
+        for name, uid in self.tracker.take_wanted_pod_lists():
+            # A failure verdict whose kind depends on pods the watch has not delivered yet.
+            try:
+                items, _ = await self.backend.api.list(
+                    _pods_path(self.namespace), selector=f"batch.kubernetes.io/controller-uid={uid}"
+                )
+            except (TransportError, SchedulerUnavailable) as error:
+                log.warning("listing pods of %s/%s failed: %s", self.namespace, name, error)
+                items = []
+            for obs in self.tracker.job_pods_listed(name, uid, items, _now()):
+                self.out.put_nowait(obs)
+        if self.tracker.done():
+            self.finished.set()
+
+    async def start(self) -> tuple[str, str | None]:
+        """The first LISTs: decide the selectors, feed the tracker. Returns the RVs."""
+        api = self.backend.api
+        path = _jobs_path(self.namespace)
+        items, job_rv = await api.list(path, selector=self.job_selector)
+        missing = self.tracker.names - {obj["metadata"]["name"] for obj in items if _has_name(obj)}
+        if missing:
+            # Adopted Jobs do not carry hpcstate's label: watch the whole namespace.
+            every, every_rv = await api.list(path)
+            if any(_has_name(obj) and obj["metadata"]["name"] in missing for obj in every):
+                self.job_selector, self.pod_selector = None, JOB_NAME_LABELS[1]
+                items, job_rv = every, every_rv
+        await self.emit(self.tracker.jobs_listed(items, _now()))
+        try:
+            pods, pod_rv = await api.list(_pods_path(self.namespace), selector=self.pod_selector)
+        except Forbidden as error:
+            log.warning(
+                "cannot read pods in %s (%s): judging by Job counters", self.namespace, error
+            )
+            await self.emit(self.tracker.pods_unreadable(_now()))
+            return job_rv, None
+        await self.emit(self.tracker.pods_listed(pods, _now()))
+        return job_rv, pod_rv
+
+    async def follow(self, kind: str, resource_version: str) -> None:
+        """Watch one kind from resource_version; LIST again after any broken stream."""
+        api, settings = self.backend.api, self.backend.watch_settings
+        path = _jobs_path(self.namespace) if kind == "jobs" else _pods_path(self.namespace)
+        selector = self.job_selector if kind == "jobs" else self.pod_selector
+        delay = settings.retry_initial_s
+        rv = resource_version
+        streak = 0  # failures since the last event: only a repeat waits before retrying
+        while True:
+            try:
+                if not rv:
+                    items, rv = await api.list(path, selector=selector)
+                    feed = self.tracker.jobs_listed if kind == "jobs" else self.tracker.pods_listed
+                    await self.emit(feed(items, _now()))
+                events = 0
+                async for event_type, obj in api.watch(
+                    path, selector=selector, resource_version=rv, timeout_s=settings.timeout_s
+                ):
+                    events += 1
+                    streak, delay = 0, settings.retry_initial_s
+                    rv = _resource_version(obj) or rv
+                    if event_type == "BOOKMARK":
+                        continue
+                    if kind == "jobs":
+                        await self.emit(self.tracker.job_event(event_type, obj, _now()))
+                    else:
+                        await self.emit(self.tracker.pod_event(event_type, obj, _now()))
+                # A clean end (timeoutSeconds): resume from the last resourceVersion seen.
+                if events == 0:
+                    await asyncio.sleep(delay)
+                continue
+            except _Expired as error:
+                log.info("watch %s in %s: %s; listing again", kind, self.namespace, error)
+            except (_StreamBroken, TransportError, SchedulerUnavailable) as error:
+                log.info("watch %s in %s broke: %s; listing again", kind, self.namespace, error)
+                streak += 1  # a broken link: always pause before the next LIST
+            rv = ""
+            if streak:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, settings.retry_max_s)
+            streak += 1
+
+    async def run(self) -> None:
+        job_rv, pod_rv = await self.start()
+        if self.finished.is_set():
+            return
+        tasks = [asyncio.ensure_future(self.follow("jobs", job_rv))]
+        if pod_rv is not None:
+            tasks.append(asyncio.ensure_future(self.follow("pods", pod_rv)))
+        waiter = asyncio.ensure_future(self.finished.wait())
+        try:
+            done, _ = await asyncio.wait([*tasks, waiter], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not waiter:
+                    task.result()  # a loop only returns by raising a non-transient error
+        finally:
+            for task in (*tasks, waiter):
+                task.cancel()
+            await asyncio.gather(*tasks, waiter, return_exceptions=True)
+
+
+def _has_name(obj: object) -> bool:
+    return (
+        isinstance(obj, dict)
+        and isinstance(obj.get("metadata"), dict)
+        and isinstance(obj["metadata"].get("name"), str)
+    )
+
+
+class _WatchSettings:
+    def __init__(self, options: Mapping[str, Any]) -> None:
+        self.timeout_s = int(_float(options, "watch_timeout_s", 290.0))
+        self.retry_initial_s = _float(options, "retry_initial_s", 0.5)
+        self.retry_max_s = _float(options, "retry_max_s", 30.0)
+
+
+class K8sBackend:
+    """hpcstate's Kubernetes backend: batch/v1 Jobs, watched (push) or listed (queue)."""
+
+    def __init__(
+        self,
+        *,
+        api: KubeApi,
+        namespace: str,
+        options: Mapping[str, Any],
+        capabilities: Capabilities,
+        name: str = "k8s",
+    ) -> None:
+        unknown = sorted(set(options) - BACKEND_OPTIONS - SUBMIT_OPTIONS)
+        if unknown:
+            known = ", ".join(sorted(BACKEND_OPTIONS | SUBMIT_OPTIONS))
+            raise ConfigError(f"unknown k8s option(s) {', '.join(unknown)}; known: {known}")
+        self.name = name
+        self.capabilities = capabilities
+        self.api = api
+        self.namespace = str(options.get("namespace") or namespace)
+        self.watch_settings = _WatchSettings(options)
+        self._defaults = {k: v for k, v in options.items() if k in SUBMIT_OPTIONS}
+        self._propagation = propagation_policy(options.get("propagation_policy"))
+        # What this process learned: uids of the Jobs it created, Jobs it deleted on request.
+        self._uids: dict[tuple[str, str], str] = {}
+        self._cancelled: dict[tuple[str, str], str | None] = {}
+        self._followers: set[_Follower] = set()
+
+    @classmethod
+    def from_config(cls, config: BackendConfig, capabilities: Capabilities) -> K8sBackend:
+        if config.host is not None:
+            raise ConfigError(
+                f"backend {config.name!r}: the k8s backend talks to the API server named by its "
+                "kubeconfig; 'host' (SSH) does not apply"
+            )
+        options = dict(config.options)
+        timeout = _float(options, "request_timeout_s", 30.0)
+        http, namespace = make_http_client(options, request_timeout_s=timeout)
+        return cls(
+            api=KubeApi(http, request_timeout_s=timeout),
+            namespace=namespace,
+            options=options,
+            capabilities=capabilities,
+            name=config.name,
+        )
+
+    # -- submit ------------------------------------------------------------------------
+
+    async def submit(self, spec: JobSpec) -> Submission:
+        tag = spec.tag or uuid.uuid4().hex
+        options = dict(spec.options)
+        manifest_option = options.pop("manifest", None) or self._defaults.get("manifest")
+        manifest = _load_manifest(str(manifest_option)) if manifest_option else None
+        defaults = {k: v for k, v in self._defaults.items() if k != "manifest"}
+        settings = resolve_settings(defaults, options, namespace=self.namespace)
+        body = build_job(spec, tag=tag, settings=settings, manifest=manifest)
+        _check_schema(body)
+        namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+        path = _jobs_path(namespace)
+        try:
+            created = await self.api.create(path, body)
+        except _Conflict:
+            # A retried submit (or a name clash): the Job must carry our tag to be ours.
+            created = await self._existing(namespace, name, tag)
+        submission = submission_from_job(created)
+        uid = read_job(created).uid
+        if uid:
+            self._uids[namespace, name] = uid
+        return submission
+
+    async def _existing(self, namespace: str, name: str, tag: str) -> dict[str, Any]:
+        found = await self.api.get(f"{_jobs_path(namespace)}/{name}")
+        if found is None:
+            raise SchedulerUnavailable(
+                f"Job {namespace}/{name} already existed, then vanished: submit again"
+            )
+        job = read_job(found)
+        if job.meta.annotations.get(TAG_ANNOTATION) != tag:
+            raise BackendError(
+                f"a Job named {namespace}/{name} already exists and was not created by this "
+                f"submission (its {TAG_ANNOTATION} annotation is "
+                f"{job.meta.annotations.get(TAG_ANNOTATION)!r}); choose another name"
+            )
+        return found
+
+    # -- reading -----------------------------------------------------------------------
+
+    def _refs(self, native_ids: Sequence[str]) -> list[tuple[str, JobRef]]:
+        return [(native_id, parse_native_id(native_id)) for native_id in native_ids]
+
+    def _cancel_requested(self, ref: JobRef, uid: str | None) -> bool:
+        key = (ref.namespace, ref.name)
+        if key not in self._cancelled:
+            return False
+        wanted = self._cancelled[key]
+        return wanted is None or uid is None or wanted == uid
+
+    async def _pods_for(self, namespace: str, names: set[str]) -> list[Any] | None:
+        if len(names) <= _SELECTOR_NAMES_MAX and all(len(n) <= 63 for n in names):
+            selector = f"{JOB_NAME_LABELS[1]} in ({','.join(sorted(names))})"
+        else:
+            selector = JOB_NAME_LABELS[1]
+        try:
+            items, _ = await self.api.list(_pods_path(namespace), selector=selector)
+        except Forbidden:
+            return None  # judged from the Jobs alone
+        return items
+
+    async def queue(self, native_ids: Sequence[str]) -> Sequence[Observation]:
+        """One LIST of Jobs (and one of their pods) per namespace, for all ids."""
+        refs = self._refs(native_ids)
+        by_namespace: dict[str, list[tuple[str, JobRef]]] = {}
+        for native_id, ref in refs:
+            by_namespace.setdefault(ref.namespace, []).append((native_id, ref))
+        results: dict[str, Observation] = {}
+        for namespace, group in by_namespace.items():
+            names = {ref.name for _, ref in group}
+            # Jobs first, then pods: a Job's verdict is never newer than its pods' states.
+            jobs, _ = await self.api.list(_jobs_path(namespace))
+            pod_objects = await self._pods_for(namespace, names)
+            observed_at = _now()
+            views = {}
+            for obj in jobs:
+                if _has_name(obj) and obj["metadata"]["name"] in names:
+                    view = read_job(obj)
+                    views[view.name] = view
+            pods = None if pod_objects is None else [read_pod(p) for p in pod_objects]
+            for native_id, ref in group:
+                job = views.get(ref.name)
+                known = self._uids.get((namespace, ref.name))
+                if job is not None and known is not None and job.uid and job.uid != known:
+                    job = None  # another Job reuses the name: ours is gone
+                result = assess(
+                    native_id,
+                    ref,
+                    job,
+                    pods,
+                    observed_at=observed_at,
+                    gone=job is None,
+                    cancel_requested=self._cancel_requested(ref, job.uid if job else None),
+                )
+                results[native_id] = result.observation
+        return [results[native_id] for native_id in native_ids]
+
+    async def accounting(self, query: AccountingQuery) -> Sequence[Observation]:
+        """Kubernetes keeps no accounting: verdicts are final from the Job's conditions."""
+        observed_at = _now()
+        return [
+            Observation(
+                native_id=native_id,
+                source=Source.ACCOUNTING,
+                observed_at=observed_at,
+                absence=Absence.NO_RECORD,
+                detail="Kubernetes keeps no accounting records",
+            )
+            for native_id in query.native_ids
+        ]
+
+    async def watch(self, native_ids: Sequence[str]) -> AsyncIterator[Observation]:
+        """Observations as the Jobs change, until every id has its verdict.
+
+        One watch of Jobs and one of pods per namespace, label-selected; each LISTs
+        first, resumes from the last resourceVersion after a clean end, and LISTs again
+        after a 410 or a broken stream, so a terminal state is never missed.
+        """
+        refs = self._refs(native_ids)
+        by_namespace: dict[str, list[tuple[str, JobRef]]] = {}
+        for native_id, ref in refs:
+            by_namespace.setdefault(ref.namespace, []).append((native_id, ref))
+        out: asyncio.Queue[Observation | BaseException | None] = asyncio.Queue()
+        followers = []
+        for namespace, group in by_namespace.items():
+            names = {ref.name for _, ref in group}
+            tracker = NamespaceTracker(
+                namespace,
+                group,
+                uids={n: u for (ns, n), u in self._uids.items() if ns == namespace and n in names},
+                cancelled={
+                    n: u for (ns, n), u in self._cancelled.items() if ns == namespace and n in names
+                },
+            )
+            followers.append(_Follower(self, tracker, out))
+
+        async def run(follower: _Follower) -> None:
+            self._followers.add(follower)
+            try:
+                await follower.run()
+                out.put_nowait(None)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as error:  # handed to the consumer, raised there
+                out.put_nowait(error)
+            finally:
+                self._followers.discard(follower)
+
+        tasks = [asyncio.ensure_future(run(f)) for f in followers]
+        remaining = len(tasks)
+        try:
+            while remaining:
+                item = await out.get()
+                if item is None:
+                    remaining -= 1
+                elif isinstance(item, BaseException):
+                    raise item
+                else:
+                    yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- cancel ------------------------------------------------------------------------
+
+    async def cancel(self, native_ids: Sequence[str]) -> None:
+        """DELETE each Job once (an array task cancels its whole Indexed Job).
+
+        The Job then reads as CANCELLED (unless it had already finished): from the
+        watch, and from queue() while this process remembers deleting it.
+        """
+        jobs = dict.fromkeys((ref.namespace, ref.name) for _, ref in self._refs(native_ids))
+        for namespace, name in jobs:
+            left = await self.api.delete(
+                f"{_jobs_path(namespace)}/{name}", propagation=self._propagation
+            )
+            if left is None:
+                continue  # already gone: not something we cancelled
+            is_job = left.get("kind") in (None, "Job") and _has_name(left)
+            view = read_job(left) if is_job else None
+            if view is not None and view.finished:
+                continue  # it had its verdict before the DELETE: nothing was cancelled
+            uid = view.uid if view is not None else None
+            self._cancelled[namespace, name] = uid or None
+            for follower in list(self._followers):
+                if follower.namespace != namespace:
+                    continue
+                observed_at = _now()
+                changed = follower.tracker.cancel_requested(name, uid or None, observed_at)
+                if is_job:
+                    changed += follower.tracker.job_event("MODIFIED", left, observed_at)
+                await follower.emit(changed)
+
+    async def close(self) -> None:
+        for follower in list(self._followers):
+            follower.out.put_nowait(BackendError("the k8s backend was closed"))
+        await self.api.close()

@@ -1,0 +1,372 @@
+"""Pure verdicts over hand-written Job/Pod fixtures (fixtures/README.md).
+
+Every expected value below is written from the case's description (what the job did),
+not copied from the dialect's output.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hpcstate import Absence, ExitStatus, ParseError, ReasonKind, Source, State
+from hpcstate_k8s._dialect import (
+    JobRef,
+    assess,
+    decode_exit,
+    killed_by_deletion,
+    parse_native_id,
+)
+from hpcstate_k8s._objects import Termination, parse_index_set, read_job, read_pod
+
+FIXTURES = Path(__file__).parent / "fixtures"
+NOW = datetime(2026, 4, 26, 19, 0, 0, tzinfo=timezone.utc)
+
+
+def at(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def load(case: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / f"{case}.json").read_text())  # type: ignore[no-any-return]
+
+
+def observe(
+    case: str,
+    native_id: str = "batch/sim",
+    *,
+    gone: bool = False,
+    cancel_requested: bool = False,
+    pods: bool = True,
+) -> Any:
+    doc = load(case)
+    return assess(
+        native_id,
+        parse_native_id(native_id),
+        read_job(doc["job"]),
+        [read_pod(p) for p in doc["pods"]] if pods else None,
+        observed_at=NOW,
+        gone=gone,
+        cancel_requested=cancel_requested,
+    )
+
+
+# -- verdicts from conditions --------------------------------------------------------------
+
+
+def test_success_131_is_final_completed_with_exit_0() -> None:
+    obs = observe("complete_131").observation
+    assert (obs.state, obs.final, obs.source) == (State.COMPLETED, True, Source.QUEUE)
+    assert obs.stats.exit == ExitStatus.exited(0)
+    assert obs.stats.finished_at == at("2026-04-26T18:37:06Z")
+    assert obs.stats.started_at == at("2026-04-26T18:35:42Z")  # no pods left: the Job's start
+    assert obs.stats.reason is not None
+    assert obs.stats.reason.text == "CompletionsReached"
+
+
+def test_success_130_has_no_reason_and_is_still_completed() -> None:
+    obs = observe("complete_130").observation
+    assert (obs.state, obs.final) == (State.COMPLETED, True)
+    assert obs.stats.exit == ExitStatus.exited(0)
+    assert obs.stats.started_at == at("2026-04-26T18:35:44Z")
+    assert obs.stats.finished_at == at("2026-04-26T18:36:02Z")
+    assert obs.stats.nodes == ("node-1",)
+
+
+def test_backoff_limit_131_is_failed_with_the_last_pods_exit() -> None:
+    obs = observe("backoff_131").observation
+    assert (obs.state, obs.final) == (State.FAILED, True)
+    assert obs.stats.reason is not None
+    assert obs.stats.reason.kind is ReasonKind.BACKOFF_LIMIT
+    assert obs.stats.exit == ExitStatus.exited(1)
+    assert obs.stats.finished_at == at("2026-04-26T18:47:32Z")
+    assert "sim-f7" in obs.detail
+
+
+def test_failure_130_without_interim_condition() -> None:
+    obs = observe("failed_130").observation
+    assert (obs.state, obs.final, obs.stats.exit) == (State.FAILED, True, ExitStatus.exited(2))
+
+
+@pytest.mark.parametrize("case", ["interim_failure", "interim_success"])
+def test_interim_conditions_are_running_not_a_verdict(case: str) -> None:
+    obs = observe(case).observation
+    assert (obs.state, obs.final) == (State.RUNNING, False)
+    assert obs.stats.exit is None
+    assert "terminating" in obs.detail
+
+
+def test_suspended_is_queued_with_its_reason() -> None:
+    obs = observe("suspended").observation
+    assert obs.state is State.QUEUED
+    assert obs.stats.reason is not None
+    assert obs.stats.reason.text == "Suspended: JobSuspended"
+
+
+def test_a_pod_pulling_its_image_is_queued_with_the_waiting_reason() -> None:
+    obs = observe("image_pull").observation
+    assert obs.state is State.QUEUED  # active=1 counts a pending pod: not running yet
+    assert obs.stats.reason is not None
+    assert obs.stats.reason.text.startswith("ImagePullBackOff: Back-off pulling image")
+
+
+def test_running_pod_is_running_with_its_start_and_the_job_uid_as_handle() -> None:
+    obs = observe("running").observation
+    assert (obs.state, obs.final) == (State.RUNNING, False)
+    assert obs.stats.started_at == at("2026-04-26T18:35:44Z")
+    assert obs.handle == "11111111-1111-4111-8111-111111111111"
+
+
+def test_pods_unreadable_falls_back_to_counters() -> None:
+    assert observe("running", pods=False).observation.state is State.RUNNING
+    assert observe("image_pull", pods=False).observation.state is State.RUNNING  # active=1
+
+
+# -- the kind of failure and the exit status -------------------------------------------------
+
+
+def test_oomkilled_is_out_of_memory_and_137_stays_ambiguous() -> None:
+    obs = observe("oom").observation
+    assert (obs.state, obs.final) == (State.OUT_OF_MEMORY, True)
+    assert obs.stats.reason is not None
+    assert obs.stats.reason.kind is ReasonKind.OUT_OF_MEMORY
+    exit_ = obs.stats.exit
+    assert exit_ is not None
+    assert (exit_.code, exit_.signal) == (137, None)
+    assert exit_.ambiguous is not None
+    assert "SIGKILL" in exit_.ambiguous
+
+
+def test_exit_3_is_failed_exit_3_exactly() -> None:
+    obs = observe("exit3").observation
+    assert obs.state is State.FAILED
+    assert obs.stats.exit == ExitStatus.exited(3)
+    assert obs.stats.exit_source is Source.QUEUE
+
+
+def test_137_without_wrapper_is_never_a_made_up_signal() -> None:
+    exit_ = observe("exit137_plain").observation.stats.exit
+    assert exit_ is not None
+    assert (exit_.code, exit_.signal, exit_.exact) == (137, None, False)
+
+
+def test_137_with_wrapper_is_sigkill_exactly() -> None:
+    obs = observe("exit137_wrapper").observation
+    assert obs.state is State.FAILED
+    assert obs.stats.exit == ExitStatus.killed(9)
+
+
+def test_wrapper_tells_a_real_exit_137_from_a_kill() -> None:
+    assert observe("wrapper_exit137").observation.stats.exit == ExitStatus.exited(137)
+
+
+def test_wrapper_message_disagreeing_with_the_exit_code_is_not_trusted() -> None:
+    obs = observe("wrapper_killed").observation
+    exit_ = obs.stats.exit
+    assert exit_ is not None
+    assert (exit_.code, exit_.exact) == (137, False)
+    assert "wrapper itself was killed" in obs.detail
+
+
+def test_container_status_unknown_is_an_infrastructure_kill_without_exit() -> None:
+    obs = observe("status_unknown").observation
+    assert (obs.state, obs.stats.exit) == (State.NODE_FAIL, None)
+    assert obs.stats.reason is not None
+    assert obs.stats.reason.kind is ReasonKind.NODE_FAIL
+    assert "synthesized" in obs.detail
+
+
+def test_start_error_never_ran_so_128_is_not_its_exit() -> None:
+    obs = observe("start_error").observation
+    assert (obs.state, obs.stats.exit) == (State.FAILED, None)
+    assert obs.stats.reason is not None
+    assert obs.stats.reason.kind is ReasonKind.JOB_LAUNCH_FAILURE
+    assert obs.stats.started_at is None or obs.stats.started_at.year != 1970
+
+
+def test_eviction_is_node_fail() -> None:
+    obs = observe("evicted").observation
+    assert obs.state is State.NODE_FAIL
+    assert obs.stats.reason is not None
+    assert "TerminationByKubelet" in obs.stats.reason.text
+
+
+def test_preemption_is_preempted() -> None:
+    assert observe("preempted").observation.state is State.PREEMPTED
+
+
+def test_active_deadline_is_timeout_and_the_killed_pod_exit_is_ambiguous() -> None:
+    obs = observe("deadline").observation
+    assert (obs.state, obs.final) == (State.TIMEOUT, True)
+    assert obs.stats.reason is not None
+    assert obs.stats.reason.kind is ReasonKind.TIME_LIMIT
+    exit_ = obs.stats.exit
+    assert exit_ is not None
+    assert (exit_.code, exit_.exact) == (143, False)
+
+
+def test_pods_the_controller_killed_are_not_the_jobs_failure() -> None:
+    obs = observe("backoff_with_kill").observation
+    assert obs.state is State.FAILED
+    assert obs.stats.exit == ExitStatus.exited(2)  # a1's own exit, not b2's 143
+    pods = [read_pod(p) for p in load("backoff_with_kill")["pods"]]
+    assert [killed_by_deletion(p) for p in pods] == [False, True]
+
+
+def test_pod_deleted_after_it_ended_was_not_killed() -> None:
+    pod = read_pod(load("ttl_deleting")["pods"][0])
+    assert not killed_by_deletion(pod)
+
+
+# -- deletion, TTL and cancel ------------------------------------------------------------------
+
+
+def test_job_deleted_before_any_verdict_is_unknown_never_failed() -> None:
+    obs = assess("batch/sim", JobRef(namespace="batch", name="sim"), None, [], observed_at=NOW)
+    result = obs.observation
+    assert (result.state, result.absence) == (None, Absence.UNKNOWN)
+
+
+def test_running_job_that_disappears_is_unknown() -> None:
+    obs = observe("running", gone=True).observation
+    assert obs.absence is Absence.UNKNOWN
+
+
+def test_job_deleted_by_ttl_after_its_verdict_keeps_the_verdict() -> None:
+    obs = observe("ttl_deleting", gone=True).observation
+    assert (obs.state, obs.final, obs.stats.exit) == (State.FAILED, True, ExitStatus.exited(3))
+
+
+def test_a_job_we_deleted_on_request_is_cancelled() -> None:
+    obs = observe("cancelled", cancel_requested=True).observation
+    assert (obs.state, obs.final) == (State.CANCELLED, True)
+    assert obs.stats.reason is not None
+    assert obs.stats.reason.kind is ReasonKind.CANCELLED
+    assert obs.stats.finished_at == at("2026-04-26T18:36:10Z")
+
+
+def test_a_job_someone_else_deletes_is_not_cancelled_while_it_exists() -> None:
+    assert observe("cancelled").observation.state is State.RUNNING
+
+
+def test_cancel_of_a_finished_job_keeps_its_verdict() -> None:
+    assert observe("exit3", cancel_requested=True).observation.state is State.FAILED
+
+
+def test_failure_without_any_failed_pod_seen_waits_for_pods() -> None:
+    doc = load("oom")
+    result = assess(
+        "batch/sim",
+        parse_native_id("batch/sim"),
+        read_job(doc["job"]),
+        [],
+        observed_at=NOW,
+    )
+    assert result.awaiting_pods
+    assert not observe("oom").awaiting_pods
+
+
+# -- Indexed Jobs (arrays) ---------------------------------------------------------------------
+
+
+def test_indexed_job_gives_one_verdict_per_index() -> None:
+    index0 = observe("indexed_one_failed", "batch/sim[0]").observation
+    index1 = observe("indexed_one_failed", "batch/sim[1]").observation
+    index2 = observe("indexed_one_failed", "batch/sim[2]").observation
+    whole = observe("indexed_one_failed", "batch/sim").observation
+    assert (index0.state, index0.final, index0.stats.exit) == (
+        State.COMPLETED,
+        True,
+        ExitStatus.exited(0),
+    )
+    assert (index1.state, index1.final, index1.stats.exit) == (
+        State.FAILED,
+        True,
+        ExitStatus.exited(5),
+    )
+    assert index2.state is State.COMPLETED
+    assert index2.stats.finished_at == at("2026-04-26T18:36:04Z")
+    assert whole.state is State.FAILED
+    assert index1.native_id == "batch/sim[1]"
+
+
+def test_index_out_of_range_is_unknown() -> None:
+    assert observe("indexed_one_failed", "batch/sim[7]").observation.absence is Absence.UNKNOWN
+    assert observe("exit3", "batch/sim[0]").observation.absence is Absence.UNKNOWN
+
+
+# -- small parsers -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("batch/sim", JobRef(namespace="batch", name="sim")),
+        ("batch/sim[12]", JobRef(namespace="batch", name="sim", index=12)),
+        ("kube-system/a.b-c", JobRef(namespace="kube-system", name="a.b-c")),
+    ],
+)
+def test_native_ids(text: str, expected: JobRef) -> None:
+    assert parse_native_id(text) == expected
+    assert expected.native_id == text
+
+
+@pytest.mark.parametrize("text", ["sim", "Batch/sim", "batch/sim[-1]", "batch/", "a/b/c", "b/s[1"])
+def test_bad_native_ids_raise_parse_error(text: str) -> None:
+    with pytest.raises(ParseError, match="NAMESPACE/NAME"):
+        parse_native_id(text)
+
+
+def test_index_sets() -> None:
+    assert parse_index_set("1,3-5,7") == {1, 3, 4, 5, 7}
+    assert parse_index_set("") == frozenset()
+    with pytest.raises(ParseError, match="backwards"):
+        parse_index_set("5-3")
+
+
+def test_unreadable_wrapper_message_falls_back_to_the_exit_code() -> None:
+    term = Termination(
+        container="main",
+        init=False,
+        exit_code=1,
+        reason="Error",
+        message="Traceback (most recent call last): ...",
+        started_at=None,
+        finished_at=None,
+    )
+    exit_, note = decode_exit(term, wrapper=True)
+    assert exit_ == ExitStatus.exited(1)
+    assert "unreadable" in note
+
+
+def test_parse_errors_name_the_object_and_field() -> None:
+    doc = load("exit3")
+    doc["job"]["status"]["failed"] = "seven"
+    with pytest.raises(ParseError) as info:
+        read_job(doc["job"])
+    assert info.value.field == "status.failed"
+    assert "Job batch/sim" in str(info.value)
+
+
+def test_a_failure_written_after_our_delete_is_the_cancel() -> None:
+    # The controller counted the pods our DELETE killed and then wrote Failed at 18:36:20,
+    # ten seconds after the deletion (18:36:10): hpcstate cancelled it, it did not fail.
+    doc = load("cancelled")
+    failed = {
+        "type": "Failed",
+        "status": "True",
+        "reason": "BackoffLimitExceeded",
+        "message": "Job has reached the specified backoff limit",
+        "lastTransitionTime": "2026-04-26T18:36:20Z",
+    }
+    doc["job"]["status"] = {"conditions": [failed], "failed": 1, "active": 0}
+    job = read_job(doc["job"])
+    ref = parse_native_id("batch/sim")
+    cancelled = assess("batch/sim", ref, job, [], observed_at=NOW, cancel_requested=True)
+    assert cancelled.observation.state is State.CANCELLED
+    not_ours = assess("batch/sim", ref, job, [], observed_at=NOW, cancel_requested=False)
+    assert not_ours.observation.state is State.FAILED
