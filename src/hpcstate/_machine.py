@@ -29,6 +29,7 @@ from ._model import EMPTY_STATS, Absence, JobStats, Marker, MarkerCode, Observat
 from ._reasons import Reason, ReasonKind
 from ._states import (
     EXIT_PRIORITY,
+    REOPENABLE,
     TERMINAL,
     TRANSITIONS,
     WAITING,
@@ -66,7 +67,11 @@ def classify(item: RunItem, observation: Observation) -> Input:
         return Input.STALE  # a record of an earlier run of a requeued job
     if not obs.final and obs.observed_at < item.updated_at:
         return Input.STALE
-    if obs.restarts is not None and obs.restarts > item.restarts:
+    if obs.restarts is not None and obs.restarts > item.restarts and (
+        item.state not in TERMINAL or item.state in REOPENABLE
+    ):
+        # A verdict that no requeue reopens is only confirmed or corrected by a later
+        # run's record, like any other late observation (falls through).
         return Input.REQUEUED
     if obs.absence is Absence.ABSENT:
         return Input.VANISHED
@@ -411,12 +416,15 @@ def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
         settling_since = None
 
     markers = item.markers
+    restarts = item.restarts
     if (new_state in TERMINAL and item.state not in TERMINAL) or input is Input.LATE_CONFIRMATION:
         confirmed = input in (Input.CONFIRMED, Input.SEEN_FAILURE, Input.LATE_CONFIRMATION)
         values["confirmed_by"] = obs.source if confirmed else None
         if input is Input.LATE_CONFIRMATION:
             dropped = {MarkerCode.UNCONFIRMED.value, MarkerCode.GONE.value}
             markers = tuple(m for m in markers if m.code not in dropped)
+            if obs.restarts is not None and obs.restarts > restarts:
+                restarts = obs.restarts
     if input is Input.FORGOTTEN and new_state is State.GONE:
         extra.append(
             Marker(
@@ -457,6 +465,7 @@ def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
         stats=stats,
         markers=markers,
         handle=handle,
+        restarts=restarts,
         settling_since=settling_since,
         last_seen_at=at if seen else item.last_seen_at,
         updated_at=max(item.updated_at, at),

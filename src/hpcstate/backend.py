@@ -194,6 +194,14 @@ class Backend(Protocol):
 
 
 @runtime_checkable
+class SubmissionFinder(Protocol):
+    """Optional: a backend that can find the job a lost submit answer already created
+    (by the JobSpec's tag). The tracker uses it before ever submitting again."""
+
+    async def find_submission(self, tag: str) -> Submission | None: ...
+
+
+@runtime_checkable
 class WatchingBackend(Backend, Protocol):
     """A backend that can push changes (Kubernetes watches, Flux's journal)."""
 

@@ -117,7 +117,7 @@ def observation_for(item: RunItem, input: Input) -> Observation | None:
             source=Source.SELF_REPORT,
             stats=h.JobStats(exit=h.ExitStatus.exited(0)),
         )
-    if input is Input.REQUEUED:
+    if input is Input.REQUEUED and (item.state not in h.TERMINAL or item.state in h.REOPENABLE):
         return obs(sec, State.QUEUED, restarts=item.restarts + 1)
     if input is Input.STALE:
         return evolve(obs(0, State.RUNNING), observed_at=item.updated_at - timedelta(seconds=1))

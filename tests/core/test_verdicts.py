@@ -296,3 +296,21 @@ def test_observation_markers_reach_the_item_once() -> None:
     again = h.advance(item, observation)
     assert again.item.markers.count(note) == 1
     assert not again.events
+
+
+def test_a_later_runs_record_confirms_an_unconfirmed_verdict() -> None:
+    # Requeued job + accounting outage longer than the grace: the grace verdict is
+    # unconfirmed; the new run's final record (restart count 1) corrects it.
+    item = h.tick(settling(), now=at(1000)).item
+    record = obs(
+        1001,
+        State.COMPLETED,
+        source=Source.ACCOUNTING,
+        final=True,
+        restarts=1,
+        stats=JobStats(exit=ExitStatus.exited(0)),
+    )
+    step = h.advance(item, record)
+    assert step.item.succeeded
+    assert step.item.restarts == 1
+    assert isinstance(step.events[0], h.Corrected)

@@ -1,0 +1,53 @@
+"""hpcstate.testing: what a backend author needs to test a backend (shipped, public).
+
+* :mod:`~hpcstate.testing.fakes`: :class:`FakeRunner`, a Runner answering from a table of
+  argv patterns or from golden files, recording its calls.
+* :mod:`~hpcstate.testing.golden`: the golden-file layout and its hand-written
+  expectations (:func:`load_cases`, :func:`load_scenarios`).
+* :mod:`~hpcstate.testing.simulator`: :class:`SimulatedCluster`, a deterministic fake
+  scheduler that races like a real one and knows the truth; :class:`VirtualClock`.
+* :mod:`~hpcstate.testing.conformance`: the suite to subclass (``DialectConformance``,
+  ``BackendConformance``). Needs pytest, pytest-asyncio and hypothesis, so it is not
+  imported here: ``from hpcstate.testing.conformance import DialectConformance``.
+* :mod:`~hpcstate.testing.strategies`: hypothesis strategies (specs, results, garbling).
+"""
+
+from __future__ import annotations
+
+from .fakes import FakeRunner as FakeRunner
+from .fakes import UnexpectedCommand as UnexpectedCommand
+from .fakes import argv_matches as argv_matches
+from .golden import GoldenCase as GoldenCase
+from .golden import GoldenError as GoldenError
+from .golden import Scenario as Scenario
+from .golden import load_case as load_case
+from .golden import load_cases as load_cases
+from .golden import load_scenarios as load_scenarios
+from .simulator import Conditions as Conditions
+from .simulator import JobPlan as JobPlan
+from .simulator import Outage as Outage
+from .simulator import SimulatedBackend as SimulatedBackend
+from .simulator import SimulatedCluster as SimulatedCluster
+from .simulator import Truth as Truth
+from .simulator import VirtualClock as VirtualClock
+from .simulator import judge_first_verdict as judge_first_verdict
+
+__all__ = [
+    "Conditions",
+    "FakeRunner",
+    "GoldenCase",
+    "GoldenError",
+    "JobPlan",
+    "Outage",
+    "Scenario",
+    "SimulatedBackend",
+    "SimulatedCluster",
+    "Truth",
+    "UnexpectedCommand",
+    "VirtualClock",
+    "argv_matches",
+    "judge_first_verdict",
+    "load_case",
+    "load_cases",
+    "load_scenarios",
+]
