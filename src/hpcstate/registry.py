@@ -90,7 +90,7 @@ def load(name: str) -> BackendInfo:
                     f"to add it: {_hint(name)}"
                 )
             info = ep.load()
-    except ImportError as exc:
+    except (ImportError, AttributeError) as exc:
         raise BackendNotFound(
             f"backend {name!r} is registered but cannot be imported ({exc}); "
             f"to fix it: {_hint(name)}"

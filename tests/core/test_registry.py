@@ -65,3 +65,14 @@ def test_bundled_backends_use_the_entry_point_group() -> None:
 def test_register_refuses_a_bad_target() -> None:
     with pytest.raises(ValueError, match="module:attr"):
         registry.register("x", "nocolon")
+
+
+def test_missing_attribute_is_a_clear_error_and_listing_survives_it() -> None:
+    registry.register("noattr", f"{__package__}.fake_plugin:NO_SUCH_NAME")
+    try:
+        with pytest.raises(BackendNotFound, match="cannot be imported"):
+            registry.load("noattr")
+        listed = dict(registry.iter_backends())
+        assert isinstance(listed["noattr"], BackendNotFound)
+    finally:
+        registry.unregister("noattr")

@@ -1,0 +1,7 @@
+"""``python -m hpcstate``: the same as the ``hpcstate`` command."""
+
+import sys
+
+from hpcstate.cli import main
+
+sys.exit(main())

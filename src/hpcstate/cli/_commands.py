@@ -1,0 +1,754 @@
+"""The commands: each opens what it needs from hpcstate.runtime and prints results."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Final
+
+import attrs
+
+from hpcstate import (
+    TERMINAL,
+    ConfigError,
+    Event,
+    ExitStatus,
+    HpcStateError,
+    Marker,
+    MarkerCode,
+    ParseError,
+    ReasonKind,
+    Run,
+    RunItem,
+    State,
+    add_marker,
+    registry,
+    signal_number,
+)
+from hpcstate.backend import BackendConfig, BackendInfo, Command, JobSpec
+from hpcstate.runtime import CorruptRow, Store, StoreError, Tracker, make_runner, report
+
+# TODO(runtime): Change is not exported by hpcstate.runtime; asked for in the report.
+from hpcstate.runtime._store import Change
+
+from ._app import Console, DataError, UnknownRun
+from ._config import Config
+from ._decode import Form, decode, decoded_dict, decoded_text
+from ._exitcodes import ToolExit, combine, item_exit_status
+from ._human import (
+    backend_line,
+    exit_text,
+    status_text,
+    table,
+    verdict_lines,
+)
+from ._once import ALREADY_THERE, WRAPPER_NAME, is_already_there, once_command
+from ._parser import UsageError
+from ._progress import Progress
+from ._record import run_record
+from ._values import (
+    parse_duration,
+    parse_env_assignment,
+    parse_memory,
+    parse_native_ref,
+    parse_run_ref,
+)
+
+#: Commands that need no configuration file (they work anywhere, even in a job).
+CONFIG_FREE: Final = frozenset({"decode", "report", "backends"})
+
+_DEFAULT_FOLLOW_INTERVAL: Final = 1.0
+
+
+def _seconds(option: str, text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        return parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+
+
+def _json_line(console: Console, document: object) -> None:
+    console.out(json.dumps(document, separators=(",", ":"), ensure_ascii=False))
+
+
+class Session:
+    """The state database and a tracker for the backends a command needs, opened lazily."""
+
+    def __init__(self, config: Config, console: Console, db: str | None) -> None:
+        self.config = config
+        self.console = console
+        self.db_path = db or config.database
+        self._store: Store | None = None
+        self._tracker: Tracker | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            self._store = Store(self.db_path)
+        return self._store
+
+    def backend_config(self, name: str) -> BackendConfig:
+        return self.config.backend(name)
+
+    def tracker(self, backends: Sequence[str], *, interval: float | None = None) -> Tracker:
+        """One tracker per command, knowing the configured backends it needs."""
+        if self._tracker is None:
+            configs = {name: self.backend_config(name) for name in dict.fromkeys(backends)}
+            if interval is None:
+                self._tracker = Tracker(store=self.store, backends=configs)
+            else:
+                # A fixed interval: the user asked for exactly this pace.
+                self._tracker = Tracker(
+                    store=self.store,
+                    backends=configs,
+                    fast_interval=interval,
+                    max_interval=interval,
+                )
+        else:
+            for name in backends:
+                self._tracker.add_backend(name, self.backend_config(name))
+        return self._tracker
+
+    async def close(self) -> None:
+        if self._tracker is not None:
+            await self._tracker.aclose()
+        if self._store is not None:
+            self._store.close()
+
+    # -- runs ---------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> Run:
+        try:
+            return self.store.get_run(run_id)
+        except CorruptRow as exc:
+            raise DataError(f"run {run_id}: {exc}") from None
+
+    def _find_native(self, backend: str, native_id: str) -> str | None:
+        # TODO(runtime): a Store lookup by (backend, native_id) would avoid this scan.
+        for summary in self.store.list_runs():
+            if summary.backend != backend:
+                continue
+            try:
+                run = self.store.get_run(summary.id)
+            except CorruptRow:
+                continue
+            if any(item.native_id == native_id for item in run.items):
+                return run.id
+        return None
+
+    def resolve(self, text: str) -> str:
+        """A run id from a run reference; UnknownRun if it names nothing."""
+        try:
+            ref = parse_run_ref(text, self.config.backends)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if ref.backend is not None and ref.native_id is not None:
+            found = self._find_native(ref.backend, ref.native_id)
+            if found is None:
+                raise UnknownRun(
+                    f"no run tracks {ref.backend} job {ref.native_id!r}; adopt it with: "
+                    f"hpcstate track {ref.text}"
+                )
+            return found
+        assert ref.run_id is not None
+        if not self.store.has_run(ref.run_id):
+            raise UnknownRun(
+                f"unknown run {ref.run_id!r} (not in {self.store.path}; `hpcstate list` "
+                "shows the runs there)"
+            )
+        return ref.run_id
+
+
+# -- submit / track --------------------------------------------------------------------
+
+
+def _spec(args: argparse.Namespace) -> tuple[JobSpec, str]:
+    """The JobSpec the options describe, and the run's default name."""
+    command: list[str] = list(args.command_argv)
+    if args.script and command:
+        raise UsageError("give either --script FILE or -- COMMAND, not both")
+    if not args.script and not command:
+        raise UsageError("nothing to run: give -- COMMAND [ARG...] or --script FILE")
+    script: str | None = None
+    name = args.name
+    if args.script:
+        if args.once:
+            raise UsageError("--once wraps a command; run the script as one: --once S -- bash FILE")
+        try:
+            script = Path(args.script).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--script {args.script}: cannot read it: {exc}") from None
+        name = name or Path(args.script).name
+    else:
+        name = name or Path(command[0]).name
+        if args.once:
+            try:
+                command = list(once_command(args.once, command))
+            except ValueError as exc:
+                raise UsageError(str(exc)) from None
+    try:
+        environment = dict(parse_env_assignment(e) for e in args.env)
+        time_limit = parse_duration(args.time_limit) if args.time_limit else None
+        memory = parse_memory(args.mem) if args.mem else None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.cpus is not None and args.cpus < 1:
+        raise UsageError(f"--cpus must be at least 1, got {args.cpus}")
+    spec = JobSpec(
+        command=tuple(command) if script is None else (),
+        script=script,
+        name=name,
+        time_limit=time_limit,
+        memory_bytes=memory,
+        cpus=args.cpus,
+        partition=args.partition,
+        account=args.account,
+        array=args.array,
+        environment=environment,
+        working_directory=args.chdir,
+        stdout=args.output,
+        stderr=args.error,
+        extra_args=tuple(args.extra_arg),
+    )
+    return spec, name
+
+
+async def _submit(args: argparse.Namespace, session: Session) -> int:
+    spec, name = _spec(args)
+    backend = args.backend or session.config.default_backend
+    session.backend_config(backend)  # a one-line ConfigError before anything is stored
+    tracker = session.tracker([backend])
+    run = await tracker.submit(spec, backend=backend, name=name)
+    rejected = _rejection(run)
+    if rejected is not None:
+        if args.json:
+            _json_line(session.console, run_record(run))
+        session.console.error(f"error: {backend} rejected the submission: {rejected}")
+        return ToolExit.UNAVAILABLE
+    if not (args.json and args.watch):
+        if args.json:
+            _json_line(session.console, run_record(run))
+        else:
+            session.console.out(run.id)
+    if args.watch:
+        return await _watch(session, [run.id], args)
+    return ToolExit.OK
+
+
+def _rejection(run: Run) -> str | None:
+    """The scheduler's refusal, if the submission was refused."""
+    for item in run.items:
+        reason = item.stats.reason
+        if (
+            item.state is State.FAILED
+            and reason is not None
+            and reason.kind is ReasonKind.SUBMIT_REJECTED
+        ):
+            return reason.text or "no reason given"
+    return None
+
+
+async def _track(args: argparse.Namespace, session: Session) -> int:
+    try:
+        backend, native_id = parse_native_ref(args.ref, session.config.backends)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    tracker = session.tracker([backend])
+    run = await tracker.track(backend, native_id, name=args.name)
+    if not (args.json and args.watch):
+        if args.json:
+            _json_line(session.console, run_record(run))
+        else:
+            session.console.out(run.id)
+    if args.watch:
+        return await _watch(session, [run.id], args)
+    return ToolExit.OK
+
+
+# -- watch -----------------------------------------------------------------------------
+
+
+def _unreachable(tracker: Tracker, runs: Sequence[Run]) -> bool:
+    """True if a backend of an unfinished run could not be reached at the last poll."""
+    waiting = [run for run in runs if run.status not in TERMINAL]
+    return any(not tracker.backend_status(run.backend).reachable for run in waiting) or any(
+        item.has_marker(MarkerCode.UNREACHABLE.value) for run in waiting for item in run.items
+    )
+
+
+async def _watch(session: Session, run_ids: Sequence[str], args: argparse.Namespace) -> int:
+    console = session.console
+    timeout = _seconds("--timeout", args.timeout)
+    interval = _seconds("--interval", args.interval)
+    runs = [session.get_run(run_id) for run_id in run_ids]
+    tracker = session.tracker([run.backend for run in runs], interval=interval)
+    states: dict[str, State] = {item.id: item.state for run in runs for item in run.items}
+    labels = {
+        item.id: f"{run.id}[{item.array_index}]" if item.array_index is not None else run.id
+        for run in runs
+        for item in run.items
+    }
+    progress = Progress(console.stdout, tty=console.tty, runs=len(runs), enabled=not args.json)
+    started = time.monotonic()
+
+    def on_event(event: Event) -> None:
+        if event.item_id not in states:
+            return
+        changed = states[event.item_id] is not event.state
+        states[event.item_id] = event.state
+        if changed and not console.tty and event.state not in TERMINAL:
+            progress.line(f"{labels[event.item_id]} {event.state}")
+        progress.status(states, elapsed_s=time.monotonic() - started)
+
+    async def redraw() -> None:
+        while True:
+            progress.status(states, elapsed_s=time.monotonic() - started)
+            await asyncio.sleep(1.0)
+
+    unsubscribe = tracker.subscribe(on_event)
+    ticker = asyncio.ensure_future(redraw())
+    timed_out = False
+    try:
+        waits = [tracker.wait(run.id) for run in runs if run.status not in TERMINAL]
+        await asyncio.wait_for(asyncio.gather(*waits), timeout)
+    except asyncio.TimeoutError:
+        timed_out = True
+    finally:
+        unsubscribe()
+        ticker.cancel()
+        progress.close()
+    final = [await _note_already_done(session, session.get_run(run_id)) for run_id in run_ids]
+    timed_out = timed_out or any(item.state not in TERMINAL for run in final for item in run.items)
+    for run in final:
+        if args.json:
+            _json_line(console, run_record(run))
+        else:
+            for line in verdict_lines(run):
+                console.out(line)
+    if timed_out:
+        if _unreachable(tracker, final):
+            console.error("error: the backend stayed unreachable until --timeout expired")
+            return ToolExit.UNAVAILABLE
+        console.error("error: --timeout expired before every verdict was in")
+        return ToolExit.WATCH_TIMEOUT
+    if not args.exit_status:
+        return ToolExit.OK
+    codes = []
+    for run in final:
+        for item in sorted(run.items, key=lambda i: (i.array_index or 0, i.id)):
+            code = item_exit_status(item, require_confirmed=args.require_confirmed)
+            codes.append(ToolExit.WATCH_TIMEOUT if code is None else code)
+    return combine(codes)
+
+
+async def _watch_command(args: argparse.Namespace, session: Session) -> int:
+    run_ids = list(dict.fromkeys(session.resolve(ref) for ref in args.refs))
+    return await _watch(session, run_ids, args)
+
+
+# -- status / list / cancel ------------------------------------------------------------
+
+
+async def _refresh(session: Session, backends: Sequence[str]) -> None:
+    """One poll of the given backends, so what is shown is current. A failure is a
+    warning (the stored state is still shown), never a verdict."""
+    if not backends:
+        return
+    try:
+        await session.tracker(backends).poll_once()
+    except (StoreError, ConfigError):
+        raise
+    except Exception as exc:
+        session.console.warn(f"could not ask {', '.join(sorted(set(backends)))}: {exc}")
+
+
+async def _status(args: argparse.Namespace, session: Session) -> int:
+    run_id = session.resolve(args.ref)
+    run = session.get_run(run_id)
+    if not args.cached and run.status not in TERMINAL:
+        await _refresh(session, [run.backend])
+        run = session.get_run(run_id)
+    run = await _note_already_done(session, run)
+    if args.json:
+        _json_line(session.console, run_record(run))
+    else:
+        session.console.out(status_text(run))
+    return ToolExit.OK
+
+
+async def _list(args: argparse.Namespace, session: Session) -> int:
+    store = session.store
+    if not args.cached:
+        active = store.list_runs(active_only=True)
+        await _refresh(session, [s.backend for s in active if s.backend in session.config.backends])
+    summaries = store.list_runs(limit=args.limit)
+    rows: list[list[str]] = []
+    broken = 0
+    for summary in summaries:
+        if args.backend and summary.backend != args.backend:
+            continue
+        if args.state and summary.status.value != args.state:
+            continue
+        try:
+            run = store.get_run(summary.id)
+        except CorruptRow as exc:
+            broken += 1
+            session.console.error(f"error: run {summary.id}: {exc}")
+            rows.append(
+                [summary.id, summary.backend, "?", str(summary.status), "unreadable", summary.name]
+            )
+            continue
+        if args.json:
+            _json_line(session.console, run_record(run))
+            continue
+        first = run.items[0] if len(run.items) == 1 else None
+        rows.append(
+            [
+                run.id,
+                run.backend,
+                (first.native_id or "-") if first else f"{len(run.items)} jobs",
+                str(run.status),
+                exit_text(first) if first and first.terminal else "-",
+                run.name,
+            ]
+        )
+    if not args.json:
+        if rows:
+            session.console.out(
+                table(rows, ["RUN", "BACKEND", "NATIVE ID", "STATE", "EXIT", "NAME"])
+            )
+        else:
+            session.console.error("no runs")
+    if broken:
+        session.console.error(
+            f"error: {broken} run(s) could not be read from {store.path}; the others are listed"
+        )
+        return ToolExit.DATA_ERROR
+    return ToolExit.OK
+
+
+async def _cancel(args: argparse.Namespace, session: Session) -> int:
+    run_id = session.resolve(args.ref)
+    run = session.get_run(run_id)
+    if run.status in TERMINAL:
+        if args.json:
+            _json_line(session.console, run_record(run))
+        else:
+            session.console.out(f"{run.id} already finished: {run.status}")
+        return ToolExit.OK
+    run = await session.tracker([run.backend]).cancel(run_id)
+    if args.json:
+        _json_line(session.console, run_record(run))
+    else:
+        session.console.out(f"{run.id} cancel requested")
+    return ToolExit.OK
+
+
+# -- logs ------------------------------------------------------------------------------
+
+
+async def _read_from(session: Session, backend: BackendConfig, path: str, offset: int) -> bytes:
+    """Bytes of ``path`` from ``offset`` on, where the job runs (locally or over SSH)."""
+    if backend.host is None:
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(offset)
+                return handle.read()
+        except FileNotFoundError:
+            return b""
+    runner = make_runner(backend)
+    try:
+        result = await runner.run(Command(argv=("tail", "-c", f"+{offset + 1}", path)))
+    finally:
+        await runner.close()
+    if result.returncode != 0:
+        if "No such file" in result.stderr:
+            return b""
+        raise DataError(f"{backend.name}: cannot read {path}: {result.stderr.strip()}")
+    return result.stdout.encode()
+
+
+def _expand_output(path: str, native_id: str, index: int | None) -> str:
+    """A scheduler's output-file pattern for one job (``%j``, ``%A``, ``%a``, ``%%``)."""
+    array_id = native_id.split("_", 1)[0]
+    return (
+        path.replace("%%", "\0")
+        .replace("%j", native_id)
+        .replace("%A", array_id)
+        .replace("%a", "" if index is None else str(index))
+        .replace("\0", "%")
+    )
+
+
+def _output_path(session: Session, run: Run, item: RunItem, *, stderr: bool) -> str:
+    """Where an item's stdout (or stderr) is, on the job's side."""
+    assert item.native_id is not None
+    backend = session.backend_config(run.backend)
+    if backend.kind == "local" and backend.host is None:
+        from hpcstate.runtime.local import make_backend
+
+        out, err = make_backend(backend).output_paths(item.native_id)
+        return str(err if stderr else out)
+    spec = session.store.run_spec(run.id)
+    path = None if spec is None else (spec.stderr or spec.stdout if stderr else spec.stdout)
+    if not path and spec is not None and backend.kind == "slurm" and spec.working_directory:
+        # sbatch's documented default: slurm-%j.out (slurm-%A_%a.out for arrays) in the
+        # job's working directory, stdout and stderr together.
+        name = "slurm-%A_%a.out" if item.array_index is not None else "slurm-%j.out"
+        path = f"{spec.working_directory.rstrip('/')}/{name}"
+    if not path:
+        raise DataError(
+            f"run {run.id}: hpcstate does not know where its output went; submit with "
+            "--output PATH (or --chdir DIR on Slurm) to make `hpcstate logs` find it"
+        )
+    if spec is not None and spec.working_directory and not path.startswith(("/", "~")):
+        path = f"{spec.working_directory.rstrip('/')}/{path}"
+    return _expand_output(path, item.native_id, item.array_index)
+
+
+async def _logs(args: argparse.Namespace, session: Session) -> int:
+    run_id = session.resolve(args.ref)
+    run = session.get_run(run_id)
+    interval = _seconds("--interval", args.interval) or _DEFAULT_FOLLOW_INTERVAL
+    backend = session.backend_config(run.backend)
+    items = sorted(run.items, key=lambda i: (i.array_index or 0, i.id))
+    targets = []
+    for item in items:
+        if item.native_id is None:
+            continue
+        path = _output_path(session, run, item, stderr=args.stderr)
+        targets.append((item.id, item.array_index, path))
+    offsets = {item_id: 0 for item_id, _, _ in targets}
+    out = session.console.stdout
+    while True:
+        for item_id, index, path in targets:
+            data = await _read_from(session, backend, path, offsets[item_id])
+            if data or (args.json and not args.follow):
+                offsets[item_id] += len(data)
+                text = data.decode("utf-8", errors="replace")
+                if args.json:
+                    stream = "stderr" if args.stderr else "stdout"
+                    document = {"schema": 1, "id": run_id, "item_id": item_id, "index": index}
+                    document.update(path=path, stream=stream, text=text)
+                    _json_line(session.console, document)
+                    continue
+                if len(targets) > 1 and not args.follow:
+                    out.write(f"==> [{index}] {path} <==\n")
+                out.write(text)
+                out.flush()
+        if not args.follow:
+            return ToolExit.OK
+        run = session.get_run(run_id)
+        if run.status in TERMINAL:
+            return ToolExit.OK
+        await _refresh(session, [run.backend])
+        await asyncio.sleep(interval)
+
+
+# -- submit --once: the "already there" marker ------------------------------------------
+
+_TAIL_BYTES: Final = 4096
+
+
+async def _read_tail(backend: BackendConfig, path: str) -> str:
+    """The last few KiB of a file where the job ran ("" if it does not exist)."""
+    if backend.host is None:
+        try:
+            with open(path, "rb") as handle:
+                handle.seek(0, os.SEEK_END)
+                handle.seek(max(0, handle.tell() - _TAIL_BYTES))
+                return handle.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+    runner = make_runner(backend)
+    try:
+        result = await runner.run(Command(argv=("tail", "-c", str(_TAIL_BYTES), path)))
+    finally:
+        await runner.close()
+    return result.stdout if result.returncode == 0 else ""
+
+
+async def _note_already_done(session: Session, run: Run) -> Run:
+    """Mark the items of a ``--once`` run whose wrapper found its sentinel.
+
+    The wrapper says so as the last line of its stderr; it is read once the item has
+    its verdict, and the marker is stored (compare-and-set: a lost race is harmless,
+    the next look adds it).
+    """
+    done = [
+        item
+        for item in run.items
+        if item.state is State.COMPLETED
+        and item.native_id is not None
+        and not item.has_marker(MarkerCode.ALREADY_DONE.value)
+    ]
+    if not done:
+        return run
+    try:
+        spec = session.store.run_spec(run.id)
+    except StoreError:
+        return run
+    if spec is None or spec.command[3:4] != (WRAPPER_NAME,):
+        return run
+    backend = session.backend_config(run.backend)
+    changes = []
+    now = datetime.now(timezone.utc)
+    for item in done:
+        assert item.native_id is not None
+        try:
+            path = _output_path(session, run, item, stderr=True)
+            tail = await _read_tail(backend, path)
+        except (DataError, HpcStateError, OSError):
+            continue
+        lines = [line for line in tail.splitlines() if line.strip()]
+        if lines and is_already_there(lines[-1]):
+            text = "already there: " + lines[-1][len(ALREADY_THERE) :]
+            marker = Marker(code=MarkerCode.ALREADY_DONE.value, text=text)
+            step = add_marker(item, marker, at=now)
+            changes.append(
+                Change(item=step.item, expected_version=item.version, events=step.events)
+            )
+    if changes:
+        session.store.commit(changes)
+        return session.get_run(run.id)
+    return run
+
+
+# -- prune / decode / report / backends ------------------------------------------------
+
+
+async def _prune(args: argparse.Namespace, session: Session) -> int:
+    try:
+        older = parse_duration(args.older_than)
+    except ValueError as exc:
+        raise UsageError(f"--older-than: {exc}") from None
+    count = session.store.prune(older_than=older, now=datetime.now(timezone.utc))
+    if args.json:
+        _json_line(session.console, {"schema": 1, "pruned": count})
+    else:
+        session.console.out(f"pruned {count} finished run(s) unchanged for {args.older_than}")
+    return ToolExit.OK
+
+
+async def _decode(args: argparse.Namespace, console: Console) -> int:
+    decoded = decode(args.value, Form(args.form) if args.form else None)
+    if args.json:
+        _json_line(console, decoded_dict(decoded))
+    else:
+        console.out(decoded_text(decoded))
+    return ToolExit.OK
+
+
+def _reported_status(args: argparse.Namespace) -> ExitStatus:
+    try:
+        if args.exit_code is not None:
+            return ExitStatus.exited(args.exit_code)
+        if args.signal is not None:
+            return ExitStatus.killed(signal_number(args.signal))
+        return ExitStatus.from_wait_status(args.wait_status)
+    except ParseError:
+        raise
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+async def _report(args: argparse.Namespace, console: Console) -> int:
+    status = _reported_status(args)
+    done = report(status, detail=args.detail)
+    if args.json:
+        _json_line(console, done.to_dict())
+    else:
+        console.out(f"reported {status.describe()} for run {done.run_id}")
+    return ToolExit.OK
+
+
+def _backend_doc(name: str, found: BackendInfo | Exception) -> dict[str, Any]:
+    if isinstance(found, BackendInfo):
+        return {
+            "schema": 1,
+            "name": name,
+            "ok": True,
+            "version": found.version,
+            "api_version": found.api_version,
+            "description": found.description,
+            "capabilities": attrs.asdict(found.capabilities),
+            "error": None,
+        }
+    return {
+        "schema": 1,
+        "name": name,
+        "ok": False,
+        "version": None,
+        "api_version": None,
+        "description": "",
+        "capabilities": None,
+        "error": str(found),
+    }
+
+
+def _load_backend(name: str) -> BackendInfo | Exception:
+    try:
+        return registry.load(name)
+    except Exception as exc:  # a broken plugin is listed with its error, never fatal
+        return exc
+
+
+async def _backends(args: argparse.Namespace, console: Console) -> int:
+    found = [(name, _load_backend(name)) for name in registry.available()]
+    if args.json:
+        for name, info in found:
+            _json_line(console, _backend_doc(name, info))
+        return ToolExit.OK
+    rows = []
+    broken = []
+    for name, info in found:
+        if isinstance(info, BackendInfo):
+            rows.append(backend_line(info))
+        else:
+            rows.append([name, "-", "-", "BROKEN"])
+            broken.append(f"{name}: {info}")
+    console.out(table(rows, ["NAME", "VERSION", "API", "CAPABILITIES"]))
+    for line in broken:
+        console.out(f"  {line}")
+    return ToolExit.OK
+
+
+# -- dispatch --------------------------------------------------------------------------
+
+_SessionHandler = Callable[[argparse.Namespace, Session], Awaitable[int]]
+_ConsoleHandler = Callable[[argparse.Namespace, Console], Awaitable[int]]
+
+_WITH_SESSION: Final[dict[str, _SessionHandler]] = {
+    "submit": _submit,
+    "track": _track,
+    "watch": _watch_command,
+    "status": _status,
+    "list": _list,
+    "cancel": _cancel,
+    "logs": _logs,
+    "prune": _prune,
+}
+_WITHOUT_SESSION: Final[dict[str, _ConsoleHandler]] = {
+    "decode": _decode,
+    "report": _report,
+    "backends": _backends,
+}
+
+
+async def dispatch(args: argparse.Namespace, config: Config | None, console: Console) -> int:
+    if args.command in _WITHOUT_SESSION:
+        return await _WITHOUT_SESSION[args.command](args, console)
+    assert config is not None
+    session = Session(config, console, args.db)
+    try:
+        return await _WITH_SESSION[args.command](args, session)
+    finally:
+        await session.close()

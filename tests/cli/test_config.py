@@ -1,0 +1,172 @@
+"""The configuration loader: pure (text + environment in), one-line errors out."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hpcstate import ConfigError
+from hpcstate.backend import BackendConfig
+from hpcstate.cli._config import Config, locate, parse_config
+
+PATH = "/home/alice/.config/hpcstate/config.toml"
+GOOD = """
+default_backend = "cluster"
+database = "~/state/hpcstate.db"
+
+[backends.cluster]
+kind = "slurm"
+host = "alice@login.example.org:22"
+known_hosts = "~/.ssh/known_hosts"
+connect_timeout = 10
+
+[backends.flux-test]
+kind = "flux"
+"""
+
+
+def load(text: str | None, **env: str) -> Config:
+    return parse_config(text, env={"HOME": "/home/alice", **env}, path=PATH)
+
+
+def test_no_file_means_the_embedded_local_backend() -> None:
+    config = load(None)
+    assert config.default_backend == "local"
+    assert config.backends == {"local": BackendConfig(name="local", kind="local")}
+    assert config.database is None
+    assert config.path == PATH
+
+
+def test_a_full_file() -> None:
+    config = load(GOOD)
+    assert config.default_backend == "cluster"
+    assert config.database == "/home/alice/state/hpcstate.db"
+    assert config.backends["cluster"] == BackendConfig(
+        name="cluster",
+        kind="slurm",
+        host="alice@login.example.org:22",
+        options={"known_hosts": "~/.ssh/known_hosts", "connect_timeout": 10},
+    )
+    assert config.backends["flux-test"].host is None
+    # The embedded backend stays available next to configured ones.
+    assert config.backends["local"].kind == "local"
+    assert config.backend(None).name == "cluster"
+    assert config.backend("flux-test").kind == "flux"
+
+
+def test_environment_overrides() -> None:
+    config = load(GOOD, HPCSTATE_BACKEND="flux-test", HPCSTATE_DB="/tmp/x.db")
+    assert config.default_backend == "flux-test"
+    assert config.database == "/tmp/x.db"
+
+
+def test_a_file_may_redefine_local() -> None:
+    config = load('[backends.local]\nkind = "local"\nroot = "/scratch/jobs"\n')
+    assert config.backends["local"].options == {"root": "/scratch/jobs"}
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        (
+            'default_backend = "cluster"\n[backends.cluster]\nkind = 3\n',
+            {},
+            f'{PATH}: backends.cluster.kind: expected a string (e.g. kind = "slurm"), '
+            "got integer 3",
+        ),
+        (
+            '[backends.cluster]\nhost = "login"\n',
+            {},
+            f"{PATH}: [backends.cluster]: missing required key 'kind' (e.g. kind = \"slurm\"; "
+            "`hpcstate backends` lists the installed kinds)",
+        ),
+        (
+            'defualt_backend = "x"\n',
+            {},
+            f"{PATH}: unknown top-level key 'defualt_backend' (known keys: default_backend, "
+            "database, backends; backend settings go in [backends.NAME])",
+        ),
+        (
+            'default_backend = "nope"\n',
+            {},
+            f"{PATH}: default_backend: 'nope' names no backend (defined: local); "
+            "add [backends.nope] or fix the name",
+        ),
+        (
+            None,
+            {"HPCSTATE_BACKEND": "cluster"},
+            f"$HPCSTATE_BACKEND='cluster' names no backend (defined in {PATH}: local)",
+        ),
+        (
+            'backends = "slurm"\n',
+            {},
+            f"{PATH}: backends: expected tables ([backends.NAME] with kind = ...), "
+            "got string 'slurm'",
+        ),
+        (
+            '[backends.cluster]\nkind = "slurm"\nhost = 22\n',
+            {},
+            f"{PATH}: backends.cluster.host: expected a string "
+            '(e.g. host = "user@login.example.org:22"), got integer 22',
+        ),
+        (
+            '[backends."a:b"]\nkind = "slurm"\n',
+            {},
+            f"{PATH}: [backends.a:b]: a backend name uses letters, digits, '_', '.' and '-' "
+            "only (it is written NAME:NATIVE_ID in run references)",
+        ),
+        (
+            "database = 1.5\n",
+            {},
+            f"{PATH}: database: expected a string (e.g. database = "
+            '"~/.local/state/hpcstate/state.db"), got float 1.5',
+        ),
+    ],
+)
+def test_errors_are_one_line_and_say_what_to_fix(
+    text: str | None, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(text, **env)
+    assert str(info.value) == message
+    assert "\n" not in str(info.value)
+
+
+def test_invalid_toml_names_the_file_line_and_column() -> None:
+    with pytest.raises(ConfigError) as info:
+        load('[backends.x]\nkind = "slurm\n')
+    # The parser's own words vary between tomllib and tomli versions; the place does not.
+    assert str(info.value).startswith(f"{PATH}: invalid TOML: ")
+    assert str(info.value).endswith("(at line 2, column 14)")
+
+
+def test_unknown_backend_by_name() -> None:
+    with pytest.raises(ConfigError, match=r"no backend named 'gpu' is configured \(configured: "):
+        load(GOOD).backend("gpu")
+
+
+def test_locate() -> None:
+    assert locate({"HOME": "/h"}).path == "/h/.config/hpcstate/config.toml"  # type: ignore[union-attr]
+    found = locate({"HOME": "/h", "XDG_CONFIG_HOME": "/x"})
+    assert found is not None
+    assert (found.path, found.required) == ("/x/hpcstate/config.toml", False)
+    # XDG says a relative XDG_CONFIG_HOME is ignored.
+    assert locate({"HOME": "/h", "XDG_CONFIG_HOME": "rel"}).path.startswith("/h/")  # type: ignore[union-attr]
+    env = {"HOME": "/h", "HPCSTATE_CONFIG": "/etc/hpc.toml"}
+    assert locate(env) is not None
+    assert locate(env).required  # type: ignore[union-attr]
+    assert locate(env, "/cli.toml").path == "/cli.toml"  # type: ignore[union-attr]
+    assert locate({}) is None
+
+
+@given(st.text(max_size=300))
+def test_any_text_loads_or_raises_config_error(text: str) -> None:
+    message = ""
+    try:
+        config = load(text)
+    except ConfigError as exc:
+        message = str(exc)
+    else:
+        assert config.default_backend in config.backends
+    assert "\n" not in message
