@@ -1,0 +1,165 @@
+"""The Slurm backend's I/O: version detection once per connection, then the pure dialect
+for that version driven by hpcstate.runtime.CommandBackend (retries, timeouts, one
+command per call)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from hpcstate import ConfigError, Observation, SchedulerUnavailable, TransportError
+from hpcstate.backend import (
+    AccountingQuery,
+    BackendConfig,
+    Capabilities,
+    JobSpec,
+    Runner,
+    Submission,
+)
+from hpcstate.runtime import Clock, CommandBackend, make_runner
+
+from ._dialect import SlurmDialect, parse_version, version_command
+from ._versions import MINIMUM_VERSION, SlurmVersion, behaviour_for
+
+#: BackendConfig.options this backend reads (besides the SSH ones make_runner reads).
+OPTIONS = ("slurm_version", "command_timeout", "accounting_margin_s", "retries")
+_VERSION_ATTEMPTS = 3
+
+
+class SlurmBackend:
+    """A :class:`hpcstate.backend.Backend` for one Slurm cluster.
+
+    The first call asks ``sbatch --version`` (once per backend, i.e. per connection) and
+    picks the dialect for that release; ``version`` skips the question.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        runner: Runner,
+        capabilities: Capabilities,
+        version: SlurmVersion | None = None,
+        clock: Clock | None = None,
+        timeout: float = 60.0,
+        accounting_margin: timedelta = timedelta(minutes=10),
+        retries: int = 3,
+    ) -> None:
+        self.name = name
+        self.capabilities = capabilities
+        self.runner = runner
+        self._clock = clock
+        self._timeout = timeout
+        self._margin = accounting_margin
+        self._retries = retries
+        self._version = version
+        self._inner: CommandBackend | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def version(self) -> SlurmVersion | None:
+        """The detected (or given) Slurm release; None before the first call."""
+        return self._version
+
+    @property
+    def commands_run(self) -> int:
+        """Scheduler commands run so far, version detection excluded (for load figures)."""
+        return self._inner.commands_run if self._inner is not None else 0
+
+    async def _detect(self) -> SlurmVersion:
+        last: Exception | None = None
+        for attempt in range(_VERSION_ATTEMPTS):
+            if attempt:
+                await asyncio.sleep(0.5 * attempt)
+            try:
+                result = await self.runner.run(version_command())
+            except TransportError as exc:
+                last = exc
+                continue
+            if result.returncode is None:
+                last = SchedulerUnavailable(f"backend {self.name!r}: sbatch --version timed out")
+                continue
+            return parse_version(result)
+        assert last is not None
+        raise last
+
+    async def backend(self) -> CommandBackend:
+        """The CommandBackend for the detected version (detecting it on first use)."""
+        if self._inner is not None:
+            return self._inner
+        async with self._lock:
+            if self._inner is None:
+                version = self._version or await self._detect()
+                if version < MINIMUM_VERSION:
+                    raise ConfigError(
+                        f"backend {self.name!r}: Slurm {version} is older than the oldest "
+                        f"supported release {MINIMUM_VERSION}"
+                    )
+                self._version = version
+                dialect = SlurmDialect(
+                    behaviour=behaviour_for(version),
+                    timeout=self._timeout,
+                    accounting_margin=self._margin,
+                )
+                self._inner = CommandBackend(
+                    name=self.name,
+                    dialect=dialect,
+                    runner=self.runner,
+                    capabilities=self.capabilities,
+                    clock=self._clock,
+                    retries=self._retries,
+                )
+        return self._inner
+
+    async def dialect(self) -> SlurmDialect:
+        inner = await self.backend()
+        assert isinstance(inner.dialect, SlurmDialect)
+        return inner.dialect
+
+    async def submit(self, spec: JobSpec) -> Submission:
+        return await (await self.backend()).submit(spec)
+
+    async def find_submission(self, tag: str) -> Submission | None:
+        return await (await self.backend()).find_submission(tag)
+
+    async def queue(self, native_ids: Sequence[str]) -> Sequence[Observation]:
+        return await (await self.backend()).queue(native_ids)
+
+    async def accounting(self, query: AccountingQuery) -> Sequence[Observation]:
+        return await (await self.backend()).accounting(query)
+
+    async def cancel(self, native_ids: Sequence[str]) -> None:
+        await (await self.backend()).cancel(native_ids)
+
+    async def close(self) -> None:
+        await self.runner.close()
+
+
+def _number(config: BackendConfig, key: str, default: float) -> float:
+    value: Any = config.options.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ConfigError(f"backend {config.name!r}: option {key} must be a number >= 0")
+    return float(value)
+
+
+def make_backend(config: BackendConfig) -> SlurmBackend:
+    """What ``hpcstate_slurm.BACKEND.make_backend`` builds from a configuration."""
+    from . import CAPABILITIES
+
+    version_text = config.options.get("slurm_version")
+    version: SlurmVersion | None = None
+    if version_text is not None:
+        if not isinstance(version_text, str):
+            raise ConfigError(f"backend {config.name!r}: slurm_version must be a string")
+        version = SlurmVersion.parse(f"slurm {version_text}")
+    return SlurmBackend(
+        name=config.name,
+        runner=make_runner(config),
+        capabilities=CAPABILITIES,
+        version=version,
+        timeout=_number(config, "command_timeout", 60.0),
+        accounting_margin=timedelta(seconds=_number(config, "accounting_margin_s", 600.0)),
+        retries=int(_number(config, "retries", 3)),
+    )

@@ -1,0 +1,996 @@
+"""Pure parsers for Slurm's client output: sbatch, squeue, sacct (text and JSON).
+
+Every function returns a value or raises :class:`hpcstate.ParseError` naming the
+command, the line and the field. Nothing here reads the clock or the environment:
+the time zone that local timestamps are in is an argument.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timezone, tzinfo
+from typing import Any, Final
+
+from attrs import evolve, frozen
+
+from hpcstate import (
+    AccountingRow,
+    ExitStatus,
+    ParseError,
+    Reason,
+    ReasonKind,
+    State,
+    expand_array_spec,
+    parse_slurm_reason,
+)
+
+UTC: Final = timezone.utc
+
+# -- job states ------------------------------------------------------------------------
+
+#: squeue/scontrol long state names -> what hpcstate observes. COMPLETING, STAGE_OUT and
+#: the other flag names hide the base state, so they are RUNNING: never a verdict.
+QUEUE_STATES: Final[Mapping[str, State]] = {
+    "PENDING": State.QUEUED,
+    "CONFIGURING": State.QUEUED,
+    "REQUEUE_HOLD": State.QUEUED,
+    "REQUEUE_FED": State.QUEUED,
+    "SPECIAL_EXIT": State.QUEUED,
+    "RESV_DEL_HOLD": State.QUEUED,
+    "RUNNING": State.RUNNING,
+    "SUSPENDED": State.RUNNING,
+    "STOPPED": State.RUNNING,
+    "COMPLETING": State.RUNNING,
+    "STAGE_OUT": State.RUNNING,
+    "SIGNALING": State.RUNNING,
+    "RESIZING": State.RUNNING,
+    "REQUEUED": State.RUNNING,  # completing before it goes back to PENDING
+    "REVOKED": State.RUNNING,  # federation: another cluster runs it
+    "COMPLETED": State.COMPLETED,
+    "FAILED": State.FAILED,
+    "CANCELLED": State.CANCELLED,
+    "TIMEOUT": State.TIMEOUT,
+    "OUT_OF_MEMORY": State.OUT_OF_MEMORY,
+    "NODE_FAIL": State.NODE_FAIL,
+    "PREEMPTED": State.PREEMPTED,
+    "BOOT_FAIL": State.BOOT_FAIL,
+    "DEADLINE": State.DEADLINE,
+}
+#: sacct stores base states only, plus three "this record was superseded" states.
+SUPERSEDED_STATES: Final = frozenset({"REQUEUED", "RESIZING", "REVOKED"})
+ACCOUNTING_STATES: Final[Mapping[str, State]] = {
+    "PENDING": State.QUEUED,
+    "RUNNING": State.RUNNING,
+    "SUSPENDED": State.RUNNING,
+    "COMPLETED": State.COMPLETED,
+    "FAILED": State.FAILED,
+    "CANCELLED": State.CANCELLED,
+    "TIMEOUT": State.TIMEOUT,
+    "OUT_OF_MEMORY": State.OUT_OF_MEMORY,
+    "NODE_FAIL": State.NODE_FAIL,
+    "PREEMPTED": State.PREEMPTED,
+    "BOOT_FAIL": State.BOOT_FAIL,
+    "DEADLINE": State.DEADLINE,
+}
+#: The exit status Slurm itself sets on these (1, i.e. raw 256 / "0:1") is not the job's.
+SLURM_SET_EXIT_STATES: Final = frozenset({State.NODE_FAIL, State.BOOT_FAIL})
+
+_CANCELLED_BY = re.compile(r"\ACANCELLED by (\d{1,10})\Z")
+_JOB_ID = re.compile(
+    r"\A(?P<job>\d{1,12}(?:_(?:\d{1,9}|\[[^\]]{1,4096}\]))?(?:\+\d{1,6})?)"
+    r"(?:\.(?P<step>[A-Za-z0-9_+]{1,64}))?\Z"
+)
+_ARRAY_GROUP = re.compile(r"\A(\d{1,12})_\[([^\]]{1,4096})\]\Z")
+_EMPTY_TIMES: Final = frozenset({"", "unknown", "none", "n/a", "none assigned", "invalid"})
+# Times past 2^32 - 3 are Slurm's NO_VAL/INFINITE markers, not dates.
+_MAX_EPOCH = 4_294_967_293
+_ISO_LOCAL = re.compile(r"\A(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})\Z")
+_ELAPSED = re.compile(r"\A(?:(\d{1,6})-)?(\d{1,2}):(\d{2}):(\d{2})\Z")
+_CPU_SUBSEC = re.compile(r"\A(\d{1,2}):(\d{2})\.(\d{1,3})\Z")
+_CPU_MINSEC = re.compile(r"\A(\d{1,2}):(\d{2})\Z")
+_RSS = re.compile(r"\A(\d{1,20}(?:\.\d{1,6})?)([KMGTP]?)\Z")
+_UNITS: Final[Mapping[str, int]] = {
+    "": 1,
+    "K": 1 << 10,
+    "M": 1 << 20,
+    "G": 1 << 30,
+    "T": 1 << 40,
+    "P": 1 << 50,
+}
+
+
+# -- small value parsers -----------------------------------------------------------------
+
+
+def split_job_id(
+    text: str, *, command: str = "", line: str | None = None
+) -> tuple[str, str | None]:
+    """``123.batch`` -> (``123``, ``batch``); ``16_[1-3]`` -> (``16_[1-3]``, None)."""
+    match = _JOB_ID.match(text.strip())
+    if match is None:
+        raise ParseError("not a Slurm job id", command=command, field="JobID", line=line or text)
+    return match.group("job"), match.group("step")
+
+
+def expand_job_ids(job_id: str, *, command: str = "", line: str | None = None) -> tuple[str, ...]:
+    """``16_[1-3%2]`` -> ``16_1 16_2 16_3``; any other id -> itself."""
+    match = _ARRAY_GROUP.match(job_id)
+    if match is None:
+        return (job_id,)
+    spec = match.group(2)
+    if spec.endswith("..."):
+        raise ParseError(
+            "array task range cut short by Slurm (set SLURM_BITSTR_LEN=0)",
+            command=command,
+            field="JobID",
+            line=line or job_id,
+        )
+    try:
+        tasks = expand_array_spec(spec)
+    except ParseError as error:
+        raise ParseError(str(error), command=command, field="JobID", line=line) from None
+    return tuple(f"{match.group(1)}_{task}" for task in tasks)
+
+
+def parse_time(
+    text: str, *, tz: tzinfo = UTC, command: str = "", field: str = "time"
+) -> datetime | None:
+    """A Slurm timestamp: epoch seconds (SLURM_TIME_FORMAT=%s) or local ``%FT%T``.
+
+    ``Unknown``/``None``/``N/A``/``NONE``/0 mean "no time" and give None. Local times are
+    read in ``tz`` (the time zone the command ran in) and returned in UTC.
+    """
+    value = text.strip()
+    if value.lower() in _EMPTY_TIMES:
+        return None
+    if value.isdigit() and len(value) <= 12:
+        seconds = int(value)
+        if seconds == 0 or seconds > _MAX_EPOCH:
+            return None
+        return datetime.fromtimestamp(seconds, tz=UTC)
+    match = _ISO_LOCAL.match(value)
+    if match is None:
+        raise ParseError(
+            "expected a time as epoch seconds or YYYY-MM-DDTHH:MM:SS",
+            command=command,
+            field=field,
+            line=text,
+        )
+    try:
+        year, month, day, hour, minute, second = (int(part) for part in match.groups())
+        local = datetime(year, month, day, hour, minute, second)
+    except ValueError:
+        raise ParseError("impossible date", command=command, field=field, line=text) from None
+    # fold=0: in the hour a DST change repeats, Slurm's text cannot say which one it was.
+    return local.replace(tzinfo=tz).astimezone(UTC)
+
+
+def parse_elapsed(text: str, *, command: str = "", field: str = "Elapsed") -> float | None:
+    """``D-HH:MM:SS`` or ``HH:MM:SS`` to seconds; blank or ``INVALID`` -> None."""
+    value = text.strip()
+    if value in ("", "INVALID"):
+        return None
+    match = _ELAPSED.match(value)
+    if match is None:
+        raise ParseError("expected [D-]HH:MM:SS", command=command, field=field, line=text)
+    days, hours, minutes, seconds = match.groups()
+    return float(int(days or 0) * 86400 + int(hours) * 3600 + int(minutes) * 60 + int(seconds))
+
+
+def parse_cpu_time(text: str, *, command: str = "", field: str = "TotalCPU") -> float | None:
+    """sacct's four CPU-time forms: ``D-HH:MM:SS``, ``HH:MM:SS``, ``MM:SS.mmm``, ``00:MM:SS``.
+
+    ``01:05.123`` is one minute five seconds; ``01:05:07`` is one hour: the ``.`` decides.
+    """
+    value = text.strip()
+    if value == "":
+        return None
+    match = _CPU_SUBSEC.match(value)
+    if match is not None:
+        minutes, seconds, millis = match.groups()
+        return int(minutes) * 60 + int(seconds) + int(millis.ljust(3, "0")) / 1000
+    match = _CPU_MINSEC.match(value)
+    if match is not None:
+        return float(int(match.group(1)) * 60 + int(match.group(2)))
+    return parse_elapsed(value, command=command, field=field)
+
+
+def parse_rss(text: str, *, command: str = "", field: str = "MaxRSS") -> int | None:
+    """MaxRSS: plain bytes (``--noconvert``) or ``1234K``/``11.77M``/``2G`` (powers of 1024)."""
+    value = text.strip()
+    if value == "":
+        return None
+    match = _RSS.match(value)
+    if match is None:
+        raise ParseError("expected bytes or N[KMGTP]", command=command, field=field, line=text)
+    number, unit = match.groups()
+    factor = _UNITS[unit]
+    if "." in number:
+        return round(float(number) * factor)
+    return int(number) * factor
+
+
+def parse_nodes(text: str) -> tuple[str, ...]:
+    """A node list as Slurm prints it; ``None assigned`` and ``(null)`` mean none.
+
+    Compressed ranges (``node[1-3]``) are kept as one entry: expanding them needs
+    the cluster's naming rules, and the text is what people search logs for.
+    """
+    value = text.strip()
+    if value in ("", "None assigned", "(null)", "None", "N/A"):
+        return ()
+    parts: list[str] = []
+    depth = 0
+    current = ""
+    for char in value:
+        if char == "[":
+            depth += 1
+        elif char == "]":
+            depth = max(0, depth - 1)
+        if char == "," and depth == 0:
+            parts.append(current)
+            current = ""
+        else:
+            current += char
+    parts.append(current)
+    return tuple(part for part in parts if part)
+
+
+def parse_exit_text(
+    text: str,
+    *,
+    high_codes_lossy: bool = False,
+    known_success: bool = False,
+    command: str = "",
+    field: str = "ExitCode",
+) -> ExitStatus | None:
+    """sacct's ``code:signal``; blank -> None.
+
+    ``known_success``: the row's state is COMPLETED, so ``0:0`` is exact even where
+    the version subtracts 128 (a 128 would have made the state FAILED).
+    """
+    value = text.strip()
+    if value == "":
+        return None
+    try:
+        status = ExitStatus.from_slurm(value, high_codes_lossy=high_codes_lossy)
+    except ParseError:
+        raise ParseError(
+            "expected Slurm exit status CODE:SIGNAL", command=command, field=field, line=text
+        ) from None
+    if known_success and status.code == 0:
+        return ExitStatus.exited(0)
+    return status
+
+
+def parse_wait_status(
+    text: str, *, command: str = "", field: str = "exit_code"
+) -> ExitStatus | None:
+    """A raw wait status as the controller keeps it (``35072`` is exit 137, ``9`` SIGKILL)."""
+    value = text.strip()
+    if value in ("", "N/A"):
+        return None
+    if not value.isdigit() or len(value) > 10:
+        raise ParseError("expected a raw wait status", command=command, field=field, line=text)
+    number = int(value)
+    if number > 0xFFFF:
+        return None  # NO_VAL: the controller has no status for this job
+    try:
+        return ExitStatus.from_wait_status(number)
+    except ParseError:
+        raise ParseError(
+            "not a termination wait status", command=command, field=field, line=text
+        ) from None
+
+
+def accounting_state(
+    text: str, *, command: str = "", line: str | None = None
+) -> tuple[State | None, Reason | None]:
+    """sacct State -> (state or None for a superseded record, the ``by N`` reason)."""
+    value = text.strip()
+    cancelled = _CANCELLED_BY.match(value)
+    if cancelled is not None:
+        return State.CANCELLED, Reason(
+            kind=ReasonKind.CANCELLED, text=value, uid=int(cancelled.group(1))
+        )
+    if value in SUPERSEDED_STATES:
+        return None, None
+    state = ACCOUNTING_STATES.get(value)
+    if state is None:
+        raise ParseError(
+            f"unknown accounting state {value!r}", command=command, field="State", line=line
+        )
+    return state, None
+
+
+def queue_state(text: str, *, command: str = "", line: str | None = None) -> State:
+    value = text.strip()
+    state = QUEUE_STATES.get(value)
+    if state is None:
+        raise ParseError(f"unknown job state {value!r}", command=command, field="State", line=line)
+    return state
+
+
+# -- sbatch ------------------------------------------------------------------------------
+
+_PARSABLE = re.compile(r"\A(\d{1,12})(?:;(\S+))?\Z")
+_SUBMITTED = re.compile(r"\ASubmitted batch job (\d{1,12})(?: on cluster (\S+))?\Z")
+
+
+def parse_sbatch_output(stdout: str) -> tuple[str, str | None]:
+    """``12345``, ``12345;cluster`` (--parsable) or ``Submitted batch job 12345``."""
+    lines = [line.strip() for line in stdout.splitlines() if line.strip()]
+    for line in reversed(lines):  # warnings may come first; the id is the last line
+        match = _PARSABLE.match(line) or _SUBMITTED.match(line)
+        if match is not None:
+            return match.group(1), match.group(2)
+    raise ParseError(
+        "expected a job id from sbatch --parsable",
+        command="sbatch",
+        line=lines[-1] if lines else "",
+    )
+
+
+# -- delimited tables (squeue -O ..., sacct -P) -------------------------------------------
+
+
+def split_rows(
+    text: str,
+    *,
+    columns: Sequence[str],
+    free_column: str,
+    command: str,
+    first_line_no: int = 1,
+) -> list[tuple[int, dict[str, str]]]:
+    """Split ``|``-separated lines into dicts by column name.
+
+    Slurm never escapes values, so a ``|`` in the free-text column (the job name) adds
+    fields: that column absorbs them, wherever it is. A newline in a name makes a short
+    line, which continues the previous row's free column when that column is last.
+    """
+    if free_column not in columns:
+        raise ParseError(f"column {free_column} missing", command=command, field=free_column)
+    width = len(columns)
+    free = list(columns).index(free_column)
+    rows: list[tuple[int, dict[str, str]]] = []
+    lines = text.split("\n")
+    last = len(lines) - 1
+    for offset, raw_line in enumerate(lines):
+        line_no = first_line_no + offset
+        line = raw_line[:-1] if raw_line.endswith("\r") else raw_line
+        if line == "" and offset == last:
+            continue
+        fields = line.split("|")
+        if len(fields) < width:
+            if rows and free == width - 1:
+                previous = rows[-1][1]
+                previous[free_column] += "\n" + line
+                continue
+            raise ParseError(
+                f"expected {width} fields, got {len(fields)}",
+                command=command,
+                line_no=line_no,
+                line=line,
+            )
+        extra = len(fields) - width
+        merged = [
+            *fields[:free],
+            "|".join(fields[free : free + extra + 1]),
+            *fields[free + extra + 1 :],
+        ]
+        rows.append((line_no, dict(zip(columns, merged, strict=True))))
+    return rows
+
+
+def _relocated(error: ParseError, *, command: str, line_no: int, line: str) -> ParseError:
+    """The same error, placed on the line it came from."""
+    if error.line_no is not None:
+        return error
+    located = ParseError(str(error), command=command, line_no=line_no, line=line)
+    located.field = error.field
+    return located
+
+
+# -- squeue --------------------------------------------------------------------------------
+
+
+@frozen(kw_only=True)
+class QueueRow:
+    """One squeue line (array groups already expanded into one row per task)."""
+
+    job_id: str  # %i: "123", "123_4", "19+0"
+    raw_id: str = ""  # %A: the record's own numeric id
+    array_job_id: str = ""  # %F
+    array_task: str = ""  # %K: "4", "1-3", "N/A"
+    state: State
+    state_text: str
+    reason: Reason | None = None
+    submitted_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    nodes: tuple[str, ...] = ()
+    exit: ExitStatus | None = None  # from the controller's raw wait status
+    derived_exit: ExitStatus | None = None
+    restarts: int | None = None
+    name: str = ""
+
+    @property
+    def is_array_task(self) -> bool:
+        return self.array_task not in ("", "N/A")
+
+
+#: squeue -O field names (with ``:|``: no padding, ``|`` after) and their column keys.
+SQUEUE_FIELDS: Final[tuple[tuple[str, str], ...]] = (
+    ("JobArrayID", "id"),
+    ("JobID", "raw_id"),
+    ("ArrayJobID", "array_job_id"),
+    ("ArrayTaskID", "array_task"),
+    ("State", "state"),
+    ("Reason", "reason"),
+    ("SubmitTime", "submit"),
+    ("StartTime", "start"),
+    ("EndTime", "end"),
+    ("NodeList", "nodes"),
+    ("exit_code", "exit"),
+    ("DerivedEC", "derived"),
+    ("RestartCnt", "restarts"),
+    ("Name", "name"),  # last: a '|' in a name cannot shift the other fields
+)
+SQUEUE_COLUMNS: Final = tuple(key for _, key in SQUEUE_FIELDS)
+
+
+def parse_squeue(
+    stdout: str,
+    *,
+    columns: Sequence[str] = SQUEUE_COLUMNS,
+    tz: tzinfo = UTC,
+    exit_is_wait_status: bool = True,
+    command: str = "squeue",
+) -> list[QueueRow]:
+    """``squeue -h`` output in the given column layout (keys of SQUEUE_FIELDS)."""
+    rows: list[QueueRow] = []
+    line_no, line = 0, ""
+    try:
+        for number, fields in split_rows(
+            stdout, columns=columns, free_column="name", command=command
+        ):
+            line_no, line = number, "|".join(fields.values())
+            rows.extend(_queue_rows(fields, tz=tz, exit_raw=exit_is_wait_status, command=command))
+    except ParseError as error:
+        raise _relocated(error, command=command, line_no=line_no, line=line) from None
+    return rows
+
+
+def _queue_rows(
+    fields: Mapping[str, str], *, tz: tzinfo, exit_raw: bool, command: str
+) -> list[QueueRow]:
+    job_text = fields["id"].strip()
+    job_id, step = split_job_id(job_text, command=command)
+    if step is not None:
+        raise ParseError("squeue listed a step, not a job", command=command, field="JobID")
+    state_text = fields["state"].strip()
+    state = queue_state(state_text, command=command)
+    reason_text = fields.get("reason", "")
+    reason = parse_slurm_reason(reason_text) if reason_text.strip() else None
+    nodes = parse_nodes(fields.get("nodes", ""))
+    ran = state is not State.QUEUED and (bool(nodes) or "nodes" not in fields)
+    finished = state in (
+        State.COMPLETED,
+        State.FAILED,
+        State.CANCELLED,
+        State.TIMEOUT,
+        State.OUT_OF_MEMORY,
+        State.NODE_FAIL,
+        State.PREEMPTED,
+        State.BOOT_FAIL,
+        State.DEADLINE,
+    )
+    exit_: ExitStatus | None = None
+    derived: ExitStatus | None = None
+    # The controller's status is the job's only once it ended after running, and not
+    # when Slurm itself set it (NODE_FAIL/BOOT_FAIL store 1, which reads as SIGHUP).
+    if exit_raw and finished and ran and state not in SLURM_SET_EXIT_STATES:
+        exit_ = parse_wait_status(fields.get("exit", ""), command=command)
+        derived = parse_wait_status(fields.get("derived", ""), command=command, field="DerivedEC")
+    restarts_text = fields.get("restarts", "").strip()
+    if restarts_text and not restarts_text.isdigit():
+        raise ParseError("expected a restart count", command=command, field="RestartCnt")
+    base = QueueRow(
+        job_id=job_id,
+        raw_id=fields.get("raw_id", "").strip(),
+        array_job_id=fields.get("array_job_id", "").strip(),
+        array_task=fields.get("array_task", "").strip(),
+        state=state,
+        state_text=state_text,
+        reason=reason,
+        submitted_at=parse_time(
+            fields.get("submit", ""), tz=tz, command=command, field="SubmitTime"
+        ),
+        # A pending job's StartTime is a forecast, and a running job's EndTime its limit.
+        started_at=(
+            parse_time(fields.get("start", ""), tz=tz, command=command, field="StartTime")
+            if ran
+            else None
+        ),
+        finished_at=(
+            parse_time(fields.get("end", ""), tz=tz, command=command, field="EndTime")
+            if finished
+            else None
+        ),
+        nodes=nodes,
+        exit=exit_,
+        derived_exit=derived,
+        restarts=int(restarts_text) if restarts_text else None,
+        name=fields.get("name", ""),
+    )
+    expanded = expand_job_ids(job_id, command=command)
+    if len(expanded) == 1 and expanded[0] == job_id:
+        return [base]
+    return [
+        evolve(base, job_id=task_id, array_task=task_id.rsplit("_", 1)[1]) for task_id in expanded
+    ]
+
+
+# -- sacct text ------------------------------------------------------------------------------
+
+#: The sacct fields the dialect asks for, JobName last.
+SACCT_FIELDS: Final = (
+    "JobID",
+    "JobIDRaw",
+    "State",
+    "ExitCode",
+    "DerivedExitCode",
+    "Reason",
+    "Elapsed",
+    "ElapsedRaw",
+    "TotalCPU",
+    "CPUTimeRAW",
+    "MaxRSS",
+    "Submit",
+    "Start",
+    "End",
+    "NodeList",
+    "JobName",
+)
+_REQUIRED_SACCT = ("JobID", "State")
+
+
+def parse_sacct_text(
+    stdout: str,
+    *,
+    tz: tzinfo = UTC,
+    exit_lossy: bool = False,
+    derived_lossy: bool = False,
+    command: str = "sacct",
+) -> list[AccountingRow]:
+    """``sacct -P`` output WITH its header line; columns are found by name."""
+    lines = stdout.split("\n", 1)
+    header = lines[0].rstrip("\r")
+    if header.strip() == "":
+        if stdout.strip():
+            raise ParseError("expected a header line first", command=command, line_no=1)
+        return []
+    columns = header.split("|")
+    for required in _REQUIRED_SACCT:
+        if required not in columns:
+            raise ParseError(
+                f"header has no {required} column", command=command, line_no=1, line=header
+            )
+    if len(set(columns)) != len(columns):
+        raise ParseError("header repeats a column", command=command, line_no=1, line=header)
+    free = "JobName" if "JobName" in columns else columns[-1]
+    body = lines[1] if len(lines) > 1 else ""
+    rows: list[AccountingRow] = []
+    line_no, line = 0, ""
+    try:
+        for number, fields in split_rows(
+            body, columns=columns, free_column=free, command=command, first_line_no=2
+        ):
+            line_no, line = number, "|".join(fields.values())
+            rows.extend(
+                _sacct_rows(
+                    fields,
+                    tz=tz,
+                    exit_lossy=exit_lossy,
+                    derived_lossy=derived_lossy,
+                    command=command,
+                    line=line,
+                )
+            )
+    except ParseError as error:
+        raise _relocated(error, command=command, line_no=line_no, line=line) from None
+    return rows
+
+
+def _sacct_rows(
+    fields: Mapping[str, str],
+    *,
+    tz: tzinfo,
+    exit_lossy: bool,
+    derived_lossy: bool,
+    command: str,
+    line: str,
+) -> list[AccountingRow]:
+    job_id, step = split_job_id(fields["JobID"], command=command, line=line)
+    state, by_reason = accounting_state(fields["State"], command=command, line=line)
+    success = state is State.COMPLETED
+    reason = by_reason
+    if reason is None and fields.get("Reason", "").strip():
+        reason = parse_slurm_reason(fields["Reason"])
+    elapsed_raw = fields.get("ElapsedRaw", "").strip()
+    if elapsed_raw:
+        if not elapsed_raw.isdigit():
+            raise ParseError("expected seconds", command=command, field="ElapsedRaw", line=line)
+        elapsed: float | None = float(int(elapsed_raw))
+    else:
+        elapsed = parse_elapsed(fields.get("Elapsed", ""), command=command)
+    row = AccountingRow(
+        job_id=job_id,
+        step=step,
+        raw_id=fields.get("JobIDRaw", "").strip(),
+        state=state,
+        state_text=fields["State"].strip(),
+        exit=parse_exit_text(
+            fields.get("ExitCode", ""),
+            high_codes_lossy=exit_lossy,
+            known_success=success,
+            command=command,
+        ),
+        derived_exit=parse_exit_text(
+            fields.get("DerivedExitCode", ""),
+            high_codes_lossy=derived_lossy,
+            command=command,
+            field="DerivedExitCode",
+        ),
+        reason=reason,
+        submitted_at=parse_time(fields.get("Submit", ""), tz=tz, command=command, field="Submit"),
+        started_at=parse_time(fields.get("Start", ""), tz=tz, command=command, field="Start"),
+        finished_at=parse_time(fields.get("End", ""), tz=tz, command=command, field="End"),
+        elapsed_s=elapsed,
+        cpu_time_s=parse_cpu_time(fields.get("TotalCPU", ""), command=command),
+        max_rss_bytes=parse_rss(fields.get("MaxRSS", ""), command=command),
+        nodes=parse_nodes(fields.get("NodeList", "")),
+        name=fields.get("JobName", ""),
+    )
+    return [row]
+
+
+# -- sacct --json (dbv0.0.37/38, data_parser v0.0.39 .. v0.0.45) -------------------------------
+
+
+def _number(value: Any) -> int | None:
+    """A plain int, or v0.0.40+'s ``{"set", "infinite", "number"}``; unset -> None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, dict):
+        if not value.get("set", False) or value.get("infinite", False):
+            return None
+        number = value.get("number")
+        if isinstance(number, int) and not isinstance(number, bool):
+            return number
+    return None
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _strings(value: Any) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [item for item in value if isinstance(item, str)]
+    return []
+
+
+def _json_time(value: Any) -> datetime | None:
+    seconds = _number(value)
+    if seconds is None or seconds <= 0 or seconds > _MAX_EPOCH:
+        return None
+    return datetime.fromtimestamp(seconds, tz=UTC)
+
+
+def _json_state(value: Any, *, command: str) -> tuple[State | None, str]:
+    """JSON state: ``"FAILED"``, ``["FAILED"]``, or a superseded ``["PENDING","REQUEUED"]``."""
+    names = _strings(value.get("current") if isinstance(value, dict) else value)
+    if not names:
+        raise ParseError("job has no state", command=command, field="state")
+    if any(name in SUPERSEDED_STATES for name in names):
+        return None, "+".join(names)
+    state = ACCOUNTING_STATES.get(names[0])
+    if state is None:
+        raise ParseError(f"unknown accounting state {names[0]!r}", command=command, field="state")
+    return state, names[0]
+
+
+def _json_exit(
+    value: Any, *, state: State | None, faulty: bool, command: str, field: str
+) -> ExitStatus | None:
+    if not isinstance(value, dict):
+        return None
+    status = _strings(value.get("status"))
+    signal = value.get("signal")
+    if "SIGNALED" in status and isinstance(signal, dict):
+        number = _number(signal.get("signal_id"))
+        if number is None:
+            number = _number(signal.get("id"))
+        if number is not None and 1 <= number <= 127:
+            return ExitStatus.killed(number)
+        return None
+    code = _number(value.get("return_code"))
+    if code is None:
+        return None
+    if not 0 <= code <= 255:
+        raise ParseError(f"exit code out of range: {code}", command=command, field=field)
+    if faulty and code == 0 and state is not State.COMPLETED:
+        # 21.08-23.02 say SUCCESS/0 for every plain exit, non-zero ones included.
+        return None
+    return ExitStatus.exited(code)
+
+
+def _json_step_name(step: Mapping[str, Any], job_id: str) -> str:
+    ident = step.get("step")
+    if isinstance(ident, dict):
+        raw = ident.get("id")
+        if isinstance(raw, str):
+            # v0.0.40+: "10.batch"; v0.0.38: "batch"
+            return raw.split(".", 1)[1] if "." in raw else raw
+        if isinstance(raw, dict):  # v0.0.39: {"job_id", "step_id"}
+            step_id = raw.get("step_id")
+            return str(step_id)
+    return job_id
+
+
+def _json_cpu(time: Any) -> float | None:
+    if not isinstance(time, dict):
+        return None
+    total = time.get("total")
+    if not isinstance(total, dict):
+        return None
+    seconds = _number(total.get("seconds"))
+    micros = _number(total.get("microseconds"))
+    if seconds is None:
+        return None
+    return seconds + (micros or 0) / 1_000_000
+
+
+def _json_rss(step: Mapping[str, Any]) -> int | None:
+    tres = step.get("tres")
+    if not isinstance(tres, dict):
+        return None
+    requested = tres.get("requested")
+    if not isinstance(requested, dict):
+        return None
+    for item in requested.get("max") or []:
+        if isinstance(item, dict) and item.get("type") == "mem":
+            count = _number(item.get("count"))
+            if count is not None and count >= 0:
+                return count
+    return None
+
+
+def parse_sacct_json(
+    stdout: str, *, exit_faulty: bool, command: str = "sacct --json"
+) -> list[AccountingRow]:
+    """``sacct --json`` into the same rows the text parser gives.
+
+    ``exit_faulty``: the version reports plain non-zero exits as SUCCESS/0, so such a
+    value on a job that did not complete is dropped (unknown), never read as success.
+    """
+    try:
+        doc = json.loads(stdout)
+    except ValueError as error:
+        raise ParseError(f"not JSON: {error}", command=command) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("jobs"), list):
+        raise ParseError("expected an object with a 'jobs' list", command=command)
+    rows: list[AccountingRow] = []
+    for index, job in enumerate(doc["jobs"]):
+        if not isinstance(job, dict):
+            raise ParseError(f"jobs[{index}] is not an object", command=command)
+        rows.extend(_json_job_rows(job, exit_faulty=exit_faulty, command=command))
+    return rows
+
+
+def _json_job_id(job: Mapping[str, Any], *, command: str) -> str:
+    job_id = _number(job.get("job_id"))
+    if job_id is None:
+        raise ParseError("job has no job_id", command=command, field="job_id")
+    array = job.get("array") if isinstance(job.get("array"), dict) else {}
+    assert isinstance(array, dict)
+    array_job = _number(array.get("job_id")) or 0
+    task = _number(array.get("task_id"))
+    if array_job and task is not None:
+        return f"{array_job}_{task}"
+    het = job.get("het") if isinstance(job.get("het"), dict) else {}
+    assert isinstance(het, dict)
+    het_job = _number(het.get("job_id")) or 0
+    offset = _number(het.get("job_offset"))
+    if het_job and offset is not None:
+        return f"{het_job}+{offset}"
+    return str(job_id)
+
+
+def _json_job_rows(
+    job: Mapping[str, Any], *, exit_faulty: bool, command: str
+) -> list[AccountingRow]:
+    job_id = _json_job_id(job, command=command)
+    state, state_text = _json_state(job.get("state"), command=command)
+    reason: Reason | None = None
+    killer = job.get("kill_request_user")
+    if state is State.CANCELLED and isinstance(killer, str) and killer:
+        reason = Reason(kind=ReasonKind.CANCELLED, text=f"CANCELLED by {killer}")
+    else:
+        state_info = job.get("state")
+        text = state_info.get("reason") if isinstance(state_info, dict) else None
+        if isinstance(text, str) and text:
+            reason = parse_slurm_reason(text)
+    time = job.get("time") if isinstance(job.get("time"), dict) else {}
+    assert isinstance(time, dict)
+    elapsed = _number(time.get("elapsed"))
+    row = AccountingRow(
+        job_id=job_id,
+        raw_id=str(_number(job.get("job_id"))),
+        state=state,
+        state_text=state_text,
+        exit=_json_exit(
+            job.get("exit_code"),
+            state=state,
+            faulty=exit_faulty,
+            command=command,
+            field="exit_code",
+        ),
+        derived_exit=_json_exit(
+            job.get("derived_exit_code"),
+            state=None,  # on faulty versions a derived SUCCESS/0 may hide a failed step
+            faulty=exit_faulty,
+            command=command,
+            field="derived_exit_code",
+        ),
+        reason=reason,
+        submitted_at=_json_time(time.get("submission")),
+        started_at=_json_time(time.get("start")),
+        finished_at=_json_time(time.get("end")),
+        elapsed_s=float(elapsed) if elapsed is not None and elapsed >= 0 else None,
+        cpu_time_s=_json_cpu(time),
+        nodes=parse_nodes(_text(job.get("nodes"))),
+        name=_text(job.get("name")),
+    )
+    rows = [row]
+    array = job.get("array") if isinstance(job.get("array"), dict) else {}
+    assert isinstance(array, dict)
+    task_string = array.get("task")
+    if (
+        isinstance(task_string, str)
+        and task_string.startswith("0x")
+        and _number(array.get("task_id")) is None
+    ):
+        # A pending array group: the tasks are a hex bitmap ("0xE" = tasks 1-3), written
+        # here the way the text prints a group, for group_records to expand.
+        try:
+            bitmap = int(task_string, 16)
+        except ValueError:
+            raise ParseError("bad array task bitmap", command=command, field="array.task") from None
+        if bitmap.bit_length() > 1_000_001:
+            raise ParseError("array task bitmap too large", command=command, field="array.task")
+        tasks = [str(bit) for bit in range(bitmap.bit_length()) if bitmap >> bit & 1]
+        if tasks:
+            rows = [evolve(row, job_id=f"{job_id}_[{','.join(tasks)}]")]
+    steps = job.get("steps") or []
+    if not isinstance(steps, list):
+        raise ParseError("steps is not a list", command=command, field="steps")
+    for step in steps:
+        if not isinstance(step, dict):
+            raise ParseError("a step is not an object", command=command, field="steps")
+        step_state, step_text = _json_state(step.get("state"), command=command)
+        step_time = step.get("time") if isinstance(step.get("time"), dict) else {}
+        assert isinstance(step_time, dict)
+        step_elapsed = _number(step_time.get("elapsed"))
+        rows.append(
+            AccountingRow(
+                job_id=job_id,
+                step=_json_step_name(step, job_id),
+                state=step_state,
+                state_text=step_text,
+                exit=_json_exit(
+                    step.get("exit_code"),
+                    state=step_state,
+                    faulty=exit_faulty,
+                    command=command,
+                    field="steps.exit_code",
+                ),
+                started_at=_json_time(step_time.get("start")),
+                finished_at=_json_time(step_time.get("end")),
+                elapsed_s=(
+                    float(step_elapsed) if step_elapsed is not None and step_elapsed >= 0 else None
+                ),
+                cpu_time_s=_json_cpu(step_time),
+                max_rss_bytes=_json_rss(step),
+            )
+        )
+    return rows
+
+
+# -- records: a job row with its steps, several per id with -D ---------------------------------
+
+
+@frozen(kw_only=True)
+class AccountingRecord:
+    """One run of one job id: its job row and step rows. ``index`` counts runs (requeues)."""
+
+    job: AccountingRow
+    steps: tuple[AccountingRow, ...] = ()
+    index: int = 0
+
+
+def group_records(rows: Iterable[AccountingRow]) -> dict[str, list[AccountingRecord]]:
+    """Rows in sacct's order -> per job id, its records oldest first.
+
+    A step row belongs to the latest job row of its id. A pending array group
+    (``16_[3-4]``) stands for each of its tasks that has no row of its own: the group's
+    record is not updated when a task splits off (measured on 22.05: ``78_[1-4]`` still
+    PENDING next to finished ``78_1`` and ``78_2``). Raises ParseError for a group
+    that Slurm cut short.
+    """
+    rows = list(rows)
+    own = {row.job_id for row in rows if row.step is None and "[" not in row.job_id}
+    expanded: list[AccountingRow] = []
+    for row in rows:
+        if row.step is None and "[" in row.job_id:
+            tasks = expand_job_ids(row.job_id, command="sacct", line=row.job_id)
+            expanded.extend(evolve(row, job_id=task) for task in tasks if task not in own)
+        else:
+            expanded.append(row)
+    jobs: dict[str, list[tuple[AccountingRow, list[AccountingRow]]]] = {}
+    for row in expanded:
+        if row.step is None:
+            jobs.setdefault(row.job_id, []).append((row, []))
+        elif row.job_id in jobs:
+            jobs[row.job_id][-1][1].append(row)
+        # A step without its job row (a record sacct cut in half) is dropped.
+    records: dict[str, list[AccountingRecord]] = {}
+    for job_id, runs in jobs.items():
+        ordered = sorted(
+            enumerate(runs),
+            key=lambda pair: (
+                pair[1][0].submitted_at or datetime.min.replace(tzinfo=UTC),
+                pair[0],
+            ),
+        )
+        records[job_id] = [
+            AccountingRecord(job=job, steps=tuple(steps), index=index)
+            for index, (_, (job, steps)) in enumerate(ordered)
+        ]
+    return records
+
+
+# -- transient errors ------------------------------------------------------------------------
+
+#: Messages that mean "ask again later", never "the job failed" (slurm.md section 6).
+TRANSIENT_MARKERS: Final = (
+    "problem talking to the database",
+    "unable to contact slurm controller",
+    "socket timed out",
+    "zero bytes were transmitted",
+    "rate limit exceeded",
+    "connection refused",
+    "slurmdbd: connection",
+    "unable to connect to database",
+    "communication connection failure",
+    "slurm_persist_conn_open",
+    "resource temporarily unavailable",
+    "temporarily unable to accept job",
+    "transport endpoint is not connected",
+    "connection timed out",
+    "connection reset by peer",
+    "no route to host",
+    "send/recv operation",
+)
+
+
+def looks_transient(stderr: str) -> bool:
+    text = stderr.lower()
+    return any(marker in text for marker in TRANSIENT_MARKERS)
