@@ -229,7 +229,7 @@ class FluxDialect:
         if "urgency" in spec.options:
             urgency = str(spec.options["urgency"])  # TOML may give an int
             if urgency not in _URGENCY_WORDS and not (
-                urgency.isdigit() and 0 <= int(urgency) <= 31
+                urgency.isdecimal() and 0 <= int(urgency) <= 31
             ):
                 raise ValueError(f"urgency must be 0..31, hold, default or expedite: {urgency!r}")
             argv.append(f"--urgency={urgency}")

@@ -690,7 +690,7 @@ def parse_evidence(stdout: str, *, command: str = "flux job info") -> dict[int, 
             current = (words[1], parse_jobid(words[2], command=command))
             body = []
         elif words[0] == SECTION_END:
-            if current is None or len(words) != 4 or not words[3].isdigit():
+            if current is None or len(words) != 4 or not words[3].isdecimal():
                 raise ParseError(
                     "malformed section end", command=command, line_no=line_no, line=line
                 )

@@ -96,7 +96,7 @@ def _int(value: object, key: str, *, minimum: int = 0) -> int:
         raise ConfigError(f"k8s option {key!r} must be an integer, got {value!r}")
     if isinstance(value, int):
         number = value
-    elif isinstance(value, str) and value.strip().isdigit():
+    elif isinstance(value, str) and value.strip().isdecimal():
         number = int(value.strip())
     else:
         raise ConfigError(f"k8s option {key!r} must be an integer, got {value!r}")
@@ -269,7 +269,7 @@ def array_shape(spec: str) -> tuple[int, int]:
     parallelism = len(indexes)
     _, sep, throttle = spec.partition("%")
     if sep:
-        if not throttle.strip().isdigit() or int(throttle) < 1:
+        if not throttle.strip().isdecimal() or int(throttle) < 1:
             raise ConfigError(f"array {spec!r}: the throttle after '%' must be a positive integer")
         parallelism = min(int(throttle), len(indexes))
     return len(indexes), parallelism

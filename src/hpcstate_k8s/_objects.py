@@ -526,7 +526,7 @@ def _index(meta: ObjectMeta, where: _Where) -> int | None:
     )
     if text is None:
         return None
-    if not text.isdigit() or len(text) > 9:
+    if not text.isdecimal() or len(text) > 9:
         raise where.error("completion index is not a number", COMPLETION_INDEX_KEYS[0], text)
     return int(text)
 

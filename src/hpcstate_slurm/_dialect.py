@@ -124,7 +124,7 @@ def _dependency(entry: str) -> str:
     text = entry.strip()
     if not text:
         raise ValueError("an empty dependency")
-    if text.replace("_", "").isdigit():
+    if text.replace("_", "").isdecimal():
         return f"afterok:{text}"
     return text
 
@@ -278,7 +278,7 @@ class SlurmDialect:
         ):
             if fields["comment"] == wanted:
                 job_id = fields["id"].strip()
-                if not job_id.isdigit():
+                if not job_id.isdecimal():
                     raise ParseError("expected a job id", command="squeue", field="%F")
                 return Submission(native_id=job_id)
         return None

@@ -145,7 +145,7 @@ def parse_time(
     value = text.strip()
     if value.lower() in _EMPTY_TIMES:
         return None
-    if value.isdigit() and len(value) <= 12:
+    if value.isdecimal() and len(value) <= 12:
         seconds = int(value)
         if seconds == 0 or seconds > _MAX_EPOCH:
             return None
@@ -272,7 +272,7 @@ def parse_wait_status(
     value = text.strip()
     if value in ("", "N/A"):
         return None
-    if not value.isdigit() or len(value) > 10:
+    if not value.isdecimal() or len(value) > 10:
         raise ParseError("expected a raw wait status", command=command, field=field, line=text)
     number = int(value)
     if number > 0xFFFF:
@@ -495,7 +495,7 @@ def _queue_rows(
         exit_ = parse_wait_status(fields.get("exit", ""), command=command)
         derived = parse_wait_status(fields.get("derived", ""), command=command, field="DerivedEC")
     restarts_text = fields.get("restarts", "").strip()
-    if restarts_text and not restarts_text.isdigit():
+    if restarts_text and not restarts_text.isdecimal():
         raise ParseError("expected a restart count", command=command, field="RestartCnt")
     base = QueueRow(
         job_id=job_id,
@@ -621,7 +621,7 @@ def _sacct_rows(
         reason = parse_slurm_reason(fields["Reason"])
     elapsed_raw = fields.get("ElapsedRaw", "").strip()
     if elapsed_raw:
-        if not elapsed_raw.isdigit():
+        if not elapsed_raw.isdecimal():
             raise ParseError("expected seconds", command=command, field="ElapsedRaw", line=line)
         elapsed: float | None = float(int(elapsed_raw))
     else:

@@ -337,3 +337,15 @@ def test_squeue_names_round_trip(names: list[str]) -> None:
     rows = parse_squeue("\n".join(lines) + "\n", columns=SQUEUE_COLUMNS)
     assert [row.name for row in rows] == names
     assert all(row.exit == ExitStatus.exited(3) for row in rows)
+
+
+@given(st.text(alphabet=st.characters(categories=("Nd", "No", "Nl")), min_size=1, max_size=12))
+def test_unicode_digits_raise_parse_error_not_value_error(text: str) -> None:
+    # "²".isdigit() is True but int("²") raises ValueError: parsers must not trip on it.
+    from hpcstate_slurm._parse import parse_time, parse_wait_status
+
+    for parser in (parse_time, parse_wait_status):
+        try:
+            parser(text)
+        except ParseError:
+            pass

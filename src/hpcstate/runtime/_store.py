@@ -1,0 +1,968 @@
+"""The SQLite store: runs, items, events and self-reports in one file.
+
+* WAL journal, ``busy_timeout``, and every write transaction begun IMMEDIATE: readers
+  never block writers, and "database is locked" is retried with backoff, never raised
+  to the caller as a crash.
+* Every item change is a compare-and-set on (item id, version): of two processes that
+  read the same version, exactly one write lands; the other learns it lost and
+  re-reads.
+* Items are JSON documents (``hpcstate.serial``) plus indexed columns; events are
+  append-only, unique per (item, version).
+* ``PRAGMA user_version`` is the store's schema version; :data:`_MIGRATIONS` upgrades
+  an old file in place, step by step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+from attrs import evolve, field, frozen
+
+from hpcstate import (
+    TERMINAL,
+    Event,
+    Run,
+    RunItem,
+    SchemaError,
+    Source,
+    State,
+    StatsUpdated,
+    check_invariants,
+)
+from hpcstate.backend import JobSpec
+from hpcstate.serial import (
+    event_from_dict,
+    event_to_dict,
+    item_from_dict,
+    item_to_dict,
+    make_converter,
+)
+
+from ._errors import CorruptRow, StoreError
+
+log = logging.getLogger("hpcstate.runtime.store")
+
+T = TypeVar("T")
+
+#: The schema this hpcstate writes (``PRAGMA user_version``).
+STORE_SCHEMA_VERSION: Final = 2
+
+ACTIVE_STATES: Final = ("pending", "queued", "running", "settling")
+
+# _MIGRATIONS[n] turns a version-n database into version n+1. Never edit a shipped
+# step: add a new one.
+_MIGRATIONS: Final[tuple[str, ...]] = (
+    # 0 -> 1: the first release: runs, items, events.
+    """
+    CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        backend TEXT NOT NULL,
+        name TEXT NOT NULL DEFAULT '',
+        created_at TEXT NOT NULL,
+        spec TEXT
+    );
+    CREATE TABLE items (
+        id TEXT PRIMARY KEY,
+        run_id TEXT NOT NULL REFERENCES runs(id),
+        backend TEXT NOT NULL,
+        native_id TEXT,
+        state TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        updated_at TEXT NOT NULL,
+        doc TEXT NOT NULL
+    );
+    CREATE INDEX items_run ON items(run_id);
+    CREATE INDEX items_state ON items(state);
+    CREATE INDEX items_native ON items(backend, native_id);
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        item_id TEXT NOT NULL,
+        run_id TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        type TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        UNIQUE (item_id, version)
+    );
+    CREATE INDEX events_run ON events(run_id, seq);
+    """,
+    # 1 -> 2: self-reports; per-run options; submit intent and runtime data per item.
+    """
+    ALTER TABLE runs ADD COLUMN options TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE items ADD COLUMN submit_tag TEXT;
+    ALTER TABLE items ADD COLUMN submit_started_at TEXT;
+    ALTER TABLE items ADD COLUMN extra TEXT NOT NULL DEFAULT '{}';
+    CREATE TABLE self_reports (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        reported_at TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        consumed_at TEXT
+    );
+    CREATE INDEX self_reports_open ON self_reports(consumed_at);
+    """,
+)
+
+_BATCH: Final = 2000  # item documents encoded and written per executemany
+_LOCKED_ATTEMPTS: Final = 60  # with backoff capped at 1 s: about a minute of contention
+
+
+def default_db_path() -> Path:
+    """``$HPCSTATE_DB``, else ``$XDG_STATE_HOME/hpcstate/hpcstate.db`` (XDG's default
+    state directory is ``~/.local/state``)."""
+    explicit = os.environ.get("HPCSTATE_DB")
+    if explicit:
+        return Path(explicit).expanduser()
+    return state_dir() / "hpcstate.db"
+
+
+def state_dir() -> Path:
+    """``$XDG_STATE_HOME/hpcstate`` (default ``~/.local/state/hpcstate``)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base).expanduser() / "hpcstate"
+
+
+def format_time(value: datetime) -> str:
+    """Fixed-width UTC text: sorts and compares as strings in SQL."""
+    return value.astimezone(timezone.utc).isoformat(timespec="microseconds")[:26] + "Z"
+
+
+def parse_time(text: str) -> datetime:
+    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+
+
+# -- records ---------------------------------------------------------------------------
+
+
+@frozen(kw_only=True)
+class SweepReport:
+    """What an invariant sweep found: ids of rows repaired, left broken, unreadable."""
+
+    checked: int
+    repaired: tuple[str, ...] = ()
+    unrepairable: tuple[str, ...] = ()
+    corrupt: tuple[str, ...] = ()
+
+
+@frozen(kw_only=True)
+class StoredEvent:
+    """An event with its position in the store's append-only log."""
+
+    seq: int
+    event: Event
+
+
+@frozen(kw_only=True)
+class RunSummary:
+    """One run without its items' documents (for listings)."""
+
+    id: str
+    backend: str
+    name: str
+    created_at: datetime
+    status: State
+    item_count: int
+    counts: Mapping[State, int] = field(factory=dict)
+
+
+@frozen(kw_only=True)
+class StoredReport:
+    """A self-report row: ``doc`` is what the job wrote (see ``_report``)."""
+
+    id: int
+    run_id: str
+    item_id: str
+    reported_at: datetime
+    doc: Mapping[str, Any]
+
+
+@frozen(kw_only=True)
+class Change:
+    """One compare-and-set: write ``item`` if the stored version is ``expected_version``.
+
+    ``extra`` replaces the item's runtime data; ``submit_tag``/``submit_started`` record
+    a submit intent (``clear_submit`` removes it once the answer is stored)."""
+
+    item: RunItem
+    expected_version: int
+    events: tuple[Event, ...] = ()
+    extra: Mapping[str, Any] | None = None
+    submit_tag: str | None = None
+    submit_started: datetime | None = None
+    clear_submit: bool = False
+
+
+@frozen(kw_only=True)
+class CommitResult:
+    applied: tuple[str, ...] = ()
+    conflicts: tuple[str, ...] = ()
+    last_seq: int = 0
+
+
+@frozen(kw_only=True)
+class ItemRow:
+    """An item with the runtime data stored next to it."""
+
+    item: RunItem
+    extra: Mapping[str, Any]
+    submit_tag: str | None
+    submit_started_at: datetime | None
+
+
+# -- JobSpec documents -----------------------------------------------------------------
+
+
+def _spec_converter() -> Any:
+    conv = make_converter()
+    conv.register_unstructure_hook(timedelta, lambda td: td.total_seconds())
+    conv.register_structure_hook(timedelta, lambda value, _: timedelta(seconds=float(value)))
+    return conv
+
+
+_SPEC_CONVERTER: Final = _spec_converter()
+
+
+def spec_to_json(spec: JobSpec) -> str:
+    return json.dumps(_SPEC_CONVERTER.unstructure(spec), sort_keys=True)
+
+
+def spec_from_json(text: str) -> JobSpec:
+    spec: JobSpec = _SPEC_CONVERTER.structure(json.loads(text), JobSpec)
+    return spec
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _update_params(change: Change) -> tuple[Any, ...]:
+    item = change.item
+    return (
+        item.native_id,
+        item.state.value,
+        item.version,
+        format_time(item.updated_at),
+        _dumps(item_to_dict(item)),
+        item.id,
+        change.expected_version,
+    )
+
+
+def _update_plain(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    if rows:
+        db.executemany(
+            "UPDATE items SET native_id = ?, state = ?, version = ?, updated_at = ?, doc = ? "
+            "WHERE id = ? AND version = ?",
+            rows,
+        )
+
+
+# -- repairs ---------------------------------------------------------------------------
+
+
+def repair_item(item: RunItem) -> RunItem:
+    """The item with what :func:`hpcstate.check_invariants` complains about fixed, as far
+    as that can be done without inventing facts (pure). The version is not bumped."""
+    state, stats = item.state, item.stats
+    changes: dict[str, Any] = {}
+    stat_changes: dict[str, Any] = {}
+    if state is State.PENDING and item.native_id is not None:
+        # It reached a scheduler: it is queued, not pending (never submit it again).
+        state = changes["state"] = State.QUEUED
+    if state in (State.PENDING, State.QUEUED):
+        if item.handle is not None:
+            changes["handle"] = None
+        if stats.started_at is not None:
+            stat_changes["started_at"] = None
+    if state in (State.PENDING, State.QUEUED, State.RUNNING):
+        for name in ("finished_at", "exit", "derived_exit", "confirmed_by"):
+            if getattr(stats, name) is not None:
+                stat_changes[name] = None
+        if stats.exit_source is not None:
+            stat_changes["exit_source"] = None
+        stat_changes.setdefault("finished_at_approx", False)
+    if state is State.SETTLING:
+        since = item.settling_since or item.updated_at
+        changes["settling_since"] = since
+        if stats.finished_at is None:
+            stat_changes.update(finished_at=since, finished_at_approx=True)
+        if stats.confirmed_by is not None:
+            stat_changes["confirmed_by"] = None
+    elif item.settling_since is not None:
+        changes["settling_since"] = None
+    if state in TERMINAL and stats.finished_at is None:
+        stat_changes.update(finished_at=item.updated_at, finished_at_approx=True)
+    if state is State.GONE and stats.confirmed_by is not None:
+        stat_changes["confirmed_by"] = None
+    exit_now = stat_changes.get("exit", stats.exit)
+    if exit_now is not None and stats.exit_source is None:
+        stat_changes["exit_source"] = Source.TRACKER  # we do not know who said it
+    if stat_changes:
+        changes["stats"] = evolve(stats, **stat_changes)
+    return evolve(item, **changes) if changes else item
+
+
+# -- the store -------------------------------------------------------------------------
+
+
+class Store:
+    """The state database. ``path`` defaults to :func:`default_db_path`.
+
+    ``sweep`` runs the invariant sweep when the file is opened. Safe to share between
+    threads (calls are serialized) and between processes (SQLite locking + CAS).
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        sweep: bool = True,
+        busy_timeout: float = 5.0,
+    ) -> None:
+        self.path = Path(path) if path is not None else default_db_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._random = random.Random()
+        #: How many times a write waited on another process's lock and retried.
+        self.lock_retries = 0
+        try:
+            self._db = sqlite3.connect(
+                str(self.path),
+                timeout=busy_timeout,
+                isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open state database {self.path}: {exc}") from exc
+        self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        try:
+            self._retry_locked(lambda: self._db.execute("PRAGMA journal_mode = WAL").fetchone())
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StoreError(f"{self.path} is not a usable hpcstate database: {exc}") from exc
+        except BaseException:
+            self._db.close()
+            raise
+        self.last_sweep: SweepReport | None = None
+        if sweep:
+            self.last_sweep = self.sweep()
+
+    # -- plumbing -----------------------------------------------------------------------
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _retry_locked(self, action: Callable[[], T]) -> T:
+        """Run ``action``; if another process holds the lock past busy_timeout, back off
+        (with jitter) and try again."""
+        delay = 0.01
+        for attempt in range(_LOCKED_ATTEMPTS):
+            try:
+                return action()
+            except sqlite3.OperationalError as exc:  # noqa: PERF203 (retry loop)
+                text = str(exc)
+                if "locked" not in text and "busy" not in text:
+                    raise
+                if attempt == _LOCKED_ATTEMPTS - 1:
+                    raise StoreError(
+                        f"state database {self.path} stayed locked by another process: {exc}"
+                    ) from exc
+                self.lock_retries += 1
+                log.debug("database locked (attempt %d), retrying", attempt + 1)
+                time.sleep(delay * (0.5 + self._random.random()))
+                delay = min(1.0, delay * 2)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction (takes the write lock up front)."""
+        with self._lock:
+            self._retry_locked(lambda: self._db.execute("BEGIN IMMEDIATE"))
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._retry_locked(lambda: self._db.execute("COMMIT"))
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            return self._retry_locked(lambda: self._db.execute(sql, params).fetchall())
+
+    def _migrate(self) -> None:
+        with self._lock:
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > STORE_SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has store schema {version}, newer than this hpcstate "
+                    f"understands ({STORE_SCHEMA_VERSION}); upgrade hpcstate"
+                )
+            if version == STORE_SCHEMA_VERSION:
+                return
+            with self._write() as db:
+                # Re-read under the write lock: another process may have migrated.
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                for step in range(version, STORE_SCHEMA_VERSION):
+                    for statement in _MIGRATIONS[step].split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                    log.info("%s: store schema %d -> %d", self.path, step, step + 1)
+                db.execute(f"PRAGMA user_version = {STORE_SCHEMA_VERSION}")
+
+    def data_version(self) -> int:
+        """Changes whenever ANOTHER connection commits (SQLite's PRAGMA data_version):
+        a cache of this store is current while it stays the same."""
+        return int(self._read("PRAGMA data_version")[0][0])
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._read("PRAGMA user_version")[0][0])
+
+    # -- decoding -----------------------------------------------------------------------
+
+    @staticmethod
+    def _item_from_row(row_id: str, version: int, doc: str) -> RunItem:
+        try:
+            item = item_from_dict(json.loads(doc))
+        except (ValueError, SchemaError, TypeError) as exc:
+            raise CorruptRow("items", row_id, str(exc)) from exc
+        if item.id != row_id or item.version != version:
+            raise CorruptRow(
+                "items",
+                row_id,
+                f"document says id {item.id!r} version {item.version}, "
+                f"columns say id {row_id!r} version {version}",
+            )
+        return item
+
+    def _item_rows(
+        self, where: str, params: Sequence[Any]
+    ) -> tuple[list[ItemRow], list[CorruptRow]]:
+        rows = self._read(
+            "SELECT id, version, doc, extra, submit_tag, submit_started_at FROM items "
+            f"WHERE {where} ORDER BY rowid",
+            params,
+        )
+        good: list[ItemRow] = []
+        bad: list[CorruptRow] = []
+        for row_id, version, doc, extra, tag, started in rows:
+            try:
+                item = self._item_from_row(row_id, version, doc)
+                extra_doc = json.loads(extra) if extra else {}
+                if not isinstance(extra_doc, dict):
+                    raise CorruptRow("items", row_id, "column extra is not a JSON object")
+            except CorruptRow as exc:
+                bad.append(exc)
+                continue
+            except ValueError as exc:
+                bad.append(CorruptRow("items", row_id, f"column extra: {exc}"))
+                continue
+            good.append(
+                ItemRow(
+                    item=item,
+                    extra=extra_doc,
+                    submit_tag=tag,
+                    submit_started_at=parse_time(started) if started else None,
+                )
+            )
+        return good, bad
+
+    # -- runs -----------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        run: Run,
+        *,
+        spec: JobSpec | None = None,
+        options: Mapping[str, Any] | None = None,
+        extras: Mapping[str, Mapping[str, Any]] | None = None,
+        events: Sequence[Event] = (),
+    ) -> None:
+        """Store a new run and its items (one transaction). ``extras`` maps item ids
+        to runtime data; ``events`` are the items' first events (an adopted job's
+        Submitted)."""
+        extras = extras or {}
+        with self._write() as db:
+            try:
+                db.execute(
+                    "INSERT INTO runs (id, backend, name, created_at, spec, options) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        run.id,
+                        run.backend,
+                        run.name,
+                        format_time(run.created_at),
+                        spec_to_json(spec) if spec is not None else None,
+                        _dumps(dict(options or {})),
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise StoreError(f"a run with id {run.id!r} already exists") from None
+            db.executemany(
+                "INSERT INTO items (id, run_id, backend, native_id, state, version, "
+                "updated_at, doc, extra) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        item.id,
+                        item.run_id,
+                        item.backend,
+                        item.native_id,
+                        item.state.value,
+                        item.version,
+                        format_time(item.updated_at),
+                        _dumps(item_to_dict(item)),
+                        _dumps(dict(extras.get(item.id, {}))),
+                    )
+                    for item in run.items
+                ],
+            )
+            self._insert_events(db, events)
+
+    def get_run(self, run_id: str) -> Run:
+        """The run with all its items. Raises StoreError if unknown, CorruptRow if one
+        of its rows cannot be read (the message names the row)."""
+        rows = self._read("SELECT backend, name, created_at FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            raise StoreError(f"no run with id {run_id!r} in {self.path}")
+        backend, name, created = rows[0]
+        good, bad = self._item_rows("run_id = ?", (run_id,))
+        if bad:
+            raise bad[0]
+        return Run(
+            id=run_id,
+            backend=backend,
+            name=name,
+            created_at=parse_time(created),
+            items=tuple(r.item for r in good),
+        )
+
+    def has_run(self, run_id: str) -> bool:
+        return bool(self._read("SELECT 1 FROM runs WHERE id = ?", (run_id,)))
+
+    def run_spec(self, run_id: str) -> JobSpec | None:
+        rows = self._read("SELECT spec FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            raise StoreError(f"no run with id {run_id!r} in {self.path}")
+        if rows[0][0] is None:
+            return None
+        try:
+            return spec_from_json(rows[0][0])
+        except Exception as exc:
+            raise CorruptRow("runs", run_id, f"column spec: {exc}") from exc
+
+    def run_options(self, run_id: str) -> dict[str, Any]:
+        rows = self._read("SELECT options FROM runs WHERE id = ?", (run_id,))
+        if not rows:
+            raise StoreError(f"no run with id {run_id!r} in {self.path}")
+        try:
+            options = json.loads(rows[0][0])
+        except ValueError as exc:
+            raise CorruptRow("runs", run_id, f"column options: {exc}") from exc
+        if not isinstance(options, dict):
+            raise CorruptRow("runs", run_id, "column options is not a JSON object")
+        return options
+
+    def list_runs(self, *, active_only: bool = False, limit: int | None = None) -> list[RunSummary]:
+        """Runs, newest first, with per-state item counts (no item documents loaded)."""
+        sql = "SELECT id, backend, name, created_at FROM runs"
+        if active_only:
+            marks = ",".join("?" * len(ACTIVE_STATES))
+            sql += f" WHERE id IN (SELECT run_id FROM items WHERE state IN ({marks}))"
+        sql += " ORDER BY created_at DESC, id"
+        params: list[Any] = list(ACTIVE_STATES) if active_only else []
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        runs = self._read(sql, params)
+        counts: dict[str, dict[State, int]] = {r[0]: {} for r in runs}
+        if runs:
+            for run_id, state, count in self._read(
+                "SELECT run_id, state, COUNT(*) FROM items GROUP BY run_id, state"
+            ):
+                if run_id in counts:
+                    with contextlib.suppress(ValueError):
+                        counts[run_id][State(state)] = count
+        return [
+            RunSummary(
+                id=run_id,
+                backend=backend,
+                name=name,
+                created_at=parse_time(created),
+                status=_status_of(counts[run_id]),
+                item_count=sum(counts[run_id].values()),
+                counts=counts[run_id],
+            )
+            for run_id, backend, name, created in runs
+        ]
+
+    # -- items ----------------------------------------------------------------------------
+
+    def get_item(self, item_id: str) -> RunItem:
+        return self.get_item_row(item_id).item
+
+    def get_item_row(self, item_id: str) -> ItemRow:
+        good, bad = self._item_rows("id = ?", (item_id,))
+        if bad:
+            raise bad[0]
+        if not good:
+            raise StoreError(f"no item with id {item_id!r} in {self.path}")
+        return good[0]
+
+    def active_items(self, backend: str | None = None) -> tuple[list[ItemRow], list[CorruptRow]]:
+        """Items not yet terminal; unreadable rows come back separately (never hidden,
+        never hiding the others)."""
+        marks = ",".join("?" * len(ACTIVE_STATES))
+        where = f"state IN ({marks})"
+        params: list[Any] = list(ACTIVE_STATES)
+        if backend is not None:
+            where += " AND backend = ?"
+            params.append(backend)
+        return self._item_rows(where, params)
+
+    def items_by_id(self, ids: Iterable[str]) -> tuple[list[ItemRow], list[CorruptRow]]:
+        wanted = list(ids)
+        good: list[ItemRow] = []
+        bad: list[CorruptRow] = []
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            g, b = self._item_rows(f"id IN ({','.join('?' * len(chunk))})", chunk)
+            good += g
+            bad += b
+        return good, bad
+
+    def active_versions(self) -> dict[str, int]:
+        """id -> version of every active item: cheap, to see what others changed."""
+        marks = ",".join("?" * len(ACTIVE_STATES))
+        rows = self._read(f"SELECT id, version FROM items WHERE state IN ({marks})", ACTIVE_STATES)
+        return dict(rows)
+
+    def versions_of(self, ids: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            found.update(
+                self._read(
+                    f"SELECT id, version FROM items WHERE id IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                )
+            )
+        return found
+
+    def claim_submit(self, item_id: str, *, version: int, tag: str, at: datetime) -> bool:
+        """Record the intent to submit a PENDING item under ``tag``. Returns False if
+        the item changed or another process already claimed it: only one submits."""
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE items SET submit_tag = ?, submit_started_at = ? "
+                "WHERE id = ? AND version = ? AND state = 'pending' AND submit_started_at IS NULL",
+                (tag, format_time(at), item_id, version),
+            )
+            return cursor.rowcount == 1
+
+    def release_submit(self, item_id: str, *, version: int) -> bool:
+        """Drop a submit claim (the tag lookup said nothing was created)."""
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE items SET submit_started_at = NULL WHERE id = ? AND version = ?",
+                (item_id, version),
+            )
+            return cursor.rowcount == 1
+
+    def recent_terminal(self, since: datetime) -> tuple[list[ItemRow], list[CorruptRow]]:
+        """Terminal items changed after ``since`` (unconfirmed ones may still be
+        corrected by a late accounting record)."""
+        marks = ",".join("?" * len(ACTIVE_STATES))
+        return self._item_rows(
+            f"state NOT IN ({marks}) AND updated_at > ?", [*ACTIVE_STATES, format_time(since)]
+        )
+
+    def commit(self, changes: Sequence[Change]) -> CommitResult:
+        """Apply compare-and-sets in one transaction. A change whose expected version is
+        not the stored one is skipped (with its events) and listed in ``conflicts``.
+
+        Holding the write lock, it reads the stored versions first, then writes the
+        changes that match in batches (documents are encoded a batch at a time, so a
+        poll of 100k changes does not hold 100k encoded documents at once)."""
+        if not changes:
+            return CommitResult()
+        applied: list[str] = []
+        conflicts: list[str] = []
+        with self._write() as db:
+            stored: dict[str, int] = {}
+            ids = [c.item.id for c in changes]
+            for start in range(0, len(ids), 500):
+                chunk = ids[start : start + 500]
+                stored.update(
+                    db.execute(
+                        f"SELECT id, version FROM items WHERE id IN ({','.join('?' * len(chunk))})",
+                        chunk,
+                    ).fetchall()
+                )
+            winners: list[Change] = []
+            for change in changes:
+                if stored.get(change.item.id) == change.expected_version:
+                    winners.append(change)
+                    # A second change of the same item in this batch must build on this one.
+                    stored[change.item.id] = change.item.version
+                else:
+                    conflicts.append(change.item.id)
+            for start in range(0, len(winners), _BATCH):
+                batch = winners[start : start + _BATCH]
+                plain: list[tuple[Any, ...]] = []
+                for change in batch:
+                    if (
+                        change.extra is None
+                        and change.submit_tag is None
+                        and not change.clear_submit
+                    ):
+                        plain.append(_update_params(change))
+                    else:
+                        _update_plain(db, plain)  # keep the order of the changes
+                        plain = []
+                        self._update_one(db, change)
+                _update_plain(db, plain)
+                self._insert_events(db, [e for change in batch for e in change.events])
+                applied += (change.item.id for change in batch)
+            last = db.execute("SELECT COALESCE(MAX(seq), 0) FROM events").fetchone()[0]
+        if conflicts:
+            log.info("compare-and-set lost for %d item(s): %s", len(conflicts), conflicts[:5])
+        return CommitResult(applied=tuple(applied), conflicts=tuple(conflicts), last_seq=last)
+
+    @staticmethod
+    def _update_one(db: sqlite3.Connection, change: Change) -> None:
+        sets = "native_id = ?, state = ?, version = ?, updated_at = ?, doc = ?"
+        params = list(_update_params(change)[:5])
+        if change.extra is not None:
+            sets += ", extra = ?"
+            params.append(_dumps(dict(change.extra)))
+        if change.submit_tag is not None:
+            sets += ", submit_tag = ?, submit_started_at = ?"
+            started = change.submit_started
+            params += [change.submit_tag, format_time(started) if started else None]
+        elif change.clear_submit:
+            sets += ", submit_started_at = NULL"
+        db.execute(
+            f"UPDATE items SET {sets} WHERE id = ? AND version = ?",
+            [*params, change.item.id, change.expected_version],
+        )
+
+    @staticmethod
+    def _insert_events(db: sqlite3.Connection, events: Sequence[Event]) -> None:
+        if events:
+            db.executemany(
+                "INSERT INTO events (item_id, run_id, version, type, doc) VALUES (?, ?, ?, ?, ?)",
+                [(e.item_id, e.run_id, e.version, e.TAG, _dumps(event_to_dict(e))) for e in events],
+            )
+
+    # -- events ---------------------------------------------------------------------------
+
+    def events(
+        self,
+        *,
+        run_id: str | None = None,
+        item_id: str | None = None,
+        after: int = 0,
+        limit: int | None = None,
+    ) -> list[StoredEvent]:
+        """Events in log order (``seq``); per item that is version order."""
+        sql = "SELECT seq, item_id, doc FROM events WHERE seq > ?"
+        params: list[Any] = [after]
+        if run_id is not None:
+            sql += " AND run_id = ?"
+            params.append(run_id)
+        if item_id is not None:
+            sql += " AND item_id = ?"
+            params.append(item_id)
+        sql += " ORDER BY seq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        out: list[StoredEvent] = []
+        for seq, row_item, doc in self._read(sql, params):
+            try:
+                event = event_from_dict(json.loads(doc))
+            except (ValueError, SchemaError) as exc:
+                raise CorruptRow("events", str(seq), f"event of item {row_item!r}: {exc}") from exc
+            out.append(StoredEvent(seq=seq, event=event))
+        return out
+
+    def last_event_seq(self) -> int:
+        return int(self._read("SELECT COALESCE(MAX(seq), 0) FROM events")[0][0])
+
+    # -- self-reports -------------------------------------------------------------------
+
+    def add_self_report(
+        self, *, run_id: str, item_id: str, reported_at: datetime, doc: Mapping[str, Any]
+    ) -> int:
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO self_reports (run_id, item_id, reported_at, doc) VALUES (?, ?, ?, ?)",
+                (run_id, item_id, format_time(reported_at), _dumps(dict(doc))),
+            )
+            return int(cursor.lastrowid or 0)
+
+    def open_self_reports(self) -> list[StoredReport]:
+        out: list[StoredReport] = []
+        for row_id, run_id, item_id, reported, doc in self._read(
+            "SELECT id, run_id, item_id, reported_at, doc FROM self_reports "
+            "WHERE consumed_at IS NULL ORDER BY id"
+        ):
+            try:
+                parsed = json.loads(doc)
+            except ValueError:
+                log.warning("self_reports row %s is not JSON; ignored", row_id)
+                parsed = {}
+            out.append(
+                StoredReport(
+                    id=row_id,
+                    run_id=run_id,
+                    item_id=item_id,
+                    reported_at=parse_time(reported),
+                    doc=parsed if isinstance(parsed, dict) else {},
+                )
+            )
+        return out
+
+    def has_open_self_reports(self) -> bool:
+        return bool(self._read("SELECT 1 FROM self_reports WHERE consumed_at IS NULL LIMIT 1"))
+
+    def consume_self_reports(self, ids: Sequence[int], *, at: datetime) -> None:
+        if ids:
+            with self._write() as db:
+                db.executemany(
+                    "UPDATE self_reports SET consumed_at = ? WHERE id = ?",
+                    [(format_time(at), i) for i in ids],
+                )
+
+    # -- maintenance --------------------------------------------------------------------
+
+    def sweep(self, *, now: datetime | None = None) -> SweepReport:
+        """Repair rows that break the core's invariants; count and log, never raise."""
+        checked = 0
+        repaired: list[str] = []
+        unrepairable: list[str] = []
+        corrupt: list[str] = []
+        try:
+            rows = self._read("SELECT id, version, doc FROM items ORDER BY rowid")
+        except sqlite3.Error as exc:
+            log.error("invariant sweep could not read %s: %s", self.path, exc)
+            return SweepReport(checked=0)
+        changes: list[Change] = []
+        for row_id, version, doc in rows:
+            checked += 1
+            try:
+                item = self._item_from_row(row_id, version, doc)
+            except CorruptRow as exc:
+                log.error("%s", exc)
+                corrupt.append(row_id)
+                continue
+            problems = check_invariants(item)
+            if not problems:
+                continue
+            fixed = repair_item(item)
+            remaining = check_invariants(fixed)
+            if remaining or fixed == item:
+                log.error(
+                    "item %s breaks invariants, cannot repair: %s", row_id, "; ".join(problems)
+                )
+                unrepairable.append(row_id)
+                continue
+            at = now or datetime.now(timezone.utc)
+            fixed = evolve(fixed, version=item.version + 1, updated_at=max(item.updated_at, at))
+            event = StatsUpdated(
+                item_id=fixed.id,
+                run_id=fixed.run_id,
+                native_id=fixed.native_id,
+                at=at,
+                version=fixed.version,
+                source=Source.TRACKER,
+                state=fixed.state,
+            )
+            log.warning("item %s repaired: %s", row_id, "; ".join(problems))
+            changes.append(Change(item=fixed, expected_version=item.version, events=(event,)))
+        if changes:
+            try:
+                result = self.commit(changes)
+                repaired = list(result.applied)
+            except (sqlite3.Error, StoreError) as exc:
+                log.error("invariant sweep could not write repairs: %s", exc)
+        report = SweepReport(
+            checked=checked,
+            repaired=tuple(repaired),
+            unrepairable=tuple(unrepairable),
+            corrupt=tuple(corrupt),
+        )
+        if repaired or unrepairable or corrupt:
+            log.warning(
+                "invariant sweep of %s: %d checked, %d repaired, %d unrepairable, %d corrupt",
+                self.path,
+                checked,
+                len(repaired),
+                len(unrepairable),
+                len(corrupt),
+            )
+        return report
+
+    def prune(self, *, older_than: timedelta, now: datetime) -> int:
+        """Delete runs whose items are all terminal and unchanged for ``older_than``
+        (with their events and self-reports). Returns the number of runs deleted."""
+        cutoff = format_time(now - older_than)
+        marks = ",".join("?" * len(ACTIVE_STATES))
+        with self._write() as db:
+            doomed = [
+                r[0]
+                for r in db.execute(
+                    "SELECT run_id FROM items GROUP BY run_id "
+                    f"HAVING SUM(state IN ({marks})) = 0 AND MAX(updated_at) < ?",
+                    [*ACTIVE_STATES, cutoff],
+                )
+            ]
+            doomed += [
+                r[0]
+                for r in db.execute(
+                    "SELECT id FROM runs WHERE id NOT IN (SELECT run_id FROM items) "
+                    "AND created_at < ?",
+                    (cutoff,),
+                )
+            ]
+            for table, column in (
+                ("events", "run_id"),
+                ("self_reports", "run_id"),
+                ("items", "run_id"),
+                ("runs", "id"),
+            ):
+                db.executemany(f"DELETE FROM {table} WHERE {column} = ?", [(r,) for r in doomed])
+        if doomed:
+            log.info("pruned %d finished run(s) older than %s", len(doomed), older_than)
+        return len(doomed)
+
+
+def _status_of(counts: Mapping[State, int]) -> State:
+    """Run.status from state counts alone (it depends only on which states occur)."""
+    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
+    items = [
+        RunItem(id=str(i), run_id="", backend="", state=state, created_at=epoch, updated_at=epoch)
+        for i, state in enumerate(s for s, n in counts.items() if n)
+    ]
+    return Run(id="", backend="", created_at=epoch, items=items).status

@@ -1,0 +1,1445 @@
+"""The tracker: submits, polls in batches, persists every step, tells subscribers.
+
+Per backend and poll: ONE ``queue(ids)`` for the items that are queued, running or
+settling, and ONE ``accounting(...)`` for the items that need it (settling, or an
+unconfirmed verdict still inside its grace window), only if the backend has
+accounting. Observations are applied in ``observed_at`` order through the pure
+machine (``hpcstate.advance``), then ``hpcstate.tick``; each result is written with a
+compare-and-set, so two trackers on one store never overwrite each other.
+
+Everything needed to resume is in the store: a restarted tracker re-reads the active
+items, looks a PENDING item's submit tag up before submitting it again, and goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import inspect
+import json
+import logging
+import os
+import random
+import secrets
+from collections import defaultdict
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from datetime import datetime, timedelta
+from pathlib import PurePosixPath
+from typing import Any, Final
+
+from attrs import evolve, frozen
+
+from hpcstate import (
+    DEFAULT_GRACE,
+    FAILURES,
+    TERMINAL,
+    BackendError,
+    CommandFailed,
+    ConfigError,
+    Event,
+    HpcStateError,
+    IllegalTransition,
+    Marker,
+    MarkerCode,
+    Observation,
+    Run,
+    RunItem,
+    Source,
+    State,
+    StatsUpdated,
+    Step,
+    add_marker,
+    advance,
+    cancel_before_submit,
+    expand_array_spec,
+    new_item,
+    registry,
+    submit_rejected,
+    submitted,
+    tick,
+)
+from hpcstate.backend import AccountingQuery, Backend, BackendConfig, JobSpec, Submission
+
+from ._clock import Clock, SystemClock
+from ._errors import StoreError
+from ._output import OutputCheck, OutputSnapshot, check_from_dict, check_to_dict
+from ._report import DB_ENV, ITEM_ID_ENV, REPORT_FILE_ENV, RUN_ID_ENV, SelfReport, report_file_name
+from ._store import ACTIVE_STATES, Change, CommitResult, ItemRow, Store, StoredEvent
+
+log = logging.getLogger("hpcstate.runtime.tracker")
+
+_ACTIVE: Final = frozenset(State(s) for s in ACTIVE_STATES)
+_POLLED: Final = frozenset({State.QUEUED, State.RUNNING, State.SETTLING})
+#: A submit claim older than this, still unanswered, belongs to a dead tracker.
+_CLAIM_STALE: Final = timedelta(seconds=300)
+
+
+@frozen(kw_only=True)
+class BackendStatus:
+    """Whether the tracker could reach a backend at its last attempt."""
+
+    name: str
+    reachable: bool = True
+    last_error: str = ""
+    since: datetime | None = None  # when it became unreachable
+    consecutive_failures: int = 0
+
+
+@frozen(kw_only=True)
+class PollReport:
+    """What one poll cycle did (counts), for logs, tests and benchmarks."""
+
+    at: datetime
+    items: int = 0
+    queue_calls: int = 0
+    accounting_calls: int = 0
+    observations: int = 0
+    events: int = 0
+    illegal: int = 0
+    conflicts: int = 0
+    submitted: int = 0
+    self_reports: int = 0
+    corrupt: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()
+    settling: int = 0
+
+
+class _Entry:
+    """The tracker's cached copy of one stored item (slots: 100k of them stay small)."""
+
+    __slots__ = ("extra", "item", "submit_started_at", "submit_tag", "version")
+
+    def __init__(self, row: ItemRow) -> None:
+        self.item: RunItem = row.item
+        self.version: int = row.item.version
+        self.extra: Mapping[str, Any] = row.extra
+        self.submit_tag: str | None = row.submit_tag
+        self.submit_started_at: datetime | None = row.submit_started_at
+
+
+class _NativeIndex:
+    """native id -> item ids, without a list per job in the common one-item case."""
+
+    __slots__ = ("first", "more")
+
+    def __init__(self, items: Iterable[RunItem]) -> None:
+        self.first: dict[str, str] = {}
+        self.more: dict[str, list[str]] = {}
+        for item in items:
+            native = item.native_id
+            if native is None:
+                continue
+            if native in self.first:
+                self.more.setdefault(native, []).append(item.id)
+            else:
+                self.first[native] = item.id
+
+    def native_ids(self) -> tuple[str, ...]:
+        return tuple(self.first)
+
+
+class _Watcher:
+    def __init__(self, run_id: str | None) -> None:
+        self.run_id = run_id
+        self.queue: asyncio.Queue[Event | None] = asyncio.Queue()
+
+
+Callback = Callable[[Event], "Awaitable[None] | None"]
+
+
+class Tracker:
+    """Tracks runs on any number of backends. Use as ``async with Tracker(...) as t``
+    (starts the poll loop), or drive it yourself with :meth:`poll_once`.
+
+    ``backends`` maps names to Backend objects or BackendConfigs; other names are
+    loaded from the registry (``hpcstate.registry.load(name)``) on first use.
+    ``concurrency`` caps, per backend, the submitted items without a verdict
+    (queued + running + settling); PENDING items are submitted as slots free up.
+    ``grace`` is how long a settling item waits for confirmation before the
+    unconfirmed fallback. ``retention`` prunes finished runs older than that (checked
+    once a day). ``sweep=False`` skips the store's invariant sweep at open. The
+    tracker closes its backends (and the store, if it opened it) in :meth:`aclose`.
+    """
+
+    def __init__(
+        self,
+        *,
+        store: Store | str | os.PathLike[str] | None = None,
+        backends: Mapping[str, Backend | BackendConfig] | None = None,
+        clock: Clock | None = None,
+        grace: timedelta = DEFAULT_GRACE,
+        fast_interval: float = 1.0,
+        max_interval: float = 30.0,
+        max_error_interval: float = 120.0,
+        concurrency: Mapping[str, int] | None = None,
+        sweep: bool = True,
+        wake_check_interval: float = 0.5,
+        retention: timedelta | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.store = store if isinstance(store, Store) else Store(store, sweep=sweep)
+        self._own_store = not isinstance(store, Store)
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.grace = grace
+        self.fast_interval = fast_interval
+        self.max_interval = max_interval
+        self.max_error_interval = max_error_interval
+        self.wake_check_interval = wake_check_interval
+        self.concurrency: dict[str, int] = dict(concurrency or {})
+        self.retention = retention
+        self._last_prune: datetime | None = None
+        self._backends: dict[str, Backend] = {}
+        self._configs: dict[str, BackendConfig] = {}
+        for name, value in (backends or {}).items():
+            if isinstance(value, BackendConfig):
+                self._configs[name] = value
+            else:
+                self._backends[name] = value
+        self._random = random.Random(seed)
+        self._entries: dict[str, _Entry] = {}
+        self._unconfirmed: dict[str, _Entry] = {}  # terminal, unconfirmed, within grace
+        self._corrupt: set[str] = set()
+        self._data_version = -1
+        self._checks: dict[str, tuple[OutputCheck, ...]] = {}  # run id -> checks
+        self._run_limits: dict[str, int] = {}  # run id -> max running (array %N)
+        self._status: dict[str, BackendStatus] = {}
+        # Backends none of whose cached items carries an "unreachable" marker.
+        self._no_unreachable_markers: set[str] = set()
+        self._watchers: list[_Watcher] = []
+        self._callbacks: list[tuple[str | None, Callback]] = []
+        self._seen_seq = self.store.last_event_seq()
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Condition()
+        self._loop_task: asyncio.Task[None] | None = None
+        self._aux_tasks: list[asyncio.Task[None]] = []
+        self._watch_tasks: dict[str, tuple[frozenset[str], asyncio.Task[None]]] = {}
+        self._poll_lock = asyncio.Lock()
+        self._quiet_polls = 0
+        self._error_polls = 0
+        self._last_submit_at: datetime | None = None
+        self._closed = False
+        self._loaded = False
+        #: Totals since start (tests and benchmarks read them).
+        self.illegal_transitions = 0
+        self.conflicts = 0
+        self.polls = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Tracker:
+        self.start()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.aclose()
+
+    def start(self) -> None:
+        """Start the background poll loop (idempotent)."""
+        if self._closed:
+            raise StoreError("this tracker is closed")
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.ensure_future(self._run_loop())
+            self._aux_tasks.append(asyncio.ensure_future(self._wake_checker()))
+
+    async def aclose(self) -> None:
+        """Stop polling, close backends (and the store if the tracker opened it)."""
+        if self._closed:
+            return
+        self._closed = True
+        tasks = [t for t in (self._loop_task, *self._aux_tasks) if t is not None]
+        tasks += [task for _, task in self._watch_tasks.values()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for watcher in self._watchers:
+            watcher.queue.put_nowait(None)
+        for backend in self._backends.values():
+            with contextlib.suppress(Exception):
+                await backend.close()
+        if self._own_store:
+            self.store.close()
+
+    def wake(self) -> None:
+        """Poll now instead of waiting for the interval (a self-report, a push event)."""
+        self._wake.set()
+
+    # -- backends -------------------------------------------------------------------------
+
+    def add_backend(self, name: str, backend: Backend | BackendConfig) -> None:
+        if isinstance(backend, BackendConfig):
+            self._configs[name] = backend
+        else:
+            self._backends[name] = backend
+
+    def backend(self, name: str) -> Backend:
+        """The backend called ``name``, created on first use. Raises BackendNotFound."""
+        found = self._backends.get(name)
+        if found is not None:
+            return found
+        config = self._configs.get(name) or BackendConfig(name=name, kind=name)
+        made = registry.load(config.kind).make_backend(config)
+        self._backends[name] = made
+        return made
+
+    def backend_status(self, name: str) -> BackendStatus:
+        return self._status.get(name) or BackendStatus(name=name)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def get_run(self, run_id: str) -> Run:
+        return self.store.get_run(run_id)
+
+    # -- submit / track / cancel / wait ----------------------------------------------------
+
+    def _new_run_id(self) -> str:
+        return self.clock.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+    async def submit(
+        self,
+        spec: JobSpec,
+        *,
+        backend: str = "local",
+        name: str = "",
+        output_checks: Sequence[OutputCheck] = (),
+        run_id: str | None = None,
+    ) -> Run:
+        """Create a run (one item, or one per array task) and submit it as far as the
+        concurrency cap allows. Returns the run as stored afterwards."""
+        async with self._poll_lock:
+            return await self._submit(spec, backend, name, output_checks, run_id)
+
+    async def _submit(
+        self,
+        spec: JobSpec,
+        backend: str,
+        name: str,
+        output_checks: Sequence[OutputCheck],
+        run_id: str | None,
+    ) -> Run:
+        target = self.backend(backend)
+        now = self.clock.now()
+        run_id = run_id or self._new_run_id()
+        indexes: tuple[int | None, ...] = (None,)
+        limit: int | None = None
+        if spec.array:
+            indexes = expand_array_spec(spec.array)
+            if "%" in spec.array:
+                limit = int(spec.array.rsplit("%", 1)[1].strip("]") or "0") or None
+        name = name or spec.name
+        items = [
+            new_item(
+                id=f"{run_id}.{index if index is not None else 0}",
+                run_id=run_id,
+                backend=backend,
+                now=now,
+                name=name,
+                array_index=index,
+            )
+            for index in indexes
+        ]
+        run = Run(id=run_id, backend=backend, name=name, created_at=now, items=items)
+        whole_array = spec.array is not None and target.capabilities.array_jobs
+        extras = {item.id: self._item_extra(target, spec, run_id, item) for item in items}
+        documents = [d for d in (check_to_dict(c) for c in output_checks) if d is not None]
+        options: dict[str, Any] = {"output_checks": documents, "whole_array": whole_array}
+        if limit:
+            options["max_running"] = limit
+            self._run_limits[run_id] = limit
+        self._checks[run_id] = tuple(output_checks)
+        self.store.create_run(run, spec=spec, options=options, extras=extras)
+        self._last_submit_at = now
+        await self._refresh()
+        await self._submit_pending(backend, target, only_run=run_id)
+        self.wake()
+        return self.store.get_run(run_id)
+
+    def _item_extra(
+        self, backend: Backend, spec: JobSpec, run_id: str, item: RunItem
+    ) -> dict[str, Any]:
+        """Where this item reports to (and reads its output from)."""
+        from .local import LocalBackend
+
+        if isinstance(backend, LocalBackend):
+            return {"report": "db"}
+        base = PurePosixPath(spec.stdout).parent if spec.stdout else None
+        if base is None:
+            base = PurePosixPath(spec.working_directory) if spec.working_directory else None
+        template = f"hpcstate-report-{run_id}.{{array_index}}.json"
+        if spec.array is None:
+            template = f"hpcstate-report-{item.id}.json"
+        path = str(base / template) if base is not None else template
+        return {
+            "report": "file",
+            "report_template": path,
+            "report_file": report_file_name(path, item.array_index),
+            "stdout": spec.stdout,
+        }
+
+    def _spec_for(
+        self, spec: JobSpec, run_id: str, items: Sequence[_Entry], tag: str, *, whole: bool
+    ) -> JobSpec:
+        env = dict(spec.environment)
+        env[RUN_ID_ENV] = run_id
+        first = items[0]
+        if not whole:
+            env[ITEM_ID_ENV] = first.item.id
+        if first.extra.get("report") == "db":
+            env[DB_ENV] = str(self.store.path.resolve())
+        else:
+            template = first.extra.get("report_template")
+            if template:
+                env[REPORT_FILE_ENV] = template if whole else first.extra["report_file"]
+        changes: dict[str, Any] = {"environment": env, "tag": tag}
+        if not whole and spec.array is not None:
+            # The backend runs tasks one by one (no native arrays): one job per task.
+            from .local import ARRAY_INDEX_ENV
+
+            env[ARRAY_INDEX_ENV] = str(first.item.array_index)
+            changes["array"] = None
+        return evolve(spec, **changes)
+
+    async def track(self, backend: str, native_id: str, *, name: str = "") -> Run:
+        """Adopt a job submitted by other means, by its native id."""
+        async with self._poll_lock:
+            return await self._track(backend, native_id, name)
+
+    async def _track(self, backend: str, native_id: str, name: str) -> Run:
+        target = self.backend(backend)
+        if not target.capabilities.adopt:
+            raise ConfigError(f"backend {backend!r} cannot adopt jobs it did not submit")
+        now = self.clock.now()
+        run_id = self._new_run_id()
+        item = new_item(id=f"{run_id}.0", run_id=run_id, backend=backend, now=now, name=name)
+        step = submitted(item, native_id=native_id, at=now)
+        run = Run(id=run_id, backend=backend, name=name, created_at=now, items=[step.item])
+        self.store.create_run(run, options={"adopted": True}, events=step.events)
+        self._last_submit_at = now
+        await self._refresh()
+        self.wake()
+        return self.store.get_run(run_id)
+
+    async def cancel(self, run_id: str) -> Run:
+        """Cancel every unfinished item of a run: PENDING ones are cancelled here;
+        submitted ones get a cancel_requested marker and a backend cancel (the
+        verdict comes from the backend, as always)."""
+        async with self._poll_lock:
+            return await self._cancel(run_id)
+
+    async def _cancel(self, run_id: str) -> Run:
+        run = self.store.get_run(run_id)
+        now = self.clock.now()
+        rows, _ = self.store.items_by_id(i.id for i in run.items)
+        changes: list[Change] = []
+        to_cancel: dict[str, list[str]] = defaultdict(list)
+        marker = Marker(code=MarkerCode.CANCEL_REQUESTED.value, text="cancel requested")
+        for row in rows:
+            item = row.item
+            if item.state in TERMINAL:
+                continue
+            if item.state is State.PENDING and row.submit_started_at is None:
+                step = cancel_before_submit(item, at=now)
+            else:
+                step = add_marker(item, marker, at=now)
+                if item.native_id is not None:
+                    to_cancel[item.backend].append(item.native_id)
+            if step.item is not item:
+                changes.append(
+                    Change(item=step.item, expected_version=item.version, events=step.events)
+                )
+        result = self.store.commit(changes)
+        await self._dispatch_committed(changes, result.applied, result.last_seq)
+        for backend_name, ids in to_cancel.items():
+            await self.backend(backend_name).cancel(ids)
+        await self._refresh()
+        self.wake()
+        return self.store.get_run(run_id)
+
+    async def wait(self, run_id: str, *, timeout: float | None = None) -> Run:
+        """Return the run once every item has a verdict (starts the poll loop if it is
+        not running). Raises TimeoutError after ``timeout`` seconds."""
+        self.start()
+
+        async def finished() -> Run:
+            while True:
+                run = self.store.get_run(run_id)
+                if all(item.state in TERMINAL for item in run.items):
+                    return run
+                async with self._progress:
+                    await self._progress.wait()
+
+        try:
+            return await asyncio.wait_for(finished(), timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"run {run_id} not finished after {timeout} s") from None
+
+    # -- subscribers ------------------------------------------------------------------------
+
+    def subscribe(self, callback: Callback, *, run_id: str | None = None) -> Callable[[], None]:
+        """Call ``callback(event)`` for each new event (of ``run_id``, or all), in
+        order, once. It may be a coroutine function. Returns an unsubscribe function."""
+        entry = (run_id, callback)
+        self._callbacks.append(entry)
+
+        def unsubscribe() -> None:
+            with contextlib.suppress(ValueError):
+                self._callbacks.remove(entry)
+
+        return unsubscribe
+
+    async def watch(
+        self, run_id: str | None = None, *, replay: bool | None = None
+    ) -> AsyncIterator[Event]:
+        """Events as they happen, each once, in order per item (by version). With
+        ``replay`` (the default when watching one run), first the stored history. For
+        one run, the iteration ends when every item of the run has a verdict."""
+        if replay is None:
+            replay = run_id is not None
+        watcher = _Watcher(run_id)
+        self._watchers.append(watcher)  # before replaying: nothing can fall in between
+        delivered: dict[str, int] = {}
+        open_items: set[str] | None = None
+        try:
+            if run_id is not None:
+                run = self.store.get_run(run_id)
+                open_items = {i.id for i in run.items if i.state not in TERMINAL}
+            backlog = self.store.events(run_id=run_id) if replay else []
+            pending = [stored.event for stored in backlog]
+            while True:
+                if pending:
+                    event: Event | None = pending.pop(0)
+                else:
+                    if open_items is not None and not open_items:
+                        return
+                    event = await watcher.queue.get()
+                if event is None:
+                    return
+                if event.version <= delivered.get(event.item_id, -1):
+                    continue
+                delivered[event.item_id] = event.version
+                if open_items is not None and event.state in TERMINAL:
+                    open_items.discard(event.item_id)
+                yield event
+        finally:
+            with contextlib.suppress(ValueError):
+                self._watchers.remove(watcher)
+
+    async def _deliver(self, events: Iterable[Event]) -> None:
+        for event in events:
+            for watcher in self._watchers:
+                if watcher.run_id is None or watcher.run_id == event.run_id:
+                    watcher.queue.put_nowait(event)
+            for run_filter, callback in list(self._callbacks):
+                if run_filter is not None and run_filter != event.run_id:
+                    continue
+                try:
+                    result = callback(event)
+                    if inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    log.exception("event callback %r failed on %s", callback, event)
+
+    async def _dispatch_committed(
+        self, changes: Sequence[Change], applied: Sequence[str], last_seq: int
+    ) -> None:
+        """Deliver the events of the changes that landed, after any event another
+        process wrote before them (the log's order)."""
+        done = set(applied)
+        mine = [e for c in changes if c.item.id in done for e in c.events]
+        if not (self._watchers or self._callbacks):
+            self._seen_seq = max(self._seen_seq, last_seq)
+            return
+        first_mine = last_seq - len(mine)
+        if first_mine > self._seen_seq:
+            await self._deliver_foreign(until=first_mine)
+        await self._deliver(mine)
+        self._seen_seq = max(self._seen_seq, last_seq)
+
+    async def _deliver_foreign(self, until: int | None = None) -> None:
+        if not (self._watchers or self._callbacks):
+            self._seen_seq = max(self._seen_seq, until or self.store.last_event_seq())
+            return
+        stored: list[StoredEvent] = self.store.events(after=self._seen_seq)
+        for entry in stored:
+            if until is not None and entry.seq > until:
+                break
+            await self._deliver([entry.event])
+            self._seen_seq = entry.seq
+
+    # -- the cache ------------------------------------------------------------------------
+
+    async def _refresh(self, *, force: bool = True) -> None:
+        """Bring the cache in line with the store (other processes write too). Without
+        ``force``, skipped when no other connection committed since the last look."""
+        data_version = self.store.data_version()
+        if not force and self._loaded and data_version == self._data_version:
+            return
+        self._data_version = data_version
+        versions = self.store.active_versions()
+        stale = [
+            i for i, v in versions.items() if (e := self._entries.get(i)) is None or e.version != v
+        ]
+        for gone in [i for i in self._entries if i not in versions]:
+            entry = self._entries.pop(gone)
+            self._remember_unconfirmed(gone)
+            del entry
+        corrupt: set[str] = set()
+        if stale:
+            with _gc_paused():
+                rows, bad = self.store.items_by_id(stale)
+            for row in rows:
+                if row.item.state in _ACTIVE:
+                    self._entries[row.item.id] = _Entry(row)
+                    if row.item.markers:
+                        self._no_unreachable_markers.discard(row.item.backend)
+            for problem in bad:
+                if problem.row_id not in self._corrupt:
+                    log.error("%s (skipped; the other items are tracked)", problem)
+                corrupt.add(problem.row_id)
+        # Unreadable rows are never cached, so each refresh reads all of them again.
+        self._corrupt = corrupt
+        if not self._loaded:
+            self._loaded = True
+            rows, _ = self.store.recent_terminal(self.clock.now() - self.grace)
+            for row in rows:
+                if not row.item.confirmed and row.item.state is not State.GONE:
+                    self._unconfirmed[row.item.id] = _Entry(row)
+            await self._load_run_settings({e.item.run_id for e in self._entries.values()})
+
+    def _remember_unconfirmed(self, item_id: str) -> None:
+        with contextlib.suppress(StoreError):
+            row = self.store.get_item_row(item_id)
+            if (
+                row.item.state in TERMINAL
+                and not row.item.confirmed
+                and row.item.state is not State.GONE
+            ):
+                self._unconfirmed[item_id] = _Entry(row)
+
+    async def _load_run_settings(self, run_ids: Iterable[str]) -> None:
+        for run_id in run_ids:
+            if run_id in self._checks:
+                continue
+            try:
+                options = self.store.run_options(run_id)
+                checks = tuple(check_from_dict(d) for d in options.get("output_checks", ()))
+            except (StoreError, ConfigError) as exc:
+                log.error("run %s: cannot load its output checks: %s", run_id, exc)
+                checks = ()
+                options = {}
+            self._checks[run_id] = checks
+            if options.get("max_running"):
+                self._run_limits[run_id] = int(options["max_running"])
+
+    # -- the poll cycle -----------------------------------------------------------------------
+
+    async def poll_once(self) -> PollReport:
+        """Run exactly one poll cycle (submit, queue, accounting, tick, persist)."""
+        async with self._poll_lock:
+            return await self._poll()
+
+    async def _poll(self) -> PollReport:
+        now = self.clock.now()
+        self.polls += 1
+        if self.retention is not None and (
+            self._last_prune is None or now - self._last_prune > timedelta(days=1)
+        ):
+            self._last_prune = now
+            try:
+                self.store.prune(older_than=self.retention, now=now)
+            except StoreError as exc:
+                log.warning("pruning old runs failed: %s", exc)
+        await self._refresh(force=False)
+        await self._load_run_settings({e.item.run_id for e in self._entries.values()})
+        if self._seen_seq < self.store.last_event_seq():
+            await self._deliver_foreign()
+        reports, consumed = self._self_report_observations(now)
+        by_backend: dict[str, list[_Entry]] = defaultdict(list)
+        for entry in (*self._entries.values(), *self._unconfirmed.values()):
+            by_backend[entry.item.backend].append(entry)
+        results = await asyncio.gather(
+            *(self._poll_backend(name, reports, now) for name in by_backend)
+        )
+        if consumed:
+            self.store.consume_self_reports(consumed, at=now)
+        report = PollReport(
+            at=now,
+            items=sum(len(v) for v in by_backend.values()),
+            queue_calls=sum(r["queue_calls"] for r in results),
+            accounting_calls=sum(r["accounting_calls"] for r in results),
+            observations=sum(r["observations"] for r in results),
+            events=sum(r["events"] for r in results),
+            illegal=sum(r["illegal"] for r in results),
+            conflicts=sum(r["conflicts"] for r in results),
+            submitted=sum(r["submitted"] for r in results),
+            self_reports=len(consumed),
+            corrupt=tuple(sorted(self._corrupt)),
+            errors=tuple(e for r in results for e in r["errors"]),
+            settling=sum(1 for e in self._entries.values() if e.item.state is State.SETTLING),
+        )
+        self._after_poll(report)
+        async with self._progress:
+            self._progress.notify_all()
+        return report
+
+    def _self_report_observations(
+        self, now: datetime
+    ) -> tuple[dict[str, list[Observation]], list[int]]:
+        """Open self-reports from the store as observations keyed by item id, and the
+        ids of the reports this poll uses up."""
+        found: dict[str, list[Observation]] = defaultdict(list)
+        consumed: list[int] = []
+        for stored in self.store.open_self_reports():
+            entry = self._entries.get(stored.item_id)
+            if entry is not None and entry.item.native_id is None:
+                continue  # its submit answer is not stored yet: keep it for later
+            consumed.append(stored.id)
+            if entry is None:
+                continue  # finished already (too late to matter) or unknown
+            try:
+                parsed = SelfReport.from_dict(stored.doc)
+            except HpcStateError as exc:
+                log.warning("self-report %d of item %s ignored: %s", stored.id, stored.item_id, exc)
+                continue
+            found[stored.item_id].append(parsed.observation(entry.item.native_id, now))  # type: ignore[arg-type]
+        return found, consumed
+
+    async def _poll_backend(
+        self, name: str, reports: Mapping[str, list[Observation]], now: datetime
+    ) -> dict[str, Any]:
+        counts: dict[str, Any] = {
+            "queue_calls": 0,
+            "accounting_calls": 0,
+            "observations": 0,
+            "events": 0,
+            "illegal": 0,
+            "conflicts": 0,
+            "submitted": 0,
+            "errors": [],
+        }
+        try:
+            backend = self.backend(name)
+        except HpcStateError as exc:
+            counts["errors"].append(f"{name}: {exc}")
+            self._mark_status(name, str(exc), now)
+            return counts
+        counts["submitted"] = await self._submit_pending(name, backend)
+        # Pending items may have just been submitted: take them from the cache again.
+        entries = [e for e in self._entries.values() if e.item.backend == name]
+        polled = [e for e in entries if e.item.state in _POLLED and e.item.native_id is not None]
+        # Self-reports and output checks come first: they are older than the queue.
+        extras: dict[str, list[Observation]] = defaultdict(list)
+        for entry in polled:
+            found = reports.get(entry.item.id)
+            if found:
+                extras[entry.item.id].extend(found)
+        await self._output_checks(backend, polled, extras, now)
+        by_native = _NativeIndex(e.item for e in polled)
+        error: str | None = None
+        queue_obs: Sequence[Observation] = ()
+        if polled:
+            try:
+                counts["queue_calls"] += 1
+                queue_obs = await backend.queue(by_native.native_ids())
+            except Exception as exc:
+                error = self._describe(name, "queue", exc)
+        working: dict[str, RunItem] = {e.item.id: e.item for e in entries}
+        for entry in self._unconfirmed.values():
+            if entry.item.backend == name:
+                working[entry.item.id] = entry.item
+        # What every change is computed from: its version is the compare-and-set key.
+        base = dict(working)
+        events: dict[str, list[Event]] = {}
+        with _gc_paused():
+            # Apply what we have so far, to know who needs accounting.
+            self._apply(working, by_native, queue_obs, extras, events, counts)
+        # Reports in files matter once the job left the queue: read them for those.
+        reports_found = await self._remote_reports(backend, working, polled)
+        if reports_found:
+            with _gc_paused():
+                self._apply(working, _NativeIndex(()), (), reports_found, events, counts)
+        if error is None and backend.capabilities.accounting:
+            error = await self._accounting(name, backend, working, events, counts, now)
+        if error is not None:
+            counts["errors"].append(error)
+            self._mark_status(name, error, now)
+        else:
+            self._clear_status(name)
+        with _gc_paused():
+            settling = State.SETTLING
+            for item_id, item in working.items():
+                if item.state is settling:
+                    step = tick(item, now=now, grace=self.grace)
+                    if step.item is not item:
+                        working[item_id] = step.item
+                        events.setdefault(item_id, []).extend(step.events)
+            self._reachability_markers(name, working, events, now, reachable=error is None)
+            changes, result = self._persist(base, working, events, counts)
+        if changes:
+            await self._dispatch_committed(changes, result.applied, result.last_seq)
+        await self._cancel_failed_by_output(backend, counts.get("output_failures", []))
+        self._sync_watch(name, backend)
+        return counts
+
+    def _apply(
+        self,
+        working: dict[str, RunItem],
+        by_native: _NativeIndex,
+        found: Sequence[Observation],
+        extras: dict[str, list[Observation]],
+        events: dict[str, list[Event]],
+        counts: dict[str, Any],
+    ) -> None:
+        """Apply ``found`` (routed to items by native id) after each item's ``extras``,
+        every item's observations in observed_at order. The hot loop of a poll: an
+        item with a single observation takes the short path."""
+        applied = 0
+        first = by_native.first
+        more = by_native.more
+        for obs in found:
+            item_id = first.get(obs.native_id)
+            if item_id is None:
+                continue
+            targets = (
+                (item_id, *more[obs.native_id]) if more and obs.native_id in more else (item_id,)
+            )
+            for item_id in targets:
+                pending = extras.get(item_id)
+                if pending is not None:
+                    pending.append(obs)
+                    continue
+                item = working.get(item_id)
+                if item is None:
+                    continue
+                applied += 1
+                new = self._advance(item, obs, events, counts)
+                if new is not item:
+                    working[item_id] = new
+        for item_id, pending in extras.items():
+            item = working.get(item_id)
+            if item is None:
+                continue
+            pending.sort(key=lambda o: o.observed_at)
+            for obs in pending:
+                applied += 1
+                item = self._advance(item, obs, events, counts)
+            working[item_id] = item
+        extras.clear()
+        counts["observations"] += applied
+
+    def _advance(
+        self,
+        item: RunItem,
+        obs: Observation,
+        events: dict[str, list[Event]],
+        counts: dict[str, Any],
+    ) -> RunItem:
+        try:
+            step = advance(item, obs)
+        except IllegalTransition as exc:
+            counts["illegal"] += 1
+            self.illegal_transitions += 1
+            log.warning("item %s: %s (observation from %s ignored)", item.id, exc, obs.source)
+            return item
+        if step.events:
+            if obs.source is Source.OUTPUT_CHECK:
+                marker = Marker(code=MarkerCode.OUTPUT_CHECK.value, text=obs.detail[:500])
+                marked = add_marker(step.item, marker, at=obs.observed_at)
+                step = Step(marked.item, step.events + marked.events)
+                if step.item.state in FAILURES and item.native_id is not None:
+                    counts.setdefault("output_failures", []).append(item.native_id)
+            events.setdefault(item.id, []).extend(step.events)
+        return step.item
+
+    async def _accounting(
+        self,
+        name: str,
+        backend: Backend,
+        working: dict[str, RunItem],
+        events: dict[str, list[Event]],
+        counts: dict[str, Any],
+        now: datetime,
+    ) -> str | None:
+        needs = [
+            item
+            for item in working.values()
+            if item.native_id is not None
+            and (
+                item.state is State.SETTLING
+                or (
+                    item.state in TERMINAL
+                    and not item.confirmed
+                    and item.state is not State.GONE
+                    and item.updated_at + self.grace > now
+                )
+            )
+        ]
+        if not needs:
+            return None
+        by_native = _NativeIndex(needs)
+        times = [i.stats.submitted_at or i.created_at for i in needs]
+        query = AccountingQuery(native_ids=by_native.native_ids(), submitted_after=min(times))
+        try:
+            counts["accounting_calls"] += 1
+            found = await backend.accounting(query)
+        except Exception as exc:
+            return self._describe(name, "accounting", exc)
+        with _gc_paused():
+            self._apply(working, by_native, found, {}, events, counts)
+        return None
+
+    def _describe(self, name: str, what: str, exc: Exception) -> str:
+        if isinstance(exc, BackendError):
+            log.warning("backend %s: %s failed: %s", name, what, exc)
+        else:
+            # Not a transient error: a bug or an unreadable answer. Still never a verdict.
+            log.error("backend %s: %s raised %s: %s", name, what, type(exc).__name__, exc)
+        return f"{name}: {what}: {exc}"
+
+    def _mark_status(self, name: str, error: str, now: datetime) -> None:
+        old = self._status.get(name) or BackendStatus(name=name)
+        self._status[name] = BackendStatus(
+            name=name,
+            reachable=False,
+            last_error=error,
+            since=old.since if not old.reachable else now,
+            consecutive_failures=old.consecutive_failures + 1,
+        )
+
+    def _clear_status(self, name: str) -> None:
+        old = self._status.get(name)
+        if old is not None and not old.reachable:
+            log.info("backend %s reachable again", name)
+        self._status[name] = BackendStatus(name=name)
+
+    def _reachability_markers(
+        self,
+        name: str,
+        working: dict[str, RunItem],
+        events: dict[str, list[Event]],
+        now: datetime,
+        *,
+        reachable: bool,
+    ) -> None:
+        """Show on each unfinished item that its backend cannot be reached (and take
+        the marker away once it can). Never touches the state or the verdict."""
+        code = MarkerCode.UNREACHABLE.value
+        if reachable and name in self._no_unreachable_markers:
+            return  # the common case: nothing to take away
+        status = self._status.get(name)
+        if reachable:
+            self._no_unreachable_markers.add(name)
+        else:
+            self._no_unreachable_markers.discard(name)
+        for item_id, item in working.items():
+            has = item.has_marker(code)
+            if reachable and has:
+                new = evolve(
+                    item,
+                    markers=tuple(m for m in item.markers if m.code != code),
+                    version=item.version + 1,
+                    updated_at=max(item.updated_at, now),
+                )
+                working[item_id] = new
+                events.setdefault(item_id, []).append(_stats_event(new, now))
+            elif not reachable and not has and status is not None and item.state in _POLLED:
+                text = f"backend {name} unreachable since {status.since}: {status.last_error}"
+                step = add_marker(item, Marker(code=code, text=text[:500]), at=now)
+                working[item_id] = step.item
+                events.setdefault(item_id, []).extend(step.events)
+
+    def _persist(
+        self,
+        base: Mapping[str, RunItem],
+        working: dict[str, RunItem],
+        events: dict[str, list[Event]],
+        counts: dict[str, Any],
+    ) -> tuple[list[Change], CommitResult]:
+        changes: list[Change] = []
+        for item_id, item in working.items():
+            before = base[item_id]
+            if item is before:
+                continue
+            changes.append(
+                Change(
+                    item=item,
+                    expected_version=before.version,
+                    events=tuple(events.get(item_id, ())),
+                )
+            )
+        if not changes:
+            return changes, CommitResult()
+        result = self.store.commit(changes)
+        applied = set(result.applied)
+        counts["events"] += sum(len(c.events) for c in changes if c.item.id in applied)
+        for change in changes:
+            if change.item.id not in applied:
+                continue
+            item = change.item
+            entry = self._entries.get(item.id) or self._unconfirmed.get(item.id)
+            if entry is None:
+                continue
+            entry.item = item
+            entry.version = item.version
+            if item.state in TERMINAL:
+                self._entries.pop(item.id, None)
+                if not item.confirmed and item.state is not State.GONE:
+                    self._unconfirmed[item.id] = entry
+                else:
+                    self._unconfirmed.pop(item.id, None)
+        for item_id, entry in list(self._unconfirmed.items()):
+            if entry.item.updated_at + self.grace < self.clock.now():
+                del self._unconfirmed[item_id]
+        if result.conflicts:
+            counts["conflicts"] += len(result.conflicts)
+            self.conflicts += len(result.conflicts)
+            # Another process wrote first: re-read those items; the next poll applies
+            # fresh observations to what it wrote (never overwrite it).
+            rows, _ = self.store.items_by_id(result.conflicts)
+            for row in rows:
+                self._entries.pop(row.item.id, None)
+                if row.item.state in _ACTIVE:
+                    self._entries[row.item.id] = _Entry(row)
+            self.wake()
+        return changes, result
+
+    # -- submitting -------------------------------------------------------------------------
+
+    def _occupied(self, backend: str) -> int:
+        return sum(
+            1
+            for e in self._entries.values()
+            if e.item.backend == backend and e.item.state in _POLLED
+        )
+
+    async def _submit_pending(
+        self, name: str, backend: Backend, *, only_run: str | None = None
+    ) -> int:
+        pending = [
+            e
+            for e in self._entries.values()
+            if e.item.backend == name
+            and e.item.state is State.PENDING
+            and (only_run is None or e.item.run_id == only_run)
+        ]
+        if not pending:
+            return 0
+        pending.sort(key=lambda e: (e.item.created_at, e.item.run_id, e.item.array_index or 0))
+        now = self.clock.now()
+        # In doubt first: a claim without an answer (a tracker died mid-submit).
+        count = 0
+        for entry in [e for e in pending if e.submit_started_at is not None]:
+            if now - entry.submit_started_at < _CLAIM_STALE:  # type: ignore[operator]
+                continue  # maybe another tracker is submitting it right now
+            count += await self._resolve_in_doubt(name, backend, entry)
+        fresh = [
+            e for e in pending if e.submit_started_at is None and e.item.state is State.PENDING
+        ]
+        cap = self.concurrency.get(name)
+        free = None if cap is None else max(0, cap - self._occupied(name))
+        for run_id, group in self._submission_groups(fresh):
+            if free is not None and free <= 0:
+                break
+            if self._whole_array(run_id):
+                # One submission for the whole array (the scheduler throttles it with
+                # %N); it may overshoot the cap, which then holds further submissions.
+                submitted_now = await self._submit_group(name, backend, run_id, group, whole=True)
+                count += submitted_now
+                if free is not None:
+                    free -= submitted_now
+                continue
+            limit = self._run_limits.get(run_id)
+            if limit is not None:
+                running = sum(
+                    1
+                    for e in self._entries.values()
+                    if e.item.run_id == run_id and e.item.state in _POLLED
+                )
+                group = group[: max(0, limit - running)]
+            for entry in group:
+                if free is not None and free <= 0:
+                    break
+                submitted_now = await self._submit_group(
+                    name, backend, run_id, [entry], whole=False
+                )
+                count += submitted_now
+                if free is not None:
+                    free -= submitted_now
+        return count
+
+    def _whole_array(self, run_id: str) -> bool:
+        try:
+            return bool(self.store.run_options(run_id).get("whole_array"))
+        except StoreError:
+            return False
+
+    @staticmethod
+    def _submission_groups(entries: list[_Entry]) -> list[tuple[str, list[_Entry]]]:
+        groups: dict[str, list[_Entry]] = {}
+        for entry in entries:
+            groups.setdefault(entry.item.run_id, []).append(entry)
+        return list(groups.items())
+
+    async def _submit_group(
+        self, name: str, backend: Backend, run_id: str, group: list[_Entry], *, whole: bool
+    ) -> int:
+        """Submit one job (one item, or a whole array in one go). Returns items submitted."""
+        spec = self.store.run_spec(run_id)
+        if spec is None:
+            log.error("run %s has pending items but no stored spec; cannot submit", run_id)
+            return 0
+        tag = f"hpcstate-{run_id}" if whole else f"hpcstate-{group[0].item.id}"
+        now = self.clock.now()
+        claimed: list[_Entry] = []
+        for entry in group:
+            if self.store.claim_submit(entry.item.id, version=entry.version, tag=tag, at=now):
+                entry.submit_tag = tag
+                entry.submit_started_at = now
+                claimed.append(entry)
+        if len(claimed) != len(group):
+            if claimed and whole:
+                log.warning(
+                    "run %s: only part of the array could be claimed; retrying later", run_id
+                )
+                for entry in claimed:
+                    self.store.release_submit(entry.item.id, version=entry.version)
+                    entry.submit_started_at = None
+            if not claimed or whole:
+                return 0
+            group = claimed
+        job = self._spec_for(spec, run_id, group, tag, whole=whole)
+        self._last_submit_at = now
+        try:
+            answer = await backend.submit(job)
+        except CommandFailed as exc:
+            return await self._rejected(group, str(exc))
+        except BackendError as exc:
+            # Transient: the answer may be lost. Keep the claim: the next try looks the
+            # tag up first and only submits again if nothing was created.
+            log.warning("run %s: submit failed (will look up tag %s): %s", run_id, tag, exc)
+            return 0
+        except (HpcStateError, ValueError, TypeError) as exc:
+            return await self._rejected(group, str(exc))
+        return await self._submitted(group, answer, whole=whole)
+
+    async def _rejected(self, group: list[_Entry], message: str) -> int:
+        now = self.clock.now()
+        changes = []
+        for entry in group:
+            step = submit_rejected(entry.item, at=now, message=message[:2000])
+            changes.append(
+                Change(
+                    item=step.item,
+                    expected_version=entry.version,
+                    events=step.events,
+                    clear_submit=True,
+                )
+            )
+        await self._commit_entries(changes)
+        return 0
+
+    async def _submitted(self, group: list[_Entry], answer: Submission, *, whole: bool) -> int:
+        now = self.clock.now()
+        changes = []
+        to_cancel: list[str] = []
+        task_ids = answer.array_task_ids
+        for position, entry in enumerate(group):
+            if not whole:
+                native = answer.native_id
+            elif len(task_ids) == len(group):
+                native = task_ids[position]
+            else:
+                native = f"{answer.native_id}_{entry.item.array_index}"
+            step = submitted(entry.item, native_id=native, at=now, submitted_at=answer.submitted_at)
+            changes.append(
+                Change(
+                    item=step.item,
+                    expected_version=entry.version,
+                    events=step.events,
+                    clear_submit=True,
+                )
+            )
+            if entry.item.has_marker(MarkerCode.CANCEL_REQUESTED.value):
+                to_cancel.append(native)
+        await self._commit_entries(changes)
+        if to_cancel:
+            await self.backend(group[0].item.backend).cancel(to_cancel)
+        return len(group)
+
+    async def _commit_entries(self, changes: list[Change]) -> None:
+        result = self.store.commit(changes)
+        applied = set(result.applied)
+        for change in changes:
+            entry = self._entries.get(change.item.id)
+            if entry is None:
+                continue
+            if change.item.id in applied:
+                entry.item = change.item
+                entry.version = change.item.version
+                if change.clear_submit:
+                    entry.submit_started_at = None
+                if change.item.state in TERMINAL:
+                    self._entries.pop(change.item.id, None)
+        if result.conflicts:
+            self.conflicts += len(result.conflicts)
+        await self._dispatch_committed(changes, result.applied, result.last_seq)
+
+    async def _resolve_in_doubt(self, name: str, backend: Backend, entry: _Entry) -> int:
+        """A claim with no stored answer: look the tag up before submitting again."""
+        finder = getattr(backend, "find_submission", None)
+        tag = entry.submit_tag or ""
+        if finder is None:
+            log.error(
+                "item %s: a submit (tag %s) may or may not have reached backend %s, which "
+                "cannot look jobs up by tag; not submitting again (cancel the run to end it)",
+                entry.item.id,
+                tag,
+                name,
+            )
+            return 0
+        try:
+            found: Submission | None = await finder(tag)
+        except Exception as exc:
+            log.warning("item %s: looking up tag %s failed: %s", entry.item.id, tag, exc)
+            return 0
+        if found is not None:
+            log.info(
+                "item %s: tag %s found as %s; not submitting again",
+                entry.item.id,
+                tag,
+                found.native_id,
+            )
+            group = [
+                e
+                for e in self._entries.values()
+                if e.submit_tag == tag and e.item.state is State.PENDING
+            ]
+            group.sort(key=lambda e: e.item.array_index or 0)
+            return await self._submitted(group, found, whole=self._whole_array(entry.item.run_id))
+        if self.store.release_submit(entry.item.id, version=entry.version):
+            entry.submit_started_at = None
+        return 0
+
+    # -- self-reports in files, output checks ------------------------------------------------
+
+    async def _remote_reports(
+        self, backend: Backend, working: Mapping[str, RunItem], polled: list[_Entry]
+    ) -> dict[str, list[Observation]]:
+        """Self-report files of the items that left the queue and await their verdict."""
+        reader = getattr(backend, "read_text_files", None)
+        if reader is None:
+            return {}
+        wanted: dict[str, RunItem] = {}
+        for entry in polled:
+            item = working.get(entry.item.id)
+            path = entry.extra.get("report_file")
+            if (
+                path
+                and item is not None
+                and item.state is State.SETTLING
+                and not item.has_marker(MarkerCode.SELF_REPORTED.value)
+            ):
+                wanted[path] = item
+        if not wanted:
+            return {}
+        try:
+            files: Mapping[str, str] = await reader(list(wanted))
+        except Exception as exc:
+            log.info("reading self-report files failed: %s", exc)
+            return {}
+        now = self.clock.now()
+        found: dict[str, list[Observation]] = {}
+        for path, text in files.items():
+            item = wanted.get(path)
+            if item is None or item.native_id is None:
+                continue
+            try:
+                parsed = SelfReport.from_dict(json.loads(text))
+            except (ValueError, HpcStateError) as exc:
+                log.warning("self-report file %s ignored: %s", path, exc)
+                continue
+            found[item.id] = [parsed.observation(item.native_id, now)]
+        return found
+
+    async def _output_checks(
+        self,
+        backend: Backend,
+        polled: list[_Entry],
+        observations: dict[str, list[Observation]],
+        now: datetime,
+    ) -> None:
+        reader = getattr(backend, "read_output", None)
+        if reader is None:
+            return
+        for entry in polled:
+            checks = self._checks.get(entry.item.run_id)
+            if not checks or entry.item.state is not State.RUNNING or entry.item.native_id is None:
+                continue
+            lines = max(getattr(c, "last_lines", 50) for c in checks)
+            try:
+                snapshot: OutputSnapshot | None = await reader(
+                    entry.item.native_id, entry.extra.get("stdout"), lines
+                )
+            except Exception as exc:
+                log.info("item %s: cannot read output: %s", entry.item.id, exc)
+                continue
+            if snapshot is None:
+                continue
+            if snapshot.last_output_at is None and entry.item.stats.started_at is not None:
+                snapshot = evolve(snapshot, last_output_at=entry.item.stats.started_at)
+            for check in checks:
+                try:
+                    found = check.check(snapshot, native_id=entry.item.native_id, now=now)
+                except Exception:
+                    log.exception("output check %s failed on item %s", check.name, entry.item.id)
+                    continue
+                if found is not None:
+                    observations[entry.item.id].append(found)
+                    break
+
+    async def _cancel_failed_by_output(self, backend: Backend, native_ids: list[str]) -> None:
+        """An output check's failure verdict ends the job too (it would hang on)."""
+        if native_ids and backend.capabilities.cancel:
+            try:
+                await backend.cancel(native_ids)
+            except Exception as exc:
+                log.warning("cancelling jobs failed by an output check: %s", exc)
+
+    # -- push ---------------------------------------------------------------------------------
+
+    def _sync_watch(self, name: str, backend: Backend) -> None:
+        """Keep one watch over the backend's active jobs, if it can push."""
+        watch = getattr(backend, "watch", None)
+        if watch is None or not backend.capabilities.push or self._loop_task is None:
+            return
+        ids = frozenset(
+            e.item.native_id
+            for e in self._entries.values()
+            if e.item.backend == name and e.item.native_id is not None and e.item.state in _POLLED
+        )
+        current = self._watch_tasks.get(name)
+        if current is not None and current[0] == ids and not current[1].done():
+            return
+        if current is not None:
+            current[1].cancel()
+        if not ids:
+            self._watch_tasks.pop(name, None)
+            return
+
+        async def follow() -> None:
+            try:
+                async for _ in watch(sorted(ids)):
+                    self.wake()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.info("watch on backend %s ended: %s", name, exc)
+
+        self._watch_tasks[name] = (ids, asyncio.ensure_future(follow()))
+
+    async def _wake_checker(self) -> None:
+        """Self-reports land in the store from other processes: notice them quickly."""
+        while True:
+            await asyncio.sleep(self.wake_check_interval)
+            try:
+                if self.store.has_open_self_reports():
+                    self.wake()
+            except Exception as exc:
+                log.debug("self-report check failed: %s", exc)
+
+    # -- the loop -------------------------------------------------------------------------
+
+    def _after_poll(self, report: PollReport) -> None:
+        if report.errors:
+            self._error_polls += 1
+        else:
+            self._error_polls = 0
+        if report.events or report.submitted:
+            self._quiet_polls = 0
+        else:
+            self._quiet_polls += 1
+
+    def next_interval(self) -> float:
+        """Seconds until the next poll: fast after a submit and while anything settles,
+        backing off for long-running work, longer after errors; with jitter."""
+        now = self.clock.now()
+        settling = any(e.item.state is State.SETTLING for e in self._entries.values())
+        recent_submit = (
+            self._last_submit_at is not None
+            and (now - self._last_submit_at).total_seconds() < 10 * self.fast_interval
+        )
+        pending = any(e.item.state is State.PENDING for e in self._entries.values())
+        base: float
+        if self._error_polls:
+            base = min(
+                self.max_error_interval, self.fast_interval * 2.0 ** float(self._error_polls)
+            )
+        elif settling or recent_submit or self._unconfirmed:
+            base = self.fast_interval
+        else:
+            base = min(self.max_interval, self.fast_interval * 1.5 ** float(self._quiet_polls))
+            if pending:
+                base = min(base, 5 * self.fast_interval)
+        return base * (0.8 + 0.4 * self._random.random())
+
+    async def _run_loop(self) -> None:
+        while True:
+            try:
+                await self.poll_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # A poll must never kill the loop (a store hiccup, a bug in a backend).
+                log.exception("poll failed")
+                self._error_polls += 1
+            delay = self.next_interval()
+            await self._sleep_or_wake(delay)
+
+    async def _sleep_or_wake(self, delay: float) -> None:
+        if self._wake.is_set():
+            self._wake.clear()
+            return
+        sleeper = asyncio.ensure_future(self.clock.sleep(delay))
+        waker = asyncio.ensure_future(self._wake.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, waker):
+                task.cancel()
+            self._wake.clear()
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection during a CPU-bound stretch that allocates a lot of
+    long-lived records (a poll over 100k items otherwise spends most of its time in
+    repeated full collections). Nothing in there creates reference cycles."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _stats_event(item: RunItem, at: datetime) -> Event:
+    return StatsUpdated(
+        item_id=item.id,
+        run_id=item.run_id,
+        native_id=item.native_id,
+        at=at,
+        version=item.version,
+        source=Source.TRACKER,
+        state=item.state,
+    )

@@ -1,0 +1,67 @@
+"""Test doubles for the runtime tests (never shipped)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+
+from hpcstate import Observation
+from hpcstate.backend import AccountingQuery, Capabilities, JobSpec, Submission
+
+# -- a tiny fake backend, only for races the local backend cannot produce ---------------
+
+
+class ScriptedBackend:
+    """A Backend whose answers the test sets per native id. Only for what no real
+    system here can produce (a job that stays SETTLING, an accounting lag, an outage)."""
+
+    def __init__(self, *, accounting: bool = True, name: str = "fake") -> None:
+        self.name = name
+        self.capabilities = Capabilities(accounting=accounting, adopt=True)
+        self.queue_answers: dict[str, Observation | None] = {}
+        self.accounting_answers: dict[str, Observation | None] = {}
+        self.queue_calls: list[tuple[str, ...]] = []
+        self.accounting_calls: list[AccountingQuery] = []
+        self.submits: list[JobSpec] = []
+        self.cancels: list[tuple[str, ...]] = []
+        self.fail_with: Exception | None = None
+        self._next = 100
+
+    async def submit(self, spec: JobSpec) -> Submission:
+        self.submits.append(spec)
+        self._next += 1
+        return Submission(native_id=str(self._next))
+
+    async def queue(self, native_ids: Sequence[str]) -> Sequence[Observation]:
+        self.queue_calls.append(tuple(native_ids))
+        if self.fail_with is not None:
+            raise self.fail_with
+        return [o for n in native_ids if (o := self.queue_answers.get(n)) is not None]
+
+    async def accounting(self, query: AccountingQuery) -> Sequence[Observation]:
+        self.accounting_calls.append(query)
+        if self.fail_with is not None:
+            raise self.fail_with
+        return [o for n in query.native_ids if (o := self.accounting_answers.get(n)) is not None]
+
+    async def cancel(self, native_ids: Sequence[str]) -> None:
+        self.cancels.append(tuple(native_ids))
+
+    async def close(self) -> None:
+        return None
+
+
+class VirtualClock:
+    """Time that moves only when told to (sleep advances it at once)."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.current = start or datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+    def now(self) -> datetime:
+        return self.current
+
+    async def sleep(self, seconds: float) -> None:
+        self.current += timedelta(seconds=seconds)
+
+    def advance(self, seconds: float) -> None:
+        self.current += timedelta(seconds=seconds)

@@ -1,0 +1,309 @@
+"""The SQLite store: real files, real concurrent processes."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from attrs import evolve
+
+import hpcstate as h
+from hpcstate import Marker, Run, RunItem, State
+from hpcstate.backend import JobSpec
+from hpcstate.runtime import CorruptRow, Store, StoreError, default_db_path
+from hpcstate.runtime._store import STORE_SCHEMA_VERSION, Change
+
+T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def make_run(run_id: str = "r1", count: int = 2) -> Run:
+    items = [
+        h.new_item(id=f"{run_id}.{i}", run_id=run_id, backend="local", now=T0, array_index=i)
+        for i in range(count)
+    ]
+    return Run(id=run_id, backend="local", name="demo", created_at=T0, items=items)
+
+
+def queued(item: RunItem, native: str = "42") -> h.Step:
+    return h.submitted(item, native_id=native, at=T0 + timedelta(seconds=1))
+
+
+def test_run_round_trip_with_spec(store: Store) -> None:
+    spec = JobSpec(command=["echo", "a b"], time_limit=timedelta(minutes=5), array="0-1")
+    store.create_run(make_run(), spec=spec, options={"x": 1})
+    run = store.get_run("r1")
+    assert [i.id for i in run.items] == ["r1.0", "r1.1"]
+    assert run.items[0].state is State.PENDING
+    assert store.run_spec("r1") == spec
+    assert store.run_options("r1") == {"x": 1}
+
+
+def test_duplicate_run_is_refused(store: Store) -> None:
+    store.create_run(make_run())
+    with pytest.raises(StoreError, match="already exists"):
+        store.create_run(make_run())
+
+
+def test_compare_and_set_rejects_a_stale_version(store: Store) -> None:
+    store.create_run(make_run())
+    item = store.get_item("r1.0")
+    step = queued(item)
+    first = store.commit([Change(item=step.item, expected_version=0, events=step.events)])
+    assert first.applied == ("r1.0",)
+    # A second writer that also read version 0 must lose, and its events must not land.
+    other = queued(item, native="43")
+    second = store.commit([Change(item=other.item, expected_version=0, events=other.events)])
+    assert second.conflicts == ("r1.0",)
+    assert store.get_item("r1.0").native_id == "42"
+    assert [e.event.native_id for e in store.events(run_id="r1")] == ["42"]
+
+
+_WRITER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from datetime import datetime, timezone
+    import hpcstate as h
+    from hpcstate.runtime import Store
+    from hpcstate.runtime._store import Change
+
+    db, go, name = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
+    store = Store(db, sweep=False)
+    item = store.get_item("r1.0")          # both read version 0 before either writes
+    print("ready", flush=True)
+    while not go.exists():
+        time.sleep(0.001)
+    lost = 0
+    while True:
+        marker = h.Marker(code="writer", text=name)
+        step = h.add_marker(item, marker, at=datetime.now(timezone.utc))
+        result = store.commit([Change(item=step.item, expected_version=item.version,
+                                      events=step.events)])
+        if result.applied:
+            break
+        lost += 1
+        item = store.get_item("r1.0")      # re-read what the winner wrote, try again
+    print(f"done lost={lost}", flush=True)
+    """
+)
+
+
+def test_two_processes_compare_and_set_exactly_one_wins(store: Store, tmp_path: Path) -> None:
+    store.create_run(make_run())
+    go = tmp_path / "go"
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, str(store.path), str(go), name],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("alpha", "beta")
+    ]
+    for writer in writers:
+        assert writer.stdout is not None
+        assert writer.stdout.readline().strip() == "ready"
+    go.touch()
+    outputs = [w.communicate(timeout=60)[0].strip() for w in writers]
+    assert all(w.returncode == 0 for w in writers)
+    # Exactly one lost its first compare-and-set and re-read before writing.
+    assert sorted(outputs) == ["done lost=0", "done lost=1"]
+    item = store.get_item("r1.0")
+    assert item.version == 2
+    assert {m.text for m in item.markers} == {"alpha", "beta"}  # neither overwrote the other
+    assert [e.event.version for e in store.events(item_id="r1.0")] == [1, 2]
+
+
+_LOCK_HOLDER = textwrap.dedent(
+    """
+    import sqlite3, sys, time
+    db = sqlite3.connect(sys.argv[1], isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[2]))
+    db.execute("COMMIT")
+    """
+)
+
+
+def test_database_locked_is_retried_not_raised(db_path: Path) -> None:
+    store = Store(db_path, busy_timeout=0.05)
+    store.create_run(make_run())
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _LOCK_HOLDER, str(db_path), "1.0"], stdout=subprocess.PIPE, text=True
+    )
+    assert holder.stdout is not None
+    assert holder.stdout.readline().strip() == "locked"
+    step = queued(store.get_item("r1.0"))
+    result = store.commit([Change(item=step.item, expected_version=0, events=step.events)])
+    holder.wait(timeout=30)
+    assert result.applied == ("r1.0",)
+    assert store.lock_retries > 0  # it did wait for the other process, and did not crash
+    store.close()
+
+
+def _corrupt(db_path: Path, item_id: str, doc: str) -> None:
+    with sqlite3.connect(db_path) as db:
+        db.execute("UPDATE items SET doc = ? WHERE id = ?", (doc, item_id))
+
+
+def test_corrupt_row_is_named_and_the_others_survive(store: Store, db_path: Path) -> None:
+    store.create_run(make_run(count=3))
+    _corrupt(db_path, "r1.1", "{not json")
+    with pytest.raises(CorruptRow, match=r"table 'items', id 'r1\.1'") as info:
+        store.get_run("r1")
+    assert info.value.row_id == "r1.1"
+    good, bad = store.active_items()
+    assert [r.item.id for r in good] == ["r1.0", "r1.2"]
+    assert [b.row_id for b in bad] == ["r1.1"]
+    assert store.get_item("r1.2").state is State.PENDING
+    report = store.sweep()
+    assert report.corrupt == ("r1.1",)
+    assert report.checked == 3
+
+
+def test_row_failing_the_schema_is_a_corrupt_row(store: Store, db_path: Path) -> None:
+    store.create_run(make_run(count=2))
+    doc = h.serial.item_to_dict(store.get_item("r1.0"))
+    doc["state"] = "exploded"
+    _corrupt(db_path, "r1.0", json.dumps(doc))
+    with pytest.raises(CorruptRow, match=r"r1\.0"):
+        store.get_item("r1.0")
+    assert store.get_item("r1.1").id == "r1.1"
+
+
+# The first store schema, written out by hand as it was released.
+_V1_SCHEMA = """
+CREATE TABLE runs (id TEXT PRIMARY KEY, backend TEXT NOT NULL, name TEXT NOT NULL DEFAULT '',
+                   created_at TEXT NOT NULL, spec TEXT);
+CREATE TABLE items (id TEXT PRIMARY KEY, run_id TEXT NOT NULL REFERENCES runs(id),
+                    backend TEXT NOT NULL, native_id TEXT, state TEXT NOT NULL,
+                    version INTEGER NOT NULL, updated_at TEXT NOT NULL, doc TEXT NOT NULL);
+CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, item_id TEXT NOT NULL,
+                     run_id TEXT NOT NULL, version INTEGER NOT NULL, type TEXT NOT NULL,
+                     doc TEXT NOT NULL, UNIQUE (item_id, version));
+PRAGMA user_version = 1;
+"""
+
+
+def test_old_store_schema_opens_and_is_migrated(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    item = queued(h.new_item(id="old.0", run_id="old", backend="slurm", now=T0)).item
+    with sqlite3.connect(db_path) as db:
+        db.executescript(_V1_SCHEMA)
+        db.execute(
+            "INSERT INTO runs VALUES ('old', 'slurm', 'legacy', '2026-03-01T12:00:00.000000Z', NULL)"
+        )
+        db.execute(
+            "INSERT INTO items VALUES ('old.0', 'old', 'slurm', '42', 'queued', 1, "
+            "'2026-03-01T12:00:01.000000Z', ?)",
+            (json.dumps(h.serial.item_to_dict(item)),),
+        )
+    with Store(db_path) as store:
+        assert store.schema_version == STORE_SCHEMA_VERSION
+        assert store.get_run("old").items == (item,)
+        assert store.run_options("old") == {}
+        # The tables added since version 1 work.
+        store.add_self_report(run_id="old", item_id="old.0", reported_at=T0, doc={"a": 1})
+        assert [r.item_id for r in store.open_self_reports()] == ["old.0"]
+
+
+def test_newer_store_schema_is_refused_clearly(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(StoreError, match="schema 99, newer than this hpcstate"):
+        Store(db_path)
+
+
+def test_not_a_database_is_a_clear_error(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    db_path.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StoreError, match="not a usable hpcstate database"):
+        Store(db_path)
+
+
+def _broken_queued_item() -> RunItem:
+    item = queued(h.new_item(id="r1.0", run_id="r1", backend="local", now=T0)).item
+    # What a bug or a hand edit could leave: a queued item owning an execution.
+    return evolve(
+        item, handle="123:456:boot", stats=evolve(item.stats, started_at=T0 + timedelta(seconds=5))
+    )
+
+
+def test_invariant_sweep_repairs_counts_and_can_be_switched_off(db_path: Path) -> None:
+    with Store(db_path) as store:
+        store.create_run(make_run())
+        broken = _broken_queued_item()
+        assert h.check_invariants(broken)
+        with sqlite3.connect(db_path) as db:
+            db.execute(
+                "UPDATE items SET doc = ?, version = 1, state = 'queued' WHERE id = 'r1.0'",
+                (json.dumps(h.serial.item_to_dict(broken)),),
+            )
+    with Store(db_path, sweep=False) as untouched:
+        assert untouched.get_item("r1.0").handle == "123:456:boot"
+        assert untouched.last_sweep is None
+    with Store(db_path) as swept:
+        assert swept.last_sweep is not None
+        assert swept.last_sweep.repaired == ("r1.0",)
+        assert swept.last_sweep.checked == 2
+        fixed = swept.get_item("r1.0")
+        assert fixed.handle is None
+        assert fixed.stats.started_at is None
+        assert fixed.state is State.QUEUED
+        assert fixed.version == 2
+        assert h.check_invariants(fixed) == ()
+        assert swept.sweep().repaired == ()  # idempotent
+
+
+def test_prune_removes_only_old_finished_runs(store: Store) -> None:
+    store.create_run(make_run("old", count=1))
+    store.create_run(make_run("live", count=1))
+    item = store.get_item("old.0")
+    step = h.cancel_before_submit(item, at=T0)
+    store.commit([Change(item=step.item, expected_version=0, events=step.events)])
+    assert store.prune(older_than=timedelta(days=30), now=T0 + timedelta(days=1)) == 0
+    assert store.prune(older_than=timedelta(days=30), now=T0 + timedelta(days=31)) == 1
+    assert not store.has_run("old")
+    assert store.has_run("live")  # still pending: never pruned
+    assert store.events(run_id="old") == []
+
+
+def test_list_runs_counts_states(store: Store) -> None:
+    store.create_run(make_run("a", count=2))
+    step = h.cancel_before_submit(store.get_item("a.0"), at=T0)
+    store.commit([Change(item=step.item, expected_version=0, events=step.events)])
+    (summary,) = store.list_runs()
+    assert summary.item_count == 2
+    assert summary.counts == {State.CANCELLED: 1, State.PENDING: 1}
+    assert summary.status is State.PENDING
+    assert store.list_runs(active_only=True)[0].id == "a"
+
+
+def test_default_path_follows_env_and_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("HPCSTATE_DB", raising=False)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    assert default_db_path() == tmp_path / "xdg" / "hpcstate" / "hpcstate.db"
+    monkeypatch.setenv("HPCSTATE_DB", str(tmp_path / "explicit.db"))
+    assert default_db_path() == tmp_path / "explicit.db"
+    with Store() as store:
+        assert store.path == tmp_path / "explicit.db"
+
+
+def test_wal_mode_is_on(store: Store) -> None:
+    with sqlite3.connect(store.path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_marker_survives_round_trip(store: Store) -> None:
+    store.create_run(make_run(count=1))
+    item = store.get_item("r1.0")
+    step = h.add_marker(item, Marker(code="x", text="ünïcode ✓"), at=T0)
+    store.commit([Change(item=step.item, expected_version=0, events=step.events)])
+    assert store.get_item("r1.0").markers == (Marker(code="x", text="ünïcode ✓"),)
