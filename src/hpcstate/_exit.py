@@ -122,6 +122,8 @@ def _lossy_text(code: int) -> str:
     )
 
 
+_MAX_MESSAGE = 16_384  # Kubernetes keeps at most 4096 bytes per container anyway
+
 _SLURM_EXIT = re.compile(r"\A([0-9]{1,10}):([0-9]{1,10})\Z")
 
 
@@ -225,9 +227,11 @@ class ExitStatus:
     @classmethod
     def from_termination_message(cls, message: str) -> ExitStatus:
         """Read the hpcstate wrapper's termination message: ``{"exit": 3}`` or ``{"signal": 9}``."""
+        if len(message) > _MAX_MESSAGE:
+            raise ParseError("termination message is too long", line=message[:200])
         try:
             doc = json.loads(message)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ParseError("termination message is not JSON", line=message) from None
         if not isinstance(doc, dict):
             raise ParseError("termination message is not a JSON object", line=message)

@@ -28,6 +28,7 @@ from ._exit import ExitStatus
 from ._model import EMPTY_STATS, Absence, JobStats, Marker, MarkerCode, Observation, RunItem
 from ._reasons import Reason, ReasonKind
 from ._states import (
+    ADVISORY,
     EXIT_PRIORITY,
     REOPENABLE,
     TERMINAL,
@@ -65,7 +66,11 @@ def classify(item: RunItem, observation: Observation) -> Input:
     obs = observation
     if obs.restarts is not None and obs.restarts < item.restarts:
         return Input.STALE  # a record of an earlier run of a requeued job
-    if not obs.final and obs.observed_at < item.updated_at:
+    if obs.observed_at < item.updated_at and (
+        not obs.final or (item.restarts > 0 and obs.restarts is None)
+    ):
+        # Older than what we know. A final record is truth whenever it was taken, unless
+        # the job has been requeued since and the record cannot say which run it is of.
         return Input.STALE
     if obs.restarts is not None and obs.restarts > item.restarts and (
         item.state not in TERMINAL or item.state in REOPENABLE
@@ -85,11 +90,13 @@ def classify(item: RunItem, observation: Observation) -> Input:
     if state in TERMINAL:
         if state is State.GONE:
             return Input.FORGOTTEN
+        unconfirmed_verdict = item.state in TERMINAL and not item.confirmed
         if obs.final:
-            if item.state in TERMINAL and not item.confirmed:
-                return Input.LATE_CONFIRMATION
-            return Input.CONFIRMED
-        return Input.SEEN_SUCCESS if state is State.COMPLETED else Input.SEEN_FAILURE
+            return Input.LATE_CONFIRMATION if unconfirmed_verdict else Input.CONFIRMED
+        if state is State.COMPLETED:
+            return Input.SEEN_SUCCESS
+        # A scheduler's failure is a verdict, so it also corrects an unconfirmed one.
+        return Input.LATE_CONFIRMATION if unconfirmed_verdict else Input.SEEN_FAILURE
     if obs.source is Source.ACCOUNTING:
         return Input.ACCOUNTING_ACTIVE
     return Input.SEEN_QUEUED if state is State.QUEUED else Input.SEEN_RUNNING
@@ -104,11 +111,15 @@ def _pick_exit(
     new: ExitStatus | None,
     new_source: Source,
 ) -> tuple[ExitStatus | None, Source | None]:
-    """Exact beats ambiguous; among equals, the more authoritative source wins."""
+    """A scheduler beats an advisory source (the job's own report); then exact beats
+    ambiguous; among equals, the more authoritative source wins."""
     if new is None:
         return old, old_source
     if old is None:
         return new, new_source
+    old_advisory, new_advisory = old_source in ADVISORY, new_source in ADVISORY
+    if old_advisory != new_advisory:
+        return (new, new_source) if old_advisory else (old, old_source)
     if old.exact != new.exact:
         return (old, old_source) if old.exact else (new, new_source)
     old_rank = EXIT_PRIORITY[old_source] if old_source is not None else -1
@@ -234,8 +245,13 @@ def check_invariants(item: RunItem) -> tuple[str, ...]:
             problems.append("a settling item has settling_since")
         if stats.finished_at is None:
             problems.append("a settling item has an (approximate) finished_at")
-    elif item.settling_since is not None:
-        problems.append(f"a {state} item has no settling_since")
+        if item.settling_cause is None:
+            problems.append("a settling item has a settling_cause")
+    else:
+        if item.settling_since is not None:
+            problems.append(f"a {state} item has no settling_since")
+        if item.settling_cause is not None:
+            problems.append(f"a {state} item has no settling_cause")
     if state in TERMINAL and stats.finished_at is None:
         problems.append(f"a {state} item has finished_at")
     if stats.confirmed_by is not None and (state not in TERMINAL or state is State.GONE):
@@ -328,6 +344,7 @@ def _requeue(item: RunItem, obs: Observation) -> Step:
         restarts=restarts,
         handle=None,
         settling_since=None,
+        settling_cause=None,
         updated_at=max(item.updated_at, obs.observed_at),
         markers=(
             *(m for m in item.markers if m.code != MarkerCode.UNCONFIRMED.value),
@@ -371,7 +388,9 @@ def _copy(item: RunItem, **changes: object) -> RunItem:
         "created_at": item.created_at,
         "updated_at": item.updated_at,
         "last_seen_at": item.last_seen_at,
+        "last_active_at": item.last_active_at,
         "settling_since": item.settling_since,
+        "settling_cause": item.settling_cause,
     }
     values.update(changes)
     return RunItem(**values)  # type: ignore[arg-type]
@@ -380,21 +399,36 @@ def _copy(item: RunItem, **changes: object) -> RunItem:
 def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
     target = _target(item, input, obs.state)
     at = obs.observed_at
-    seen = obs.source in (Source.QUEUE, Source.CONTROLLER) and obs.state is not None
+    # "Seen": some source listed the job (it exists). "Active": the queue lists it as
+    # queued/running, which restarts a settling item's grace; accounting's "still
+    # running" is database lag and does not.
+    seen = obs.state is not None and obs.source is not Source.SELF_REPORT
+    active = (
+        obs.state in (State.QUEUED, State.RUNNING)
+        and obs.source in (Source.QUEUE, Source.CONTROLLER)
+    )
+
+    if target is None and item.state in TERMINAL and not obs.final:
+        # A verdict stands, and so does what we know of that run: a queue sighting after
+        # the verdict is a stale snapshot or a recycled id, never this job's stats.
+        return Step(item)
 
     if target is None and _brings_nothing(item, obs):
         # The common case in a poll: the queue says what we already know. Only the
-        # sighting time matters (it restarts a settling item's grace).
-        if seen and (item.state is State.SETTLING or item.last_seen_at is None):
-            return Step(_copy(item, last_seen_at=at, updated_at=max(item.updated_at, at)))
+        # sighting times matter (the grace, "ever seen").
+        if (active and item.state is State.SETTLING) or (seen and item.last_seen_at is None):
+            return Step(
+                _copy(
+                    item,
+                    last_seen_at=at,
+                    last_active_at=at if active else item.last_active_at,
+                    updated_at=max(item.updated_at, at),
+                )
+            )
         return Step(item)
 
     new_state = item.state if target is None else target
     finished = new_state in TERMINAL or new_state is State.SETTLING
-
-    if input is Input.SEEN_QUEUED and item.state is not State.QUEUED and target is State.QUEUED:
-        # A requeue seen by a source that keeps no restart count.
-        return _requeue(item, evolve(obs, restarts=item.restarts + 1))
 
     values = _merged(item.stats, obs.stats, obs.source, with_exit=finished)
     extra: list[Marker] = list(obs.markers)
@@ -409,11 +443,11 @@ def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
         values["finished_at"] = at
         values["finished_at_approx"] = True
 
-    settling_since = item.settling_since
+    settling_since, settling_cause = item.settling_since, item.settling_cause
     if new_state is State.SETTLING and item.state is not State.SETTLING:
-        settling_since = at
+        settling_since, settling_cause = at, input.value
     elif new_state is not State.SETTLING:
-        settling_since = None
+        settling_since, settling_cause = None, None
 
     markers = item.markers
     restarts = item.restarts
@@ -450,14 +484,23 @@ def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
     stats = JobStats(**values)  # type: ignore[arg-type]
 
     markers = _markers_for(markers, new_state, stats, extra)
+    last_seen = at if seen else item.last_seen_at
+    last_active = at if active else item.last_active_at
     if new_state is item.state and (stats, markers, handle) == (
         item.stats,
         item.markers,
         item.handle,
     ):
         # Nothing a consumer could see changed; keep the version (and emit nothing).
-        if seen and item.last_seen_at != at:
-            return Step(_copy(item, last_seen_at=at, updated_at=max(item.updated_at, at)))
+        if (last_seen, last_active) != (item.last_seen_at, item.last_active_at):
+            return Step(
+                _copy(
+                    item,
+                    last_seen_at=last_seen,
+                    last_active_at=last_active,
+                    updated_at=max(item.updated_at, at),
+                )
+            )
         return Step(item)
     new = _copy(
         item,
@@ -467,7 +510,9 @@ def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
         handle=handle,
         restarts=restarts,
         settling_since=settling_since,
-        last_seen_at=at if seen else item.last_seen_at,
+        settling_cause=settling_cause,
+        last_seen_at=last_seen,
+        last_active_at=last_active,
         updated_at=max(item.updated_at, at),
         version=item.version + 1,
     )
@@ -574,14 +619,54 @@ def add_marker(item: RunItem, marker: Marker, *, at: datetime) -> Step:
 def grace_deadline(item: RunItem, grace: timedelta) -> datetime | None:
     """When a settling item falls back to an unconfirmed verdict (None if not settling).
 
-    The grace restarts whenever a source still lists the job as active.
+    The grace restarts whenever the queue still lists the job as queued or running.
     """
     if item.state is not State.SETTLING or item.settling_since is None:
         return None
     start = item.settling_since
-    if item.last_seen_at is not None and item.last_seen_at > start:
-        start = item.last_seen_at
+    if item.last_active_at is not None and item.last_active_at > start:
+        start = item.last_active_at
     return start + grace
+
+
+# Settling causes that prove the job ran: the queue said it completed, or it reported.
+_RAN_CAUSES = frozenset({Input.SEEN_SUCCESS.value, Input.SELF_REPORTED.value})
+
+
+def _fallback(item: RunItem, grace: timedelta) -> tuple[Input, Marker]:
+    """Which unconfirmed verdict a settling item gets when its grace runs out, and why.
+
+    Success is assumed only for a job known to have run and not known to have failed;
+    anything else is "gone": its outcome is unknown, and it is never called failed.
+    """
+    since = item.settling_since.isoformat() if item.settling_since else "?"
+    seconds = f"{grace.total_seconds():.0f} s"
+    stats = item.stats
+    reported = stats.exit_source in ADVISORY and stats.exit is not None
+    ran = stats.started_at is not None or item.settling_cause in _RAN_CAUSES
+    if reported and stats.exit is not None and not stats.exit.success:
+        text = (
+            f"the job reported {stats.exit.describe()} but no scheduler record confirmed its "
+            f"outcome within {seconds} (settling since {since}): its outcome is unknown"
+        )
+        return Input.GRACE_EXPIRED_UNSEEN, Marker(code=MarkerCode.GONE.value, text=text)
+    if ran:
+        text = (
+            f"the job left the queue (settling since {since}) and no accounting record "
+            f"confirmed its outcome within {seconds}; success is assumed, not confirmed"
+        )
+        return Input.GRACE_EXPIRED, Marker(code=MarkerCode.UNCONFIRMED.value, text=text)
+    if item.last_seen_at is not None:
+        text = (
+            f"the job was never seen running, left the queue (settling since {since}) and no "
+            f"accounting record appeared within {seconds}: its outcome is unknown"
+        )
+    else:
+        text = (
+            f"no queue ever listed this job and no accounting record appeared within "
+            f"{seconds} of asking (since {since}): its outcome is unknown"
+        )
+    return Input.GRACE_EXPIRED_UNSEEN, Marker(code=MarkerCode.GONE.value, text=text)
 
 
 def tick(item: RunItem, *, now: datetime, grace: timedelta = DEFAULT_GRACE) -> Step:
@@ -589,29 +674,15 @@ def tick(item: RunItem, *, now: datetime, grace: timedelta = DEFAULT_GRACE) -> S
     deadline = grace_deadline(item, grace)
     if deadline is None or now < deadline:
         return Step(item)
-    ever_seen = item.last_seen_at is not None
-    input = Input.GRACE_EXPIRED if ever_seen else Input.GRACE_EXPIRED_UNSEEN
+    input, marker = _fallback(item, grace)
     target = _target(item, input, None)
     assert target is not None
-    since = item.settling_since.isoformat() if item.settling_since else "?"
-    if ever_seen:
-        text = (
-            f"the job left the queue (settling since {since}) and no accounting record "
-            f"confirmed its outcome within {grace.total_seconds():.0f} s; success is assumed, "
-            "not confirmed"
-        )
-        marker = Marker(code=MarkerCode.UNCONFIRMED.value, text=text)
-    else:
-        text = (
-            f"no queue ever listed this job and no accounting record appeared within "
-            f"{grace.total_seconds():.0f} s of asking (since {since}): its outcome is unknown"
-        )
-        marker = Marker(code=MarkerCode.GONE.value, text=text)
     new = evolve(
         item,
         state=target,
         version=item.version + 1,
         settling_since=None,
+        settling_cause=None,
         updated_at=max(item.updated_at, now),
         stats=evolve(item.stats, confirmed_by=None),
     )

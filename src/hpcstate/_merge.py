@@ -90,7 +90,11 @@ def merge_rows(job: AccountingRow, steps: Sequence[AccountingRow]) -> JobStats:
     ]
     cpu = job.cpu_time_s
     if cpu is None:
-        step_cpu = [row.cpu_time_s for row in steps if row.cpu_time_s is not None]
+        step_cpu = [
+            row.cpu_time_s
+            for row in steps
+            if row.cpu_time_s is not None and row.step not in IGNORED_STEPS
+        ]
         cpu = sum(step_cpu) if step_cpu else None
     return JobStats(
         exit=exit_,

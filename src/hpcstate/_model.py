@@ -98,8 +98,10 @@ class RunItem:
     # the deserializer checks offsets itself, and this constructor is on the poll path.
     created_at: datetime
     updated_at: datetime
-    last_seen_at: datetime | None = None
+    last_seen_at: datetime | None = None  # last time any source listed the job (ever seen?)
+    last_active_at: datetime | None = None  # ... as queued/running in the queue (grace restart)
     settling_since: datetime | None = None
+    settling_cause: str | None = None  # the Input that started settling (did it ever run?)
 
     def __attrs_post_init__(self) -> None:
         if self.created_at.utcoffset() is None:
@@ -156,11 +158,10 @@ class Run:
             return State.PENDING
         if any(state in OCCUPYING for state in states):
             return State.RUNNING
-        if any(state is State.QUEUED for state in states):
-            # Some done, some queued: the run has started.
-            return State.RUNNING if any(s in TERMINAL for s in states) else State.QUEUED
-        if any(state is State.PENDING for state in states):
-            return State.PENDING
+        if any(state in WAITING for state in states):
+            if any(state in TERMINAL for state in states):
+                return State.RUNNING  # some done, some still to go: the run is under way
+            return State.QUEUED if State.QUEUED in states else State.PENDING
         distinct = set(states)
         if len(distinct) == 1:
             return states[0]

@@ -83,6 +83,8 @@ class Source(enum.Enum):
         return self.value
 
 
+#: Sources that only advise: their exit status never replaces a scheduler's.
+ADVISORY: Final = frozenset({Source.SELF_REPORT, Source.OUTPUT_CHECK, Source.TRACKER})
 #: Which source wins when two exact exit statuses disagree (higher wins).
 EXIT_PRIORITY: Final[Mapping[Source, int]] = {
     Source.PROCESS: 6,
@@ -116,8 +118,8 @@ class Input(enum.Enum):
     CONFIRMED = "confirmed"  # an authoritative source gives the terminal state
     LATE_CONFIRMATION = "late_confirmation"  # ...after an unconfirmed verdict
     SELF_REPORTED = "self_reported"  # the job says its payload ended
-    GRACE_EXPIRED = "grace_expired"  # settled too long, had been seen: unconfirmed success
-    GRACE_EXPIRED_UNSEEN = "grace_expired_unseen"  # settled too long, never seen anywhere
+    GRACE_EXPIRED = "grace_expired"  # settled too long, known to have run: unconfirmed success
+    GRACE_EXPIRED_UNSEEN = "grace_expired_unseen"  # settled too long, never known to have run
     REQUEUED = "requeued"  # a new run under the same id (restart count went up)
     STALE = "stale"  # older than what the item already knows
 
@@ -163,7 +165,9 @@ def _rows() -> dict[tuple[State, Input], State | Target]:
         (_S.QUEUED, _I.SELF_REPORTED): _S.SETTLING,
         (_S.QUEUED, _I.REQUEUED): _S.QUEUED,
         # Running.
-        (_S.RUNNING, _I.SEEN_QUEUED): _S.QUEUED,  # requeued by a source that has no count
+        # Only a higher restart count is a requeue; a bare "queued" sighting of a running
+        # job is a suspended (k8s) or glitching listing, never a new run.
+        (_S.RUNNING, _I.SEEN_QUEUED): SAME,
         (_S.RUNNING, _I.SEEN_RUNNING): SAME,
         (_S.RUNNING, _I.SEEN_SUCCESS): _S.SETTLING,
         (_S.RUNNING, _I.SEEN_FAILURE): OBSERVED,
@@ -175,7 +179,7 @@ def _rows() -> dict[tuple[State, Input], State | Target]:
         (_S.RUNNING, _I.SELF_REPORTED): _S.SETTLING,
         (_S.RUNNING, _I.REQUEUED): _S.QUEUED,
         # Settling: only a confirmation (or a failure, or the grace) ends it.
-        (_S.SETTLING, _I.SEEN_QUEUED): _S.QUEUED,  # requeued while completing
+        (_S.SETTLING, _I.SEEN_QUEUED): SAME,  # listed again: the grace restarts
         (_S.SETTLING, _I.SEEN_RUNNING): SAME,  # queue lagging a self-report; grace restarts
         (_S.SETTLING, _I.SEEN_SUCCESS): SAME,
         (_S.SETTLING, _I.SEEN_FAILURE): OBSERVED,

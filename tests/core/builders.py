@@ -96,7 +96,7 @@ def observation_for(item: RunItem, input: Input) -> Observation | None:
         return obs(sec, State.RUNNING)
     if input is Input.SEEN_SUCCESS:
         return obs(sec, State.COMPLETED)
-    if input is Input.SEEN_FAILURE:
+    if input is Input.SEEN_FAILURE and (item.confirmed or item.state not in h.TERMINAL):
         return obs(sec, State.FAILED)
     if input is Input.VANISHED:
         return obs(sec, absence=h.Absence.ABSENT)

@@ -182,3 +182,9 @@ def test_describe() -> None:
     )
     assert ExitStatus.exited(3).describe() == "exit 3"
     assert "ambiguous" in ExitStatus.from_shell_code(143).describe()
+
+
+def test_termination_message_survives_deep_nesting_and_huge_input() -> None:
+    for bad in ["[" * 5000, '{"exit": ' + "9" * 5000 + "}", "x" * 100_000]:
+        with pytest.raises(ParseError):
+            ExitStatus.from_termination_message(bad)

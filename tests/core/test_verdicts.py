@@ -7,7 +7,7 @@ from datetime import timedelta
 import hpcstate as h
 from hpcstate import Absence, ExitStatus, JobStats, MarkerCode, Source, State
 
-from .builders import at, obs, queued, running, settling
+from .builders import at, obs, pending, queued, running, settling
 
 
 def run_all(item: h.RunItem, *observations: h.Observation) -> tuple[h.RunItem, list[h.Event]]:
@@ -276,7 +276,11 @@ def test_run_aggregates_items() -> None:
     assert run.progress == 0.5
     finished = h.Run(id="r", backend="test", created_at=at(0), items=(done, failed))
     assert finished.status is State.FAILED
-    assert not finished.confirmed or all(i.confirmed for i in finished.items)
+    assert finished.confirmed
+    pending_and_done = h.Run(id="r", backend="t", created_at=at(0), items=(pending(), done))
+    assert pending_and_done.status is State.RUNNING
+    unconfirmed = h.tick(settling(), now=at(5000)).item
+    assert not h.Run(id="r", backend="t", created_at=at(0), items=(done, unconfirmed)).confirmed
     all_done = h.Run(id="r", backend="test", created_at=at(0), items=(done, done))
     assert all_done.status is State.COMPLETED
     assert all_done.confirmed
@@ -314,3 +318,95 @@ def test_a_later_runs_record_confirms_an_unconfirmed_verdict() -> None:
     assert step.item.succeeded
     assert step.item.restarts == 1
     assert isinstance(step.events[0], h.Corrected)
+
+
+def test_self_report_never_overrides_the_schedulers_exit() -> None:
+    # Review finding: the job says 0, sacct (22.05) says "9 or 137": the verdict keeps the
+    # scheduler's ambiguous value, never the job's own word as exact fact.
+    report = obs(
+        5, State.COMPLETED, source=Source.SELF_REPORT, stats=JobStats(exit=ExitStatus.exited(0))
+    )
+    lossy = ExitStatus.from_slurm("9:0", high_codes_lossy=True)
+    item, _ = run_all(running(), report, accounting(9, State.FAILED, exit=lossy))
+    assert item.state is State.FAILED
+    assert item.stats.exit == lossy
+    assert item.stats.exit_source is Source.ACCOUNTING
+    assert item.has_marker(MarkerCode.EXIT_AMBIGUOUS)
+
+
+def test_sightings_after_a_verdict_do_not_touch_its_stats() -> None:
+    done, _ = run_all(
+        running(), accounting(5, State.COMPLETED, exit=ExitStatus.exited(0), nodes=("n1",))
+    )
+    recycled = obs(
+        50,
+        State.FAILED,
+        source=Source.CONTROLLER,
+        stats=JobStats(exit=ExitStatus.exited(1), nodes=("other",)),
+    )
+    step = h.advance(done, recycled)
+    assert step.item is done
+    assert not step.events
+
+
+def test_a_requeued_jobs_old_record_without_restart_count_is_stale() -> None:
+    item, _ = run_all(running(), obs(5, State.NODE_FAIL), obs(20, State.RUNNING, restarts=1))
+    old = obs(15, State.NODE_FAIL, source=Source.ACCOUNTING, final=True)  # restarts unknown
+    assert h.advance(item, old).item.state is State.RUNNING
+
+
+def test_grace_after_a_reported_failure_is_not_success() -> None:
+    report = obs(
+        5, State.FAILED, source=Source.SELF_REPORT, stats=JobStats(exit=ExitStatus.exited(3))
+    )
+    item, _ = run_all(running(), report)
+    item = h.tick(item, now=at(5 + 600)).item
+    assert item.state is State.GONE
+    assert not item.failed
+    assert "reported exit 3" in next(m.text for m in item.markers if m.code == MarkerCode.GONE)
+
+
+def test_grace_for_a_job_never_seen_running_is_gone_not_success() -> None:
+    item, _ = run_all(queued(), obs(2, State.QUEUED), obs(5, absence=Absence.ABSENT))
+    item = h.tick(item, now=at(5 + 600)).item
+    assert item.state is State.GONE
+    assert "never seen running" in next(m.text for m in item.markers if m.code == MarkerCode.GONE)
+
+
+def test_queue_listing_completed_does_not_restart_the_grace() -> None:
+    item = settling()  # the queue said COMPLETED at t=3
+    for t in range(10, 700, 60):
+        item = h.advance(item, obs(t, State.COMPLETED)).item
+    assert h.grace_deadline(item, timedelta(seconds=600)) == at(3 + 600)
+
+
+def test_accounting_running_counts_as_seen_but_not_active() -> None:
+    item, _ = run_all(
+        queued(), obs(5, absence=Absence.ABSENT), obs(6, State.RUNNING, source=Source.ACCOUNTING)
+    )
+    assert item.last_seen_at == at(6)
+    assert item.last_active_at is None
+    assert h.grace_deadline(item, timedelta(seconds=600)) == at(5 + 600)
+
+
+def test_a_queue_failure_corrects_an_unconfirmed_success() -> None:
+    item = h.tick(settling(), now=at(1000)).item
+    step = h.advance(
+        item,
+        obs(
+            1001, State.FAILED, source=Source.CONTROLLER, stats=JobStats(exit=ExitStatus.exited(1))
+        ),
+    )
+    assert step.item.state is State.FAILED
+    assert step.item.confirmed
+    assert isinstance(step.events[0], h.Corrected)
+
+
+def test_a_queued_sighting_of_a_running_job_is_not_a_requeue() -> None:
+    # Kubernetes suspends a Job; Flux glitches: without a higher restart count, no requeue.
+    item, events = run_all(running(), obs(5, State.QUEUED))
+    assert item.state is State.RUNNING
+    assert not any(isinstance(e, h.Requeued) for e in events)
+    item, events = run_all(settling(), obs(5, State.QUEUED))
+    assert item.state is State.SETTLING
+    assert item.last_active_at == at(5)
