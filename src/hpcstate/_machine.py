@@ -245,8 +245,6 @@ def check_invariants(item: RunItem) -> tuple[str, ...]:
             problems.append("a settling item has settling_since")
         if stats.finished_at is None:
             problems.append("a settling item has an (approximate) finished_at")
-        if item.settling_cause is None:
-            problems.append("a settling item has a settling_cause")
     else:
         if item.settling_since is not None:
             problems.append(f"a {state} item has no settling_since")
