@@ -35,7 +35,7 @@ def _items(n: int) -> list[h.RunItem]:
             Observation(
                 native_id=item.native_id or "",
                 source=Source.QUEUE,
-                observed_at=T0 + timedelta(seconds=1),
+                observed_at=seen_at,
                 state=State.RUNNING,
             ),
         ).item
@@ -168,17 +168,18 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=20_000)
     args = parser.parse_args()
     items = _items(args.items)
-    print(
-        f"RunItem memory: {item_memory(10_000):,.0f} bytes/item (settled, failed, exit+reason+markers)"
-    )
+    memory = item_memory(10_000)
+    print(f"RunItem memory: {memory:,.0f} bytes/item (settled, failed, exit+reason+markers)")
     results: dict[str, list[float]] = {"steady": [], "mixed": [], "lifecycle": []}
     for _ in range(args.repeat):
         results["steady"].append(steady_poll(items, 3))
         results["mixed"].append(mixed_poll(items))
         results["lifecycle"].append(lifecycle(items[:5000]))
     for name, values in results.items():
+        median = statistics.median(values)
         print(
-            f"reconcile {name:<10} median {statistics.median(values):>10,.0f} obs/s  (min {min(values):,.0f}, max {max(values):,.0f})"
+            f"reconcile {name:<10} median {median:>10,.0f} obs/s"
+            f"  (min {min(values):,.0f}, max {max(values):,.0f})"
         )
     rows = sacct_rows()
     if rows is not None:

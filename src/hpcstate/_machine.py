@@ -72,8 +72,10 @@ def classify(item: RunItem, observation: Observation) -> Input:
         # Older than what we know. A final record is truth whenever it was taken, unless
         # the job has been requeued since and the record cannot say which run it is of.
         return Input.STALE
-    if obs.restarts is not None and obs.restarts > item.restarts and (
-        item.state not in TERMINAL or item.state in REOPENABLE
+    if (
+        obs.restarts is not None
+        and obs.restarts > item.restarts
+        and (item.state not in TERMINAL or item.state in REOPENABLE)
     ):
         # A verdict that no requeue reopens is only confirmed or corrected by a later
         # run's record, like any other late observation (falls through).
@@ -401,9 +403,9 @@ def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
     # queued/running, which restarts a settling item's grace; accounting's "still
     # running" is database lag and does not.
     seen = obs.state is not None and obs.source is not Source.SELF_REPORT
-    active = (
-        obs.state in (State.QUEUED, State.RUNNING)
-        and obs.source in (Source.QUEUE, Source.CONTROLLER)
+    active = obs.state in (State.QUEUED, State.RUNNING) and obs.source in (
+        Source.QUEUE,
+        Source.CONTROLLER,
     )
 
     if target is None and item.state in TERMINAL and not obs.final:

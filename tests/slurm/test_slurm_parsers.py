@@ -345,7 +345,5 @@ def test_unicode_digits_raise_parse_error_not_value_error(text: str) -> None:
     from hpcstate_slurm._parse import parse_time, parse_wait_status
 
     for parser in (parse_time, parse_wait_status):
-        try:
+        with contextlib.suppress(ParseError):
             parser(text)
-        except ParseError:
-            pass

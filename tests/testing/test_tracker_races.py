@@ -216,7 +216,9 @@ def test_grace_fallback_is_exercised_and_corrected() -> None:
 
     asyncio.run(scenario())
     (first,) = loop.first_verdicts.values()
-    assert (first.state, first.confirmed) == (State.COMPLETED, False)
+    # Polled every 30 s, the job ran and left between two polls: it was never seen
+    # running, so the fallback says "gone" (unknown), not an assumed success.
+    assert (first.state, first.confirmed) == (State.GONE, False)
     (item,) = loop.items.values()
     assert item.state is State.FAILED
     assert item.confirmed
