@@ -5,8 +5,9 @@ Pure: builds :class:`~hpcstate.backend.Command` records and reads
 
 One poll is one ``flux jobs --json ID...`` (job-list serves queue and history alike,
 so an inactive job's record is already the final, authoritative one), plus, only for
-jobs that just ended with an exit code above 128, one batched ``flux job info`` script
-that reads the eventlogs which say whether a signal killed the task.
+jobs that just ended FAILED or with an exit code above 128, one batched ``flux job
+info`` script that reads the eventlogs which say whether a signal or an OOM kill ended
+the task.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ from ._parse import (
     JobEvidence,
     apply_evidence,
     evidence_kinds,
+    looks_transient,
     parse_evidence,
     parse_jobs_json,
     parse_submit_output,
     parse_tagged_jobs,
     queue_observations,
-    unknown_job_ids,
 )
 
 #: Set for every command: f58 ids print as ``f...`` instead of ``ƒ...``, so no locale or
@@ -42,30 +43,11 @@ ASCII_IDS_ENV: Final = "FLUX_F58_FORCE_ASCII"
 #: The jobspec attribute that carries a submission's idempotency tag.
 TAG_ATTRIBUTE: Final = "user.hpcstate_tag"
 
-# Messages that mean "the instance could not be reached right now": retry, no verdict.
-# flux_open()/flux.Flux() failures ("flux-job: flux_open: ...", "flux-jobs: ERROR: Unable
-# to connect to Flux: broker socket /run/flux/local was not found"), connection errnos as
-# the CLI and job-list's per-id "rpc: <strerror>" print them, and ENOSYS, which a broker
-# returns while job-list/job-info are not loaded (instance starting or shutting down).
-_TRANSIENT_PATTERNS: Final = (
-    "unable to connect to flux",
-    "flux_open",
-    "broker socket",
-    "connection reset",
-    "connection refused",
-    "connection timed out",
-    "broken pipe",
-    "resource temporarily unavailable",
-    "no route to host",
-    "network is unreachable",
-    "host is down",
-    "function not implemented",
-    "lost connection",
-)
 # `flux cancel` answers for a job that already ended: that is what cancel wanted.
 _CANCEL_ALREADY_DONE: Final = ("job is inactive", "unknown job id", "no such job")
 _ENV_NAME: Final = re.compile(r"\A[A-Za-z_][A-Za-z0-9_]*\Z")
 _URGENCY_WORDS: Final = frozenset({"hold", "default", "expedite"})
+_URGENCY_NUMBER: Final = re.compile(r"\A[0-9]{1,2}\Z")  # ASCII: isdecimal() takes "٣"
 
 # Reads the eventlogs of several jobs in ONE round trip: `sh -c SCRIPT NAME FLUX KIND:ID...`.
 # Each request is framed by begin/end lines; stderr is folded in so errors stay attributed.
@@ -140,11 +122,6 @@ def _dependency(text: str) -> str:
         return f"afterok:{parse_jobid(stripped)}"
     except ParseError:
         raise ValueError(f"dependency {text!r} is neither a job id nor a Flux URI") from None
-
-
-def _looks_transient(text: str) -> bool:
-    lowered = text.lower()
-    return any(pattern in lowered for pattern in _TRANSIENT_PATTERNS)
 
 
 @frozen(kw_only=True)
@@ -229,7 +206,7 @@ class FluxDialect:
         if "urgency" in spec.options:
             urgency = str(spec.options["urgency"])  # TOML may give an int
             if urgency not in _URGENCY_WORDS and not (
-                urgency.isdecimal() and 0 <= int(urgency) <= 31
+                _URGENCY_NUMBER.match(urgency) and int(urgency) <= 31
             ):
                 raise ValueError(f"urgency must be 0..31, hold, default or expedite: {urgency!r}")
             argv.append(f"--urgency={urgency}")
@@ -270,23 +247,24 @@ class FluxDialect:
     def parse_queue(
         self, result: CommandResult, *, native_ids: Sequence[str], observed_at: datetime
     ) -> Sequence[Observation]:
-        """One observation per asked id. ``flux jobs`` exits 1 only when every id is
-        unknown (xargs: 123 when any chunk did); unknown ids are named on stderr."""
+        """One observation per asked id. ``flux jobs`` exits 1 when it listed no job
+        (xargs: 123 when any chunk did); unknown ids and failed look-ups are named on
+        stderr. An id with neither a record nor "unknown" raises (see
+        ``queue_observations``): it never becomes an absence."""
         command = "flux jobs --json"
         if result.returncode is None:
             raise ParseError("flux jobs timed out; no answer to parse", command=command)
         if result.returncode not in (0, 1, 123):
             raise CommandFailed(result.argv, result.returncode, result.stderr)
         jobs = parse_jobs_json(result.stdout, command=command)
-        if result.returncode != 0 and not jobs and not unknown_job_ids(result.stderr):
-            # Not "every id is unknown": the command itself failed.
-            raise CommandFailed(result.argv, result.returncode, result.stderr)
         return queue_observations(
             jobs,
             native_ids=native_ids,
             stderr=result.stderr,
             observed_at=observed_at,
             command=command,
+            argv=result.argv,
+            returncode=result.returncode,
         )
 
     def accounting_command(self, query: AccountingQuery) -> Command | None:
@@ -303,15 +281,15 @@ class FluxDialect:
         return self._command([self.flux, "cancel", *self._decimal_ids(native_ids, "flux cancel")])
 
     def check_cancel(self, result: CommandResult) -> None:
-        """Cancelling a job that already ended (or was purged) is not an error."""
+        """Cancelling a job that already ended (or was purged) is not an error; any
+        other failure is, including a non-zero exit that nothing on stderr explains."""
         if result.returncode == 0:
             return
-        problems = [
-            line
-            for line in result.stderr.splitlines()
-            if line.strip() and not any(done in line.lower() for done in _CANCEL_ALREADY_DONE)
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        already_done = [
+            line for line in lines if any(done in line.lower() for done in _CANCEL_ALREADY_DONE)
         ]
-        if problems or result.returncode is None:
+        if result.returncode is None or not lines or len(already_done) != len(lines):
             raise CommandFailed(result.argv, result.returncode, result.stderr)
 
     # -- idempotent submit ---------------------------------------------------------------
@@ -334,7 +312,7 @@ class FluxDialect:
             return True
         if result.returncode == 255 and result.stderr.lstrip().startswith("ssh:"):
             return True
-        return _looks_transient(result.stderr)
+        return looks_transient(result.stderr)
 
     # -- eventlog evidence (lossless exit status, OOM) ---------------------------------
     def evidence_requests(self, observations: Sequence[Observation]) -> dict[int, frozenset[str]]:
@@ -351,8 +329,8 @@ class FluxDialect:
         """One ``sh`` round trip reading every requested eventlog (None if none).
 
         Cost: one ``flux job info`` process per (job, eventlog) on the scheduler's side,
-        only for jobs that just ended with an exit code above 128 (plus an OOM check
-        for code 137 / SIGKILL failures); a tracker asks once per job."""
+        only for jobs that just ended FAILED (the OOM check) or with an exit code above
+        128; ``FluxBackend`` asks once per job."""
         args = [
             f"{kind}:{jobid}"
             for jobid, kinds in sorted(requests.items())
@@ -373,7 +351,7 @@ class FluxDialect:
         if self.is_transient(result):
             return result.stderr.strip().splitlines()[-1]
         for line in result.stdout.splitlines():
-            if not line.startswith("{") and _looks_transient(line):
+            if not line.startswith("{") and looks_transient(line):
                 return line.strip()
         return None
 

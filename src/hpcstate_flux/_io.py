@@ -2,10 +2,11 @@
 
 ``hpcstate.runtime.CommandBackend`` does submit, queue and cancel (one command each,
 transient errors retried per ``FluxDialect.is_transient``). This class adds the one
-step a generic command backend cannot know about: jobs that just ended with an exit
-code above 128 get their eventlogs read, in one batched round trip, so a task killed
-by SIGKILL is told apart from ``exit 137`` (and an OOM kill is seen). Inactive jobs'
-eventlogs never change, so the evidence is cached per job id.
+step a generic command backend cannot know about: jobs that just ended FAILED or with
+an exit code above 128 get their eventlogs read, in one batched round trip per poll,
+so a task killed by SIGKILL is told apart from ``exit 137`` and an OOM kill is seen
+(whatever the exit code). Inactive jobs' eventlogs never change, so the evidence is
+cached per job id.
 
 The CLI is the only path: it works locally and over SSH alike, and needs nothing but
 flux-core on the scheduler's side. (The Python bindings need libflux-core on the
@@ -117,10 +118,12 @@ class FluxBackend:
     # -- internals -------------------------------------------------------------------
     async def _with_evidence(self, observations: Sequence[Observation]) -> Sequence[Observation]:
         requests = self._dialect.evidence_requests(observations)
+        # Asked once per job and kind: a read that failed for good (not transiently)
+        # would fail again, as an inactive job's eventlogs never change.
         missing = {
             jobid: kinds
             for jobid, kinds in requests.items()
-            if jobid not in self._evidence or not kinds <= self._evidence[jobid].fetched
+            if jobid not in self._evidence or not kinds <= self._evidence[jobid].answered
         }
         command = self._dialect.evidence_command(missing) if missing else None
         if command is not None:

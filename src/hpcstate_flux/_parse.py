@@ -24,12 +24,14 @@ from attrs import evolve, field, frozen
 from hpcstate import (
     TERMINAL,
     Absence,
+    CommandFailed,
     ExitStatus,
     JobStats,
     Observation,
     ParseError,
     Reason,
     ReasonKind,
+    SchedulerUnavailable,
     Source,
     State,
     signal_name,
@@ -72,6 +74,36 @@ RESULTS: Final[Mapping[str, State]] = {
 }
 
 JOBS_COMMAND: Final = "flux jobs --json"
+
+# Messages that mean "the instance could not be reached right now": retry, no verdict.
+# flux_open()/flux.Flux() failures ("flux-job: flux_open: ...", "flux-jobs: ERROR: Unable
+# to connect to Flux: broker socket /run/flux/local was not found"), connection errnos as
+# the CLI and job-list's per-id "rpc: <strerror>" print them, and ENOSYS, which a broker
+# returns while job-list/job-info are not loaded (instance starting or shutting down).
+TRANSIENT_PATTERNS: Final = (
+    "unable to connect to flux",
+    "flux_open",
+    "broker socket",
+    "connection reset",
+    "connection refused",
+    "connection timed out",
+    "broken pipe",
+    "resource temporarily unavailable",
+    "no route to host",
+    "network is unreachable",
+    "host is down",
+    "function not implemented",
+    "lost connection",
+    "interrupted system call",
+    "timer expired",
+)
+
+
+def looks_transient(text: str) -> bool:
+    """True when ``text`` says the instance could not answer *now* (retry later)."""
+    lowered = text.lower()
+    return any(pattern in lowered for pattern in TRANSIENT_PATTERNS)
+
 
 # -- small readers ---------------------------------------------------------------------
 
@@ -323,6 +355,8 @@ def iter_json_documents(text: str, *, command: str) -> Iterator[Any]:
             raise ParseError(
                 f"not JSON: {exc.msg}", command=command, line_no=line_no, line=line
             ) from None
+        except ValueError as exc:  # a number int() refuses to read (over 4300 digits)
+            raise ParseError(f"not JSON: {exc}", command=command, line=text[index:][:200]) from None
         except RecursionError:  # absurdly deep nesting: not something flux prints
             raise ParseError("JSON nested too deeply", command=command) from None
         yield document
@@ -475,6 +509,68 @@ def job_observation(job: FluxJob, *, native_id: str, observed_at: datetime) -> O
     )
 
 
+class UnansweredJobs(CommandFailed):
+    """``flux jobs`` failed for some asked ids: neither a record nor "unknown" for them.
+
+    job-list serves queue and history alike, so an id it did not answer for is not
+    "no longer queued": there is no answer for it at all, and never a verdict.
+    """
+
+    def __init__(
+        self,
+        argv: Sequence[str],
+        returncode: int | None,
+        stderr: str,
+        *,
+        native_ids: Sequence[str],
+        said: str,
+    ) -> None:
+        super().__init__(argv, returncode, stderr)
+        self.native_ids = tuple(native_ids)
+        self.args = (
+            f"{' '.join(self.argv[:3])} exited {returncode} without a record of job(s) "
+            f"{', '.join(self.native_ids)} and without calling them unknown ({said}): no "
+            "answer for them, not a verdict",
+        )
+
+
+#: How flux-jobs reports a failed job-list ``list-id`` that is not ENOENT ("unknown"):
+#: ``rpc: <strerror>`` (flux.job.list), possibly behind a ``flux-jobs: ERROR:`` prefix.
+_RPC_ERROR: Final = re.compile(r"\A(?:flux-jobs: ERROR: )?rpc: \S")
+
+
+def _unanswered_error(
+    native_ids: Sequence[str],
+    *,
+    stderr: str,
+    argv: Sequence[str],
+    returncode: int | None,
+    command: str,
+) -> Exception:
+    """What to raise when ``flux jobs`` gave some asked ids no answer at all."""
+    said_lines = [
+        line.strip()
+        for line in stderr.splitlines()
+        if line.strip() and _UNKNOWN_JOB.match(line.strip()) is None
+    ]
+    said = "; ".join(said_lines[-3:]) if said_lines else "nothing on stderr"
+    names = ", ".join(native_ids)
+    if any(looks_transient(line) for line in said_lines):
+        return SchedulerUnavailable(
+            f"{command}: job-list could not answer for job(s) {names} now ({said}); "
+            "retry later, no verdict"
+        )
+    if returncode or any(_RPC_ERROR.match(line) for line in said_lines):
+        return UnansweredJobs(argv, returncode, stderr, native_ids=native_ids, said=said)
+    # Exit 0 and no error line: flux-jobs always answers each id, so this output is
+    # not an answer we can read.
+    return ParseError(
+        f"no record of job(s) {names} and no 'JobID ... unknown' for them ({said})",
+        command=command,
+        field="id",
+    )
+
+
 def queue_observations(
     jobs: Sequence[FluxJob],
     *,
@@ -482,24 +578,32 @@ def queue_observations(
     stderr: str,
     observed_at: datetime,
     command: str = JOBS_COMMAND,
+    argv: Sequence[str] = ("flux", "jobs", "--json"),
+    returncode: int | None = 0,
 ) -> list[Observation]:
     """One observation per asked id, in the asked order.
 
     An id that ``flux jobs`` reports unknown is UNKNOWN (purged, or its instance is
-    gone: nobody will ever know its outcome). An id missing without that explanation
-    (job-list answered ``rpc: <error>`` for it) is only ABSENT: not a verdict, and the
-    detail says what flux printed.
+    gone: nobody will ever know its outcome; Flux keeps no other record). Every other
+    id must be listed: an id job-list failed to answer for (``rpc: <error>``) has no
+    answer, which is never absence. It raises SchedulerUnavailable when the error is
+    transient, UnansweredJobs (a CommandFailed naming the ids) when job-list refused or
+    the command failed, and ParseError when the output is silent about it.
     """
     by_id = {job.id: job for job in jobs}
     unknown = unknown_job_ids(stderr)
-    tail = stderr.strip().splitlines()[-1] if stderr.strip() else "no stderr"
+    asked = [(native, parse_jobid(native, command=command)) for native in native_ids]
+    unanswered = [native for native, jobid in asked if jobid not in by_id and jobid not in unknown]
+    if unanswered:
+        raise _unanswered_error(
+            unanswered, stderr=stderr, argv=argv, returncode=returncode, command=command
+        )
     observations: list[Observation] = []
-    for native in native_ids:
-        jobid = parse_jobid(native, command=command)
+    for native, jobid in asked:
         job = by_id.get(jobid)
         if job is not None:
             observations.append(job_observation(job, native_id=native, observed_at=observed_at))
-        elif jobid in unknown:
+        else:
             observations.append(
                 Observation(
                     native_id=native,
@@ -507,19 +611,10 @@ def queue_observations(
                     observed_at=observed_at,
                     absence=Absence.UNKNOWN,
                     detail=(
-                        f"flux job-list no longer knows job {jobid} ({unknown[jobid]}): it was "
-                        "purged or its instance is gone; its outcome is lost"
+                        f"flux job-list does not know job {jobid} ({unknown[jobid]}): it was "
+                        "purged or its instance is gone (Flux keeps no other record); its "
+                        "outcome is lost"
                     ),
-                )
-            )
-        else:
-            observations.append(
-                Observation(
-                    native_id=native,
-                    source=Source.QUEUE,
-                    observed_at=observed_at,
-                    absence=Absence.ABSENT,
-                    detail=f"flux jobs neither listed job {jobid} nor called it unknown ({tail})",
                 )
             )
     return observations
@@ -592,6 +687,9 @@ class JobEvidence:
 
     jobid: int
     fetched: frozenset[str] = frozenset()  # eventlog kinds read without error
+    #: kinds whose read ran to its end, with or without error: an inactive job's
+    #: eventlog that could not be read (not a transient error) will not be readable later
+    answered: frozenset[str] = frozenset()
     task_exits: tuple[TaskExit, ...] = ()
     exception_exit: ExitStatus | None = None  # wait_status of the first fatal exception
     oom_messages: tuple[str, ...] = ()
@@ -601,6 +699,7 @@ class JobEvidence:
         return JobEvidence(
             jobid=self.jobid,
             fetched=self.fetched | other.fetched,
+            answered=self.answered | other.answered,
             task_exits=self.task_exits + other.task_exits,
             exception_exit=self.exception_exit or other.exception_exit,
             oom_messages=self.oom_messages + other.oom_messages,
@@ -616,6 +715,9 @@ EVIDENCE_KEYS: Final[Mapping[str, str]] = {
 }
 SECTION_BEGIN: Final = "@@hpcstate-begin"
 SECTION_END: Final = "@@hpcstate-end"
+#: A shell's $? (0-255): ASCII digits only (str.isdecimal() takes "٣"), and short
+#: (int() refuses over 4300 digits with a bare ValueError).
+_EXIT_STATUS: Final = re.compile(r"\A[0-9]{1,3}\Z")
 
 
 def _section_evidence(
@@ -660,6 +762,7 @@ def _section_evidence(
     return JobEvidence(
         jobid=jobid,
         fetched=frozenset() if errors else frozenset({kind}),
+        answered=frozenset() if rc is None else frozenset({kind}),
         task_exits=tuple(task_exits),
         exception_exit=exception_exit,
         oom_messages=tuple(oom),
@@ -690,7 +793,7 @@ def parse_evidence(stdout: str, *, command: str = "flux job info") -> dict[int, 
             current = (words[1], parse_jobid(words[2], command=command))
             body = []
         elif words[0] == SECTION_END:
-            if current is None or len(words) != 4 or not words[3].isdecimal():
+            if current is None or len(words) != 4 or _EXIT_STATUS.match(words[3]) is None:
                 raise ParseError(
                     "malformed section end", command=command, line_no=line_no, line=line
                 )
@@ -719,9 +822,12 @@ def parse_evidence(stdout: str, *, command: str = "flux job info") -> dict[int, 
 def evidence_kinds(observation: Observation) -> frozenset[str]:
     """Which eventlogs could improve this observation (empty: job-list said it all).
 
-    Only final verdicts are enriched: an exit code above 128 needs the exec eventlog
-    (and, after a fatal non-cancel, non-timeout exception, the main eventlog for its
-    wait_status); a failure with code 137 or SIGKILL is checked for an OOM kill.
+    Only final verdicts of jobs that ran (they have an exit status) are enriched: an
+    exit code above 128 needs the exec eventlog (and, after a fatal non-cancel,
+    non-timeout exception, the main eventlog for its wait_status); every FAILED job is
+    checked for an OOM kill, whatever its exit code: the oom plugin's log line in the
+    output eventlog is the only trace of one, and a child killed for memory can leave
+    the job any code.
     """
     if not observation.final or observation.state not in TERMINAL:
         return frozenset()
@@ -734,7 +840,7 @@ def evidence_kinds(observation: Observation) -> frozenset[str]:
         reason = observation.stats.reason
         if reason is not None and reason.kind is ReasonKind.EXCEPTION:
             kinds.add("main")
-    if observation.state is State.FAILED and (status.code == 137 or status.signal == 9):
+    if observation.state is State.FAILED:
         kinds.add("output")
     return frozenset(kinds)
 

@@ -16,7 +16,9 @@ the recorded ones; the rules for several ids follow flux-jobs.py):
 
 Every invocation is appended to ``$FAKE_FLUX_LOG``; ``$FAKE_FLUX_STATE`` (JSON) may say
 ``{"unreachable": true}`` (job info fails as an unreachable broker does), give
-``oom`` lines by id, ``purged`` ids and the ``submit_case``.
+``oom`` lines by id, ``output_errors`` (ids whose guest.output cannot be read),
+``rpc_errors`` (id -> the strerror job-list answers ``flux jobs`` with for it, printed
+as flux-jobs does: ``rpc: <strerror>``), ``purged`` ids and the ``submit_case``.
 """
 
 from __future__ import annotations
@@ -54,14 +56,21 @@ def jobs(args: list[str], state: dict[str, object]) -> int:
     purged = {int(x) for x in state.get("purged", [])}  # type: ignore[union-attr]
     cases = _cases()
     found, unknown = [], []
+    refused = state.get("rpc_errors", {})  # id -> strerror job-list answers for it
+    assert isinstance(refused, dict)
+    errors = []
     for text in ids:
         jobid = _decimal(text)
-        if jobid in cases and jobid not in purged:
+        if text in refused:
+            errors.append(f"rpc: {refused[text]}")
+        elif jobid in cases and jobid not in purged:
             found.append(json.loads((GOLDEN / cases[jobid] / "jobs_json.out").read_text()))
         else:
             unknown.append(text)
     for text in unknown:
         print(f"JobID {text} unknown", file=sys.stderr)
+    for error in errors:
+        print(error, file=sys.stderr)
     if len(ids) == 1:
         if found:
             print(json.dumps(found[0]))
@@ -77,6 +86,11 @@ def job_info(jobid_text: str, key: str, state: dict[str, object]) -> int:
     jobid = _decimal(jobid_text)
     case = _cases().get(jobid)
     if key == "guest.output":
+        unreadable = state.get("output_errors", [])
+        assert isinstance(unreadable, list)
+        if str(jobid) in unreadable:
+            print(f"flux-job: {key}: key not found", file=sys.stderr)
+            return 1
         oom = state.get("oom", {})
         assert isinstance(oom, dict)
         if str(jobid) in oom:

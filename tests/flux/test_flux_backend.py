@@ -13,11 +13,19 @@ import pytest
 from flux_golden import jobid_f58, read
 from test_flux_golden import EXPECTED, _same_exit
 
-from hpcstate import Absence, ExitStatus, ReasonKind, SchedulerUnavailable, State
-from hpcstate.backend import AccountingQuery, BackendConfig, JobSpec
+from hpcstate import (
+    Absence,
+    CommandFailed,
+    ExitStatus,
+    ReasonKind,
+    SchedulerUnavailable,
+    State,
+)
+from hpcstate.backend import AccountingQuery, BackendConfig, Command, CommandResult, JobSpec
 from hpcstate.runtime import LocalRunner
 from hpcstate_flux import BACKEND, FluxDialect, parse_jobid
 from hpcstate_flux._io import FluxBackend, dialect_from_options
+from hpcstate_flux._parse import EVIDENCE_KEYS
 
 FAKE = Path(__file__).resolve().parent / "fake_flux.py"
 
@@ -41,14 +49,39 @@ class FakeFlux:
         return [json.loads(line) for line in self.log.read_text().splitlines()]
 
     def backend(self) -> FluxBackend:
-        runner = LocalRunner(
-            base_env={
-                "PATH": "/usr/bin:/bin",
-                "FAKE_FLUX_LOG": str(self.log),
-                "FAKE_FLUX_STATE": str(self.state_file),
-            }
+        self.runner = CountingRunner(
+            LocalRunner(
+                base_env={
+                    "PATH": "/usr/bin:/bin",
+                    "FAKE_FLUX_LOG": str(self.log),
+                    "FAKE_FLUX_STATE": str(self.state_file),
+                }
+            )
         )
-        return FluxBackend(dialect=FluxDialect(flux=str(self.executable)), runner=runner)
+        return FluxBackend(dialect=FluxDialect(flux=str(self.executable)), runner=self.runner)
+
+    def info_calls(self, kind: str) -> list[str]:
+        """The job ids whose ``flux job info ID KEY`` ran, for one evidence kind."""
+        key = EVIDENCE_KEYS[kind]
+        return [c[2] for c in self.calls() if c[:2] == ["job", "info"] and c[3] == key]
+
+
+class CountingRunner:
+    """The real runner, remembering each command's argv (one round trip each)."""
+
+    def __init__(self, runner: LocalRunner) -> None:
+        self.runner = runner
+        self.argvs: list[tuple[str, ...]] = []
+
+    async def run(self, command: Command) -> CommandResult:
+        self.argvs.append(tuple(command.argv))
+        return await self.runner.run(command)
+
+    async def close(self) -> None:
+        await self.runner.close()
+
+    def evidence_round_trips(self) -> int:
+        return sum(1 for argv in self.argvs if argv[:1] == ("sh",))
 
 
 @pytest.fixture
@@ -73,8 +106,8 @@ async def test_one_poll_every_case_and_a_purged_job(fake: FakeFlux) -> None:
     calls = fake.calls()
     assert [c[0] for c in calls].count("jobs") == 1  # ONE job-list call for all jobs
     info = [c for c in calls if c[:2] == ["job", "info"]]
-    # eventlogs only for the ten ambiguous verdicts (exec), plus main / output where due
-    assert {c[2] for c in info} == {
+    # the exec eventlog only for the ten ambiguous verdicts (code 129-192)
+    assert set(fake.info_calls("exec")) == {
         _native(case)
         for case in (
             "exit_137",
@@ -89,6 +122,18 @@ async def test_one_poll_every_case_and_a_purged_job(fake: FakeFlux) -> None:
             "raise_exception",
         )
     }
+    # the oom check for every job that ran and FAILED, whatever its exit code; not for
+    # jobs that never ran (no shell, no oom plugin) nor for other verdicts
+    ran_and_failed = [
+        case
+        for case, expected in EXPECTED.items()
+        if expected.state is State.FAILED and expected.exit is not None
+    ]
+    assert "exit_13" in ran_and_failed
+    assert "unsatisfiable" not in ran_and_failed
+    assert sorted(fake.info_calls("output")) == sorted(map(_native, ran_and_failed))
+    # ...all in ONE round trip
+    assert fake.runner.evidence_round_trips() == 1
     # the second poll reads no eventlog again: inactive jobs' eventlogs never change
     again = await backend.queue([_native("sigkill")])
     assert again[0].stats.exit == ExitStatus.killed(9)
@@ -113,6 +158,43 @@ async def test_oom_line_in_the_output_eventlog(fake: FakeFlux) -> None:
     assert observation.stats.exit == ExitStatus.killed(9)
     assert observation.stats.reason is not None
     assert observation.stats.reason.kind is ReasonKind.OUT_OF_MEMORY
+
+
+async def test_oom_kill_of_a_child_with_another_exit_code(fake: FakeFlux) -> None:
+    # A child killed for memory while the task exits 13: only the output log says so.
+    fake.set(oom={_native("exit_13"): "Memory cgroup out of memory: killed 1 task on vm."})
+    backend = fake.backend()
+    (observation,) = await backend.queue([_native("exit_13")])
+    assert observation.state is State.OUT_OF_MEMORY
+    assert observation.stats.exit == ExitStatus.exited(13)
+    assert observation.stats.reason is not None
+    assert observation.stats.reason.kind is ReasonKind.OUT_OF_MEMORY
+
+
+async def test_oom_check_runs_once_per_job_even_when_unreadable(fake: FakeFlux) -> None:
+    # An inactive job's output eventlog that cannot be read (not a transient error) will
+    # not become readable: it is not asked for again on every poll.
+    fake.set(output_errors=[_native("exit_13")])
+    backend = fake.backend()
+    for _ in range(3):
+        (observation,) = await backend.queue([_native("exit_13")])
+        assert observation.state is State.FAILED
+        assert "key not found" in observation.detail
+    assert fake.info_calls("output") == [_native("exit_13")]
+    assert fake.runner.evidence_round_trips() == 1
+    # a job that ends later is read in the next poll's one round trip, the first one not
+    await backend.queue([_native("exit_13"), _native("exit_200")])
+    assert fake.info_calls("output") == [_native("exit_13"), _native("exit_200")]
+    assert fake.runner.evidence_round_trips() == 2
+
+
+async def test_an_id_job_list_refuses_is_no_observation(fake: FakeFlux) -> None:
+    fake.set(rpc_errors={_native("exit_200"): "Operation not permitted"})
+    backend = fake.backend()
+    with pytest.raises(CommandFailed, match=_native("exit_200")):
+        await backend.queue([_native("exit_13"), _native("exit_200")])
+    with pytest.raises(CommandFailed, match="Operation not permitted"):
+        await backend.queue([_native("exit_200")])  # flux jobs exits 1: nothing listed
 
 
 async def test_all_ids_purged_exit_1_is_an_answer(fake: FakeFlux) -> None:

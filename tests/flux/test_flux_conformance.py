@@ -3,6 +3,11 @@
 The golden cases under tests/flux/conformance are recorded flux-core 0.88.0 outputs laid
 out in hpcstate.testing.golden's format (commands.tsv notes how each recorded command
 differed from the argv the dialect sends); their expected.json was written by hand.
+The queue check is one case, poll_all, over the recorded ``flux jobs -a --json`` listing
+of the instance all eight jobs ran in: the suite adds to a queue check ids its output
+does not mention and wants absences for them, but ``flux jobs ID...`` answers every id
+(a record or an error line), so this backend raises for an unmentioned id instead of
+inventing an absence. Every queue check therefore mentions every id.
 The backend half drives FluxBackend through the real LocalRunner and ``sh`` against
 fake_flux.py, which replays the same recordings (Flux cannot run here).
 """

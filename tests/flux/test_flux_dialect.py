@@ -12,9 +12,11 @@ from hpcstate import (
     Absence,
     CommandFailed,
     ExitStatus,
+    JobStats,
     Observation,
     ParseError,
     ReasonKind,
+    SchedulerUnavailable,
     Source,
     State,
 )
@@ -144,6 +146,10 @@ def test_uri_and_executable_are_configurable() -> None:
         (JobSpec(command=("true",), time_limit=timedelta(0)), "positive"),
         (JobSpec(command=("-x",)), "must not start with '-'"),
         (JobSpec(command=("true",), options={"urgency": "32"}), "urgency"),
+        # not ASCII digits (flux would refuse them), or a number int() cannot even read
+        (JobSpec(command=("true",), options={"urgency": "\u0663"}), "urgency must be 0..31"),
+        (JobSpec(command=("true",), options={"urgency": "\u00b2"}), "urgency must be 0..31"),
+        (JobSpec(command=("true",), options={"urgency": "9" * 5000}), "urgency must be 0..31"),
         (JobSpec(command=("true",), dependencies=("not an id",)), "neither a job id"),
     ],
 )
@@ -205,13 +211,56 @@ def test_queue_refuses_ids_flux_cannot_name() -> None:
         DIALECT.queue_command([])
 
 
-def test_missing_job_without_explanation_is_absent_never_a_verdict() -> None:
-    (absent,) = DIALECT.parse_queue(
-        result("", "rpc: Operation not permitted\n"), native_ids=["7"], observed_at=OBSERVED_AT
+RUNNING_111 = {"id": 111, "state": "RUN", "t_submit": 1795455672.0, "t_run": 1795455673.0}
+
+
+def _poll(stdout: str, stderr: str, rc: int | None = 0) -> list[Observation]:
+    return list(
+        DIALECT.parse_queue(
+            result(stdout, stderr, rc=rc), native_ids=["111", "222"], observed_at=OBSERVED_AT
+        )
     )
-    assert absent.absence is Absence.ABSENT
-    assert absent.state is None
-    assert "Operation not permitted" in absent.detail
+
+
+@pytest.mark.parametrize(
+    "stderr",
+    [
+        "rpc: Operation not permitted\n",  # what flux-jobs prints for a failed list-id
+        "flux-jobs: ERROR: rpc: Operation not permitted\n",
+        "rpc: Protocol error\n",
+    ],
+)
+def test_an_id_job_list_refused_is_the_commands_failure_never_absent(stderr: str) -> None:
+    # job-list serves queue and history: "no answer" for an id is never "not listed".
+    with pytest.raises(CommandFailed, match=r"job\(s\) 222\b") as raised:
+        _poll(json.dumps(RUNNING_111), stderr)
+    assert stderr.strip().rpartition("rpc: ")[2] in str(raised.value)  # flux's own words
+    # exit 1 (nothing listed) says the same
+    with pytest.raises(CommandFailed, match="7"):
+        DIALECT.parse_queue(result("", stderr, rc=1), native_ids=["7"], observed_at=OBSERVED_AT)
+
+
+@pytest.mark.parametrize(
+    "stderr",
+    [
+        "rpc: Resource temporarily unavailable\n",
+        "flux-jobs: ERROR: 222: Resource temporarily unavailable\n",
+        "rpc: Function not implemented\n",
+        "rpc: Connection reset by peer\n",
+    ],
+)
+def test_an_id_job_list_could_not_answer_yet_is_transient(stderr: str) -> None:
+    with pytest.raises(SchedulerUnavailable, match="222"):
+        _poll(json.dumps(RUNNING_111), stderr)
+
+
+def test_an_id_missing_without_any_explanation_is_never_absent() -> None:
+    # flux jobs answers every id (a record or an error line): silence is unreadable.
+    with pytest.raises(ParseError, match="222"):
+        _poll(json.dumps(RUNNING_111), "")
+    # xargs exit 123: one chunk died; its ids got no answer
+    with pytest.raises(CommandFailed, match="222"):
+        _poll(json.dumps(RUNNING_111), "xargs: flux: terminated by signal 9\n", rc=123)
     # a failed command is not "every id unknown": it is the command's failure
     with pytest.raises(CommandFailed):
         DIALECT.parse_queue(
@@ -221,6 +270,34 @@ def test_missing_job_without_explanation_is_absent_never_a_verdict() -> None:
         )
     with pytest.raises(CommandFailed):
         DIALECT.parse_queue(result("", "usage", rc=2), native_ids=["7"], observed_at=OBSERVED_AT)
+
+
+def test_reviewer_polls_never_settle_a_job_nobody_answered_for() -> None:
+    # /tmp/rev/flux1.py: a queued job whose list-id failed went ABSENT -> SETTLING.
+    from hpcstate import advance, new_item, submitted
+
+    pending = {"id": 222, "state": "SCHED", "t_submit": 1795455672.0}
+    before = OBSERVED_AT - timedelta(hours=1)
+    item = submitted(
+        new_item(id="i", run_id="r", backend="flux", now=before), native_id="222", at=before
+    ).item
+    (_, first) = _poll(json.dumps({"jobs": [RUNNING_111, pending]}), "")
+    item = advance(item, first).item
+    assert item.state is State.QUEUED
+    for stdout, stderr in (
+        (json.dumps(RUNNING_111), "flux-jobs: ERROR: 222: Resource temporarily unavailable\n"),
+        (json.dumps({"jobs": [RUNNING_111]}), "flux-jobs: ERROR: rpc: Operation not permitted\n"),
+    ):
+        with pytest.raises((SchedulerUnavailable, CommandFailed)):
+            _poll(stdout, stderr)
+    assert item.state is State.QUEUED  # nothing to apply: no observation was made
+
+
+def test_unknown_ids_are_still_answers_next_to_listed_ones() -> None:
+    listed, unknown = _poll(json.dumps(RUNNING_111), "JobID 222 unknown\n")
+    assert listed.state is State.RUNNING
+    assert unknown.absence is Absence.UNKNOWN
+    assert unknown.state is None
 
 
 def test_observation_keeps_the_asked_native_id() -> None:
@@ -244,6 +321,15 @@ def test_cancel_command_and_already_finished_jobs() -> None:
         DIALECT.check_cancel(
             result(stderr="flux-cancel: ERROR: f2: Operation not permitted\n", rc=1)
         )
+
+
+@pytest.mark.parametrize("stderr", ["", "\n  \n"])
+def test_cancel_failing_without_a_word_is_a_failure(stderr: str) -> None:
+    # Nothing explains the non-zero exit: it is not "already finished".
+    with pytest.raises(CommandFailed):
+        DIALECT.check_cancel(result(stderr=stderr, rc=1))
+    with pytest.raises(CommandFailed):
+        DIALECT.check_cancel(result(stderr=stderr, rc=None))
 
 
 # -- find a tagged submission -----------------------------------------------------------
@@ -329,6 +415,48 @@ def _failed(code: int, *, reason: ReasonKind = ReasonKind.NON_ZERO_EXIT_CODE) ->
             reason=Reason(kind=reason, detail="exec" if reason is ReasonKind.EXCEPTION else ""),
         ),
     )
+
+
+def _ended(state: State, exit_status: ExitStatus | None) -> Observation:
+    return Observation(
+        native_id="78",
+        source=Source.ACCOUNTING,
+        observed_at=OBSERVED_AT,
+        state=state,
+        final=True,
+        stats=JobStats(exit=exit_status, exit_source=Source.ACCOUNTING if exit_status else None),
+    )
+
+
+def test_every_failed_job_that_ran_is_checked_for_an_oom_kill() -> None:
+    # A child killed for memory can leave any exit code: the oom plugin's log line in
+    # the output eventlog is the only evidence, so every FAILED job that ran is checked.
+    for status in (ExitStatus.exited(1), ExitStatus.exited(2), ExitStatus.killed(6)):
+        assert DIALECT.evidence_requests([_ended(State.FAILED, status)]) == {
+            78: frozenset({"output"})
+        }
+    # never ran (no waitstatus: no shell, no oom plugin), or not a failure: nothing to read
+    assert DIALECT.evidence_requests([_ended(State.FAILED, None)]) == {}
+    assert DIALECT.evidence_requests([_ended(State.COMPLETED, ExitStatus.exited(0))]) == {}
+    assert DIALECT.evidence_requests([_ended(State.CANCELLED, ExitStatus.killed(15))]) == {}
+
+
+def test_oom_log_line_on_a_failure_with_any_exit_code() -> None:
+    line = json.dumps(
+        {
+            "timestamp": 2.0,
+            "name": "log",
+            "context": {
+                "component": "oom",
+                "message": "Memory cgroup out of memory: killed 1 task on vm.",
+            },
+        }
+    )
+    stdout = f"@@hpcstate-begin output 78\n{line}\n@@hpcstate-end output 78 0\n"
+    observation = _ended(State.FAILED, ExitStatus.exited(1))
+    (applied,) = DIALECT.apply_evidence([observation], DIALECT.parse_evidence(result(stdout)))
+    assert applied.state is State.OUT_OF_MEMORY
+    assert applied.stats.exit == ExitStatus.exited(1)  # the code stays what it was
 
 
 def test_evidence_command_is_one_framed_round_trip() -> None:

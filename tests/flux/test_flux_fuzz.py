@@ -1,7 +1,8 @@
 """Every Flux parser, on arbitrary input, returns a result or raises ParseError.
 
-(The dialect's parse_* may also raise CommandFailed for a non-zero exit: that is the
-command's failure, reported as such, and never anything else.)
+(The dialect's parse_* may also raise CommandFailed for a failed command, or
+SchedulerUnavailable when flux says it could not answer now: the command's failure,
+reported as such, and never anything else.)
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from flux_golden import OBSERVED_AT
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hpcstate import CommandFailed, ParseError
+from hpcstate import CommandFailed, ParseError, SchedulerUnavailable
 from hpcstate.backend import CommandResult, JobSpec
 from hpcstate_flux import FluxDialect
 from hpcstate_flux._parse import (
@@ -86,7 +88,7 @@ job_dicts = st.dictionaries(st.sampled_from(JOB_KEYS), plausible, max_size=len(J
 def _parse_or_fail(function: Any, *args: Any, **kwargs: Any) -> Any:
     try:
         return function(*args, **kwargs)
-    except (ParseError, CommandFailed):
+    except (ParseError, CommandFailed, SchedulerUnavailable):
         return None
 
 
@@ -192,3 +194,43 @@ def test_framed_evidence_never_crashes(sections: list[tuple[str, int, list[str],
             status = applied.stats.exit
             assert status is not None
             assert status.shell_code == code  # evidence never changes the code it explains
+
+
+# Numbers in the evidence frames are ASCII digits of bounded length: str.isdigit() and
+# even isdecimal() accept other scripts' digits ("²", "٣"), and int() refuses more than
+# 4300 digits with a plain ValueError.
+non_ascii_digits = st.text(
+    st.characters(categories=["Nd", "No", "Nl"]).filter(lambda char: not "0" <= char <= "9"),
+    min_size=1,
+    max_size=6,
+)
+long_digit_strings = st.integers(min_value=4, max_value=6000).map(lambda n: "9" * n)
+
+
+@given(
+    non_ascii_digits | long_digit_strings | st.builds(str.__add__, st.just("1"), non_ascii_digits)
+)
+def test_section_end_status_is_ascii_and_short(number: str) -> None:
+    stdout = f"{SECTION_BEGIN} exec 123\n{SECTION_END} exec 123 {number}\n"
+    with pytest.raises(ParseError, match="malformed section end"):
+        parse_evidence(stdout)
+
+
+@given(non_ascii_digits | long_digit_strings.filter(lambda text: len(text) > 20))
+def test_section_begin_jobid_is_ascii_and_short(number: str) -> None:
+    stdout = f"{SECTION_BEGIN} exec {number}\n{SECTION_END} exec {number} 0\n"
+    with pytest.raises(ParseError):
+        parse_evidence(stdout)
+
+
+@given(st.integers(min_value=4301, max_value=6000).map(lambda n: "9" * n))
+def test_huge_json_numbers_are_parse_errors(number: str) -> None:
+    for text in (number, f'{{"id": {number}, "state": "RUN"}}', f'{{"jobs": [{number}]}}'):
+        with pytest.raises(ParseError, match="not JSON"):
+            parse_jobs_json(text)
+    with pytest.raises(ParseError):
+        DIALECT.parse_queue(
+            CommandResult(argv=("flux", "jobs"), returncode=0, stdout=number, stderr=""),
+            native_ids=["1"],
+            observed_at=OBSERVED_AT,
+        )

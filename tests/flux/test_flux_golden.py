@@ -255,10 +255,14 @@ def test_multi_task_ambiguity_says_what_is_known() -> None:
     assert "143" in status.ambiguous
 
 
-def test_only_ambiguous_verdicts_ask_for_eventlogs() -> None:
-    asked = {case for case in EXPECTED if DIALECT.evidence_requests([_queue(case)])}
-    # job-list's code was above 128 (or 137: also checked for an OOM kill)
-    assert asked == {
+def test_eventlogs_asked_for_ambiguous_codes_and_failures() -> None:
+    requests = {
+        case: DIALECT.evidence_requests([_queue(case)]).get(parse_jobid(jobid_f58(case)))
+        or frozenset()
+        for case in EXPECTED
+    }
+    # the exec eventlog: job-list's code was 129-192
+    assert {case for case, kinds in requests.items() if "exec" in kinds} == {
         "exit_137",
         "sigint",
         "sigsegv",
@@ -270,11 +274,29 @@ def test_only_ambiguous_verdicts_ask_for_eventlogs() -> None:
         "multi_task_sig_and_exit",
         "raise_exception",
     }
-    kinds = DIALECT.evidence_requests([_queue("raise_exception"), _queue("sigkill")])
-    assert sorted(kinds.values(), key=len) == [
-        frozenset({"exec", "main"}),
-        frozenset({"exec", "output"}),
-    ]
+    # the oom check: every job that ran and failed, whatever its code (not the ones that
+    # never ran: dependency_afterok_parent_fails, unsatisfiable)
+    assert {case for case, kinds in requests.items() if "output" in kinds} == {
+        "exit_13",
+        "exit_137",
+        "exit_200",
+        "sigint",
+        "sigsegv",
+        "sigkill",
+        "sigterm",
+        "output_then_exit_5",
+        "multi_task_3_0",
+        "multi_task_sig_and_exit",
+        "batch_steps_7_3_2",
+        "batch_set_e",
+        "command_not_found",
+        "raise_exception",
+        "mem_rlimit_as",
+    }
+    assert requests["raise_exception"] == frozenset({"exec", "main", "output"})
+    assert requests["sigkill"] == frozenset({"exec", "output"})
+    assert requests["exit_13"] == frozenset({"output"})
+    assert requests["exit_0"] == frozenset()
 
 
 def test_stats_come_from_the_record() -> None:
@@ -391,6 +413,22 @@ def test_purged_job_is_gone_never_failed() -> None:
         (event,) = step.events
         assert isinstance(event, Finished)
         assert event.confirmed is False
+
+
+def test_never_seen_id_flux_calls_unknown_is_gone_at_once() -> None:
+    # Flux keeps no record besides job-list (no accounting to wait for): "unknown" is
+    # definitive even for a job no poll ever saw (purged before the first poll, or
+    # submitted to another instance). No settling, no grace period.
+    folder = "_retention/manual_purge"
+    native = str(parse_jobid(read(folder, "jobid.f58").strip()))
+    result = recorded(folder, "after_jobs_json", "flux", "jobs", "--json", native)
+    (unknown,) = DIALECT.parse_queue(result, native_ids=[native], observed_at=OBSERVED_AT)
+    step = advance(_submitted_item(native), unknown)
+    assert step.item.state is State.GONE
+    assert step.item.confirmed is False
+    assert step.item.has_marker(MarkerCode.GONE.value)
+    (event,) = step.events
+    assert isinstance(event, Finished)
 
 
 def test_purge_after_the_verdict_keeps_the_verdict() -> None:
