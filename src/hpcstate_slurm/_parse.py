@@ -7,6 +7,7 @@ the time zone that local timestamps are in is an argument.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -604,6 +605,52 @@ def parse_sacct_text(
     return rows
 
 
+# Values repeat across rows (a job's steps share times, nodes and states; polls repeat
+# jobs), so the per-field parsers are memoized: they are pure and return frozen values.
+# Errors are not cached; parse_sacct_text adds the line number and text to them.
+_memo = functools.lru_cache(maxsize=16_384)
+
+
+@_memo
+def _job_id_of(text: str, command: str) -> tuple[str, str | None]:
+    return split_job_id(text, command=command)
+
+
+@_memo
+def _state_of(text: str, command: str) -> tuple[State | None, Reason | None]:
+    return accounting_state(text, command=command)
+
+
+@_memo
+def _exit_of(
+    text: str, lossy: bool, known_success: bool, command: str, field: str
+) -> ExitStatus | None:
+    return parse_exit_text(
+        text, high_codes_lossy=lossy, known_success=known_success, command=command, field=field
+    )
+
+
+@_memo
+def _time_of(text: str, tz: tzinfo, command: str, field: str) -> datetime | None:
+    return parse_time(text, tz=tz, command=command, field=field)
+
+
+@_memo
+def _elapsed_of(raw: str, text: str, command: str) -> float | None:
+    raw = raw.strip()
+    if raw:
+        if not (raw.isascii() and raw.isdecimal()) or len(raw) > 12:
+            raise ParseError("expected seconds", command=command, field="ElapsedRaw", line=raw)
+        return float(int(raw))
+    return parse_elapsed(text, command=command)
+
+
+_cpu_of = _memo(parse_cpu_time)
+_rss_of = _memo(parse_rss)
+_nodes_of = _memo(parse_nodes)
+_reason_of = _memo(parse_slurm_reason)
+
+
 def _sacct_rows(
     fields: Mapping[str, str],
     *,
@@ -613,46 +660,35 @@ def _sacct_rows(
     command: str,
     line: str,
 ) -> list[AccountingRow]:
-    job_id, step = split_job_id(fields["JobID"], command=command, line=line)
-    state, by_reason = accounting_state(fields["State"], command=command, line=line)
-    success = state is State.COMPLETED
-    reason = by_reason
-    if reason is None and fields.get("Reason", "").strip():
-        reason = parse_slurm_reason(fields["Reason"])
-    elapsed_raw = fields.get("ElapsedRaw", "").strip()
-    if elapsed_raw:
-        if not elapsed_raw.isdecimal():
-            raise ParseError("expected seconds", command=command, field="ElapsedRaw", line=line)
-        elapsed: float | None = float(int(elapsed_raw))
-    else:
-        elapsed = parse_elapsed(fields.get("Elapsed", ""), command=command)
+    get = fields.get
+    job_id, step = _job_id_of(fields["JobID"], command)
+    state_text = fields["State"]
+    state, reason = _state_of(state_text, command)
+    if reason is None:
+        reason_text = get("Reason", "")
+        if reason_text.strip():
+            reason = _reason_of(reason_text)
     row = AccountingRow(
         job_id=job_id,
         step=step,
-        raw_id=fields.get("JobIDRaw", "").strip(),
+        raw_id=get("JobIDRaw", "").strip(),
         state=state,
-        state_text=fields["State"].strip(),
-        exit=parse_exit_text(
-            fields.get("ExitCode", ""),
-            high_codes_lossy=exit_lossy,
-            known_success=success,
-            command=command,
+        state_text=state_text.strip(),
+        exit=_exit_of(
+            get("ExitCode", ""), exit_lossy, state is State.COMPLETED, command, "ExitCode"
         ),
-        derived_exit=parse_exit_text(
-            fields.get("DerivedExitCode", ""),
-            high_codes_lossy=derived_lossy,
-            command=command,
-            field="DerivedExitCode",
+        derived_exit=_exit_of(
+            get("DerivedExitCode", ""), derived_lossy, False, command, "DerivedExitCode"
         ),
         reason=reason,
-        submitted_at=parse_time(fields.get("Submit", ""), tz=tz, command=command, field="Submit"),
-        started_at=parse_time(fields.get("Start", ""), tz=tz, command=command, field="Start"),
-        finished_at=parse_time(fields.get("End", ""), tz=tz, command=command, field="End"),
-        elapsed_s=elapsed,
-        cpu_time_s=parse_cpu_time(fields.get("TotalCPU", ""), command=command),
-        max_rss_bytes=parse_rss(fields.get("MaxRSS", ""), command=command),
-        nodes=parse_nodes(fields.get("NodeList", "")),
-        name=fields.get("JobName", ""),
+        submitted_at=_time_of(get("Submit", ""), tz, command, "Submit"),
+        started_at=_time_of(get("Start", ""), tz, command, "Start"),
+        finished_at=_time_of(get("End", ""), tz, command, "End"),
+        elapsed_s=_elapsed_of(get("ElapsedRaw", ""), get("Elapsed", ""), command),
+        cpu_time_s=_cpu_of(get("TotalCPU", ""), command=command),
+        max_rss_bytes=_rss_of(get("MaxRSS", ""), command=command),
+        nodes=_nodes_of(get("NodeList", "")),
+        name=get("JobName", ""),
     )
     return [row]
 
