@@ -46,6 +46,7 @@ class MarkerCode(str, enum.Enum):
     ALREADY_DONE = "already_done"  # submit --once found its sentinel
     OUTPUT_CHECK = "output_check"
     UNREACHABLE = "unreachable"  # the tracker cannot reach the backend right now
+    UNREADABLE = "unreadable"  # a scheduler object could not be read (named in the text)
 
     def __str__(self) -> str:
         return self.value

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import httpx2
+from attrs import evolve
 
 from hpcstate import (
     Absence,
@@ -27,13 +28,14 @@ from hpcstate import (
     CommandFailed,
     ConfigError,
     Observation,
+    ParseError,
     SchedulerUnavailable,
     Source,
     TransportError,
 )
 from hpcstate.backend import AccountingQuery, BackendConfig, Capabilities, JobSpec, Submission
 
-from ._dialect import JobRef, assess, parse_native_id
+from ._dialect import JobRef, assess, parse_native_id, unreadable, unreadable_markers
 from ._manifest import (
     SUBMIT_OPTIONS,
     build_job,
@@ -41,8 +43,18 @@ from ._manifest import (
     resolve_settings,
     submission_from_job,
 )
-from ._objects import JOB_NAME_LABELS, MANAGED_LABEL, TAG_ANNOTATION, read_job, read_pod
-from ._tracking import NamespaceTracker
+from ._objects import (
+    CONTROLLER_UID_LABELS,
+    JOB_NAME_LABELS,
+    MANAGED_LABEL,
+    TAG_ANNOTATION,
+    JobView,
+    PodView,
+    labelled_job_name,
+    read_job,
+    read_pod,
+)
+from ._tracking import NamespaceTracker, PodListRequest
 
 log = logging.getLogger("hpcstate.k8s")
 
@@ -60,6 +72,8 @@ BACKEND_OPTIONS: Final = frozenset(
     }
 )
 _SELECTOR_NAMES_MAX = 100  # beyond this many names, select pods by label existence
+_SELECTOR_UIDS_MAX = 100  # uids per `controller-uid in (...)` (keeps the URL short)
+_MANAGED_SELECTOR = f"{MANAGED_LABEL}=true"
 
 
 def _jobs_path(namespace: str) -> str:
@@ -152,12 +166,16 @@ class KubeApi:
             raise SchedulerUnavailable(f"{where}: the API server sent {type(body).__name__}")
         return body
 
-    async def list(self, path: str, *, selector: str | None = None) -> tuple[list[Any], str]:
+    async def list(
+        self, path: str, *, selector: str | None = None, fields: str | None = None
+    ) -> tuple[list[Any], str]:
         """All objects (following ``continue``) and the list's resourceVersion."""
         items: list[Any] = []
         params: dict[str, str] = {"limit": "500"}
         if selector:
             params["labelSelector"] = selector
+        if fields:
+            params["fieldSelector"] = fields
         while True:
             response = await self._send("GET", path, params=params)
             self._check(response, "GET", path)
@@ -371,29 +389,63 @@ class _Follower:
         self.tracker = tracker
         self.out = out
         self.finished = asyncio.Event()
-        self.job_selector: str | None = f"{MANAGED_LABEL}=true"
-        self.pod_selector: str | None = f"{MANAGED_LABEL}=true"
+        self.job_selector: str | None = _MANAGED_SELECTOR
+        self.pod_selector: str | None = _MANAGED_SELECTOR
 
     @property
     def namespace(self) -> str:
         return self.tracker.namespace
 
-    async def emit(self, observations: Sequence[Observation]) -> None:
-        for obs in observations:
-            self.out.put_nowait(obs)
-        for name, uid in self.tracker.take_wanted_pod_lists():
-            # A failure verdict whose kind depends on pods the watch has not delivered yet.
-            try:
-                items, _ = await self.backend.api.list(
-                    _pods_path(self.namespace), selector=f"batch.kubernetes.io/controller-uid={uid}"
-                )
-            except (TransportError, SchedulerUnavailable) as error:
-                log.warning("listing pods of %s/%s failed: %s", self.namespace, name, error)
-                items = []
-            for obs in self.tracker.job_pods_listed(name, uid, items, _now()):
-                self.out.put_nowait(obs)
+    async def emit(self, observations: Sequence[Observation], *, list_pods: bool = True) -> None:
+        """Send observations on; then LIST the pods that held-back failure verdicts wait
+        for (one LIST for all of them), and send what those verdicts say."""
+        self._send(observations)
+        while list_pods:
+            wanted = self.tracker.take_wanted_pod_lists()
+            if not wanted:
+                break
+            items = await self._pods_of(wanted)
+            if items is None:
+                self._send(self.tracker.pods_unreadable(_now()))
+                break
+            self._send(self.tracker.job_pods_listed(wanted, items, _now()))
         if self.tracker.done():
             self.finished.set()
+
+    def _send(self, observations: Sequence[Observation]) -> None:
+        for problem in self.tracker.take_problems():
+            log.warning(
+                "k8s watch in %s: skipping an unreadable object: %s", self.namespace, problem
+            )
+        for obs in observations:
+            self.out.put_nowait(obs)
+
+    async def _pods_of(self, wanted: Sequence[PodListRequest]) -> list[Any] | None:
+        """The pods of those Jobs, by controller uid, from LISTs made now (None: no
+        permission). A transient error is retried: a verdict never goes without them."""
+        uids = sorted({request.uid for request in wanted})
+        settings = self.backend.watch_settings
+        items: list[Any] = []
+        for start in range(0, len(uids), _SELECTOR_UIDS_MAX):
+            chunk = uids[start : start + _SELECTOR_UIDS_MAX]
+            selector = f"{CONTROLLER_UID_LABELS[1]} in ({','.join(chunk)})"
+            delay = settings.retry_initial_s
+            while True:
+                try:
+                    found, _ = await self.backend.api.list(
+                        _pods_path(self.namespace), selector=selector
+                    )
+                except Forbidden as error:
+                    log.warning("cannot list pods in %s: %s", self.namespace, error)
+                    return None
+                except (TransportError, SchedulerUnavailable) as error:
+                    log.info("listing pods in %s failed: %s; retrying", self.namespace, error)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, settings.retry_max_s)
+                    continue
+                items.extend(found)
+                break
+        return items
 
     async def start(self) -> tuple[str, str | None]:
         """The first LISTs: decide the selectors, feed the tracker. Returns the RVs."""
@@ -407,7 +459,9 @@ class _Follower:
             if any(_has_name(obj) and obj["metadata"]["name"] in missing for obj in every):
                 self.job_selector, self.pod_selector = None, JOB_NAME_LABELS[1]
                 items, job_rv = every, every_rv
-        await self.emit(self.tracker.jobs_listed(items, _now()))
+        # The pod LIST below is newer than these Jobs: it answers the verdicts they hold.
+        await self.emit(self.tracker.jobs_listed(items, _now()), list_pods=False)
+        wanted = self.tracker.take_wanted_pod_lists()
         try:
             pods, pod_rv = await api.list(_pods_path(self.namespace), selector=self.pod_selector)
         except Forbidden as error:
@@ -416,7 +470,8 @@ class _Follower:
             )
             await self.emit(self.tracker.pods_unreadable(_now()))
             return job_rv, None
-        await self.emit(self.tracker.pods_listed(pods, _now()))
+        self._send(self.tracker.pods_listed(pods, _now()))
+        await self.emit(self.tracker.job_pods_listed(wanted, (), _now()))
         return job_rv, pod_rv
 
     async def follow(self, kind: str, resource_version: str) -> None:
@@ -488,6 +543,13 @@ def _has_name(obj: object) -> bool:
     )
 
 
+def _pod_or_error(obj: object) -> PodView | ParseError:
+    try:
+        return read_pod(obj)
+    except ParseError as error:
+        return error
+
+
 class _WatchSettings:
     def __init__(self, options: Mapping[str, Any]) -> None:
         self.timeout_s = int(_float(options, "watch_timeout_s", 290.0))
@@ -521,6 +583,7 @@ class K8sBackend:
         # What this process learned: uids of the Jobs it created, Jobs it deleted on request.
         self._uids: dict[tuple[str, str], str] = {}
         self._cancelled: dict[tuple[str, str], str | None] = {}
+        self._unlabeled: set[tuple[str, str]] = set()  # adopted Jobs without our label
         self._followers: set[_Follower] = set()
 
     @classmethod
@@ -603,8 +666,37 @@ class K8sBackend:
             return None  # judged from the Jobs alone
         return items
 
+    async def _jobs_for(self, namespace: str, names: set[str]) -> list[Any]:
+        """The Job objects of those names: one LIST that reads no unrelated Job.
+
+        One name: by ``fieldSelector=metadata.name``, ours or adopted. Several: by our
+        label, unless one of them is an adopted Job known to lack it (then the whole
+        namespace). A name missing from the labelled LIST is gone or adopted: one
+        unselected LIST tells which, and an adopted Job is remembered.
+        """
+        path = _jobs_path(namespace)
+        if len(names) == 1:
+            [name] = names
+            items, _ = await self.api.list(path, fields=f"metadata.name={name}")
+            return items
+        if any((namespace, name) in self._unlabeled for name in names):
+            items, _ = await self.api.list(path)
+            return items
+        items, _ = await self.api.list(path, selector=_MANAGED_SELECTOR)
+        missing = names - {obj["metadata"]["name"] for obj in items if _has_name(obj)}
+        if missing:
+            every, _ = await self.api.list(path)
+            adopted = [o for o in every if _has_name(o) and o["metadata"]["name"] in missing]
+            self._unlabeled.update((namespace, o["metadata"]["name"]) for o in adopted)
+            items = [*items, *adopted]
+        return items
+
     async def queue(self, native_ids: Sequence[str]) -> Sequence[Observation]:
-        """One LIST of Jobs (and one of their pods) per namespace, for all ids."""
+        """One LIST of Jobs (and one of their pods) per namespace, for all ids.
+
+        An object that cannot be read costs only its own ids their answer (no record,
+        with an ``unreadable`` marker), never the whole namespace's.
+        """
         refs = self._refs(native_ids)
         by_namespace: dict[str, list[tuple[str, JobRef]]] = {}
         for native_id, ref in refs:
@@ -613,31 +705,76 @@ class K8sBackend:
         for namespace, group in by_namespace.items():
             names = {ref.name for _, ref in group}
             # Jobs first, then pods: a Job's verdict is never newer than its pods' states.
-            jobs, _ = await self.api.list(_jobs_path(namespace))
+            jobs = await self._jobs_for(namespace, names)
             pod_objects = await self._pods_for(namespace, names)
             observed_at = _now()
-            views = {}
+            problems: dict[str, list[str]] = {}
+            views: dict[str, JobView] = {}
             for obj in jobs:
                 if _has_name(obj) and obj["metadata"]["name"] in names:
-                    view = read_job(obj)
-                    views[view.name] = view
-            pods = None if pod_objects is None else [read_pod(p) for p in pod_objects]
+                    name = obj["metadata"]["name"]
+                    try:
+                        views[name] = read_job(obj)
+                    except ParseError as error:
+                        self._skip(problems, namespace, name, error)
+            pods = (
+                None if pod_objects is None else self._read_pods(namespace, pod_objects, problems)
+            )
             for native_id, ref in group:
-                job = views.get(ref.name)
-                known = self._uids.get((namespace, ref.name))
-                if job is not None and known is not None and job.uid and job.uid != known:
-                    job = None  # another Job reuses the name: ours is gone
-                result = assess(
-                    native_id,
-                    ref,
-                    job,
-                    pods,
-                    observed_at=observed_at,
-                    gone=job is None,
-                    cancel_requested=self._cancel_requested(ref, job.uid if job else None),
+                results[native_id] = self._observe(
+                    native_id, ref, views, pods, problems.get(ref.name, []), observed_at
                 )
-                results[native_id] = result.observation
         return [results[native_id] for native_id in native_ids]
+
+    def _skip(
+        self, problems: dict[str, list[str]], namespace: str, name: str, error: ParseError
+    ) -> None:
+        log.warning("k8s queue in %s: skipping an unreadable object: %s", namespace, error)
+        problems.setdefault(name, []).append(str(error))
+
+    def _read_pods(
+        self, namespace: str, objects: Sequence[Any], problems: dict[str, list[str]]
+    ) -> list[PodView]:
+        pods = []
+        for obj in objects:
+            pod = _pod_or_error(obj)
+            if isinstance(pod, ParseError):
+                self._skip(problems, namespace, labelled_job_name(obj) or "", pod)
+            else:
+                pods.append(pod)
+        return pods
+
+    def _observe(
+        self,
+        native_id: str,
+        ref: JobRef,
+        views: Mapping[str, JobView],
+        pods: Sequence[PodView] | None,
+        problems: Sequence[str],
+        observed_at: datetime,
+    ) -> Observation:
+        job = views.get(ref.name)
+        if job is None and problems:
+            return unreadable(native_id, problems, observed_at=observed_at)  # it exists
+        known = self._uids.get((ref.namespace, ref.name))
+        if job is not None and known is not None and job.uid and job.uid != known:
+            job = None  # another Job reuses the name: ours is gone
+        try:
+            obs = assess(
+                native_id,
+                ref,
+                job,
+                pods,
+                observed_at=observed_at,
+                gone=job is None,
+                cancel_requested=self._cancel_requested(ref, job.uid if job else None),
+            ).observation
+        except ParseError as error:
+            log.warning("k8s queue: cannot judge %s: %s", native_id, error)
+            return unreadable(native_id, [*problems, str(error)], observed_at=observed_at)
+        if problems:
+            obs = evolve(obs, markers=(*obs.markers, *unreadable_markers(problems)))
+        return obs
 
     async def accounting(self, query: AccountingQuery) -> Sequence[Observation]:
         """Kubernetes keeps no accounting: verdicts are final from the Job's conditions."""
@@ -722,7 +859,14 @@ class K8sBackend:
             if left is None:
                 continue  # already gone: not something we cancelled
             is_job = left.get("kind") in (None, "Job") and _has_name(left)
-            view = read_job(left) if is_job else None
+            view = None
+            if is_job:
+                try:
+                    view = read_job(left)
+                except ParseError as error:  # deleted all the same; the watch says the rest
+                    log.warning(
+                        "cancel: the deleted Job %s/%s is unreadable: %s", namespace, name, error
+                    )
             if view is not None and view.finished:
                 continue  # it had its verdict before the DELETE: nothing was cancelled
             uid = view.uid if view is not None else None

@@ -91,18 +91,35 @@ def _bool(value: object, key: str) -> bool:
     raise ConfigError(f"k8s option {key!r} must be true or false, got {value!r}")
 
 
+_INT32_MAX = 2**31 - 1  # the Job fields these options fill are int32
+
+
+def _digits(text: str) -> int | None:
+    """ASCII digits only ("²" and "٣" are not numbers here), short enough for int()."""
+    text = text.strip()
+    if not text or not text.isascii() or not text.isdigit() or len(text) > 18:
+        return None
+    return int(text)
+
+
 def _int(value: object, key: str, *, minimum: int = 0) -> int:
     if isinstance(value, bool):
         raise ConfigError(f"k8s option {key!r} must be an integer, got {value!r}")
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, str) and value.strip().isdecimal():
-        number = int(value.strip())
-    else:
-        raise ConfigError(f"k8s option {key!r} must be an integer, got {value!r}")
+    number = value if isinstance(value, int) else _digits(value) if isinstance(value, str) else None
+    if number is None:
+        raise ConfigError(f"k8s option {key!r} must be an integer, got {_shown(value)}")
     if number < minimum:
         raise ConfigError(f"k8s option {key!r} must be >= {minimum}, got {number}")
+    if number > _INT32_MAX:
+        raise ConfigError(f"k8s option {key!r} must be <= {_INT32_MAX}, got {_shown(number)}")
     return number
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, int) and value.bit_length() > 64:
+        return f"a {value.bit_length()}-bit number"  # str() of a huge int can raise
+    text = repr(value)
+    return text if len(text) <= 80 else text[:80] + "..."
 
 
 def _str(value: object, key: str) -> str:
@@ -269,9 +286,10 @@ def array_shape(spec: str) -> tuple[int, int]:
     parallelism = len(indexes)
     _, sep, throttle = spec.partition("%")
     if sep:
-        if not throttle.strip().isdecimal() or int(throttle) < 1:
+        limit = _digits(throttle)
+        if limit is None or limit < 1:
             raise ConfigError(f"array {spec!r}: the throttle after '%' must be a positive integer")
-        parallelism = min(int(throttle), len(indexes))
+        parallelism = min(limit, len(indexes))
     return len(indexes), parallelism
 
 

@@ -27,11 +27,13 @@ TAG_ANNOTATION = "hpcstate.io/tag"
 WRAPPER_ANNOTATION = "hpcstate.io/wrapper"
 CONTAINER_ANNOTATION = "hpcstate.io/container"
 
+# re.ASCII: Kubernetes writes ASCII digits; "\d" alone would also take "٣" or "３".
 _TIME = re.compile(
-    r"\A(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|z|[+-]\d\d:\d\d)\Z"
+    r"\A(\d{4})-(\d\d)-(\d\d)[Tt ](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(Z|z|[+-]\d\d:\d\d)\Z",
+    re.ASCII,
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_INDEX_PART = re.compile(r"\A(\d{1,9})(?:-(\d{1,9}))?\Z")
+_INDEX_PART = re.compile(r"\A(\d{1,9})(?:-(\d{1,9}))?\Z", re.ASCII)
 MAX_INDEXES = 1_000_000
 
 
@@ -42,7 +44,7 @@ class _Where:
         self.what = what
 
     def error(self, message: str, path: str, value: object = None) -> ParseError:
-        shown = None if value is None else repr(value)
+        shown = None if value is None else _short(value)
         return ParseError(message, command=self.what, field=path, line=shown)
 
 
@@ -106,7 +108,7 @@ def _mapping(value: object, where: _Where, path: str) -> Mapping[str, object]:
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise where.error("expected an object", path, _short(value))
+        raise where.error("expected an object", path, value)
     return value
 
 
@@ -114,7 +116,7 @@ def _sequence(value: object, where: _Where, path: str) -> Sequence[object]:
     if value is None:
         return ()
     if not isinstance(value, list | tuple):
-        raise where.error("expected a list", path, _short(value))
+        raise where.error("expected a list", path, value)
     return value
 
 
@@ -122,7 +124,7 @@ def _text(value: object, where: _Where, path: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise where.error("expected a string", path, _short(value))
+        raise where.error("expected a string", path, value)
     return value
 
 
@@ -130,7 +132,7 @@ def _count(value: object, where: _Where, path: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise where.error("expected a non-negative integer", path, _short(value))
+        raise where.error("expected a non-negative integer", path, value)
     return value
 
 
@@ -139,14 +141,34 @@ def _string_map(value: object, where: _Where, path: str) -> Mapping[str, str]:
     result: dict[str, str] = {}
     for key, item in mapping.items():
         if not isinstance(key, str):
-            raise where.error("expected string keys", path, _short(key))
+            raise where.error("expected string keys", path, key)
         result[key] = _text(item, where, f"{path}.{key}")
     return result
 
 
-def _short(value: object) -> object:
-    text = repr(value)
+def _short(value: object) -> str:
+    """The value as shown in an error: repr, cut at 120 characters."""
+    if isinstance(value, int) and value.bit_length() > 256:
+        return f"<a {value.bit_length()}-bit integer>"  # repr() of a huge int can raise
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):  # deeply nested containers
+        return f"<an unprintable {type(value).__name__}>"
     return text if len(text) <= 120 else text[:120] + "..."
+
+
+def labelled_job_name(obj: object) -> str | None:
+    """The Job a pod belongs to, by its job-name label, without reading the rest of it
+    (so a pod that cannot be read can still be blamed on its Job)."""
+    if isinstance(obj, Mapping):
+        meta = obj.get("metadata")
+        labels = meta.get("labels") if isinstance(meta, Mapping) else None
+        if isinstance(labels, Mapping):
+            for key in JOB_NAME_LABELS:
+                value = labels.get(key)
+                if isinstance(value, str) and value:
+                    return value
+    return None
 
 
 def _first(mapping: Mapping[str, str], keys: Sequence[str]) -> str | None:
@@ -318,7 +340,7 @@ def read_job(obj: object) -> JobView:
     """Read a batch/v1 Job object. Raises ParseError."""
     where = _where_for("Job", obj)
     if not isinstance(obj, Mapping):
-        raise where.error("expected a Job object", "", _short(obj))
+        raise where.error("expected a Job object", "", obj)
     kind = obj.get("kind")
     if kind is not None and kind != "Job":
         raise where.error("expected kind Job", "kind", kind)
@@ -438,7 +460,7 @@ def _termination(
 ) -> Termination:
     exit_code = raw.get("exitCode")
     if exit_code is not None and (isinstance(exit_code, bool) or not isinstance(exit_code, int)):
-        raise where.error("expected an integer", f"{path}.exitCode", _short(exit_code))
+        raise where.error("expected an integer", f"{path}.exitCode", exit_code)
     return Termination(
         container=name,
         init=init,
@@ -526,7 +548,8 @@ def _index(meta: ObjectMeta, where: _Where) -> int | None:
     )
     if text is None:
         return None
-    if not text.isdecimal() or len(text) > 9:
+    # ASCII only: "²".isdigit() and "٣".isdecimal() are True, and Kubernetes writes neither.
+    if not (text.isascii() and text.isdigit()) or len(text) > 9:
         raise where.error("completion index is not a number", COMPLETION_INDEX_KEYS[0], text)
     return int(text)
 
@@ -535,7 +558,7 @@ def read_pod(obj: object) -> PodView:
     """Read a core/v1 Pod object of a Job. Raises ParseError."""
     where = _where_for("Pod", obj)
     if not isinstance(obj, Mapping):
-        raise where.error("expected a Pod object", "", _short(obj))
+        raise where.error("expected a Pod object", "", obj)
     kind = obj.get("kind")
     if kind is not None and kind != "Pod":
         raise where.error("expected kind Pod", "kind", kind)

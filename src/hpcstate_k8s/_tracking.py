@@ -10,14 +10,29 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 
-from attrs import evolve
+from attrs import evolve, frozen
 
-from hpcstate import Observation, State
+from hpcstate import Absence, Observation, ParseError, State
 
-from ._dialect import JobRef, assess, belongs
-from ._objects import JOB_NAME_LABELS, JobView, PodView, read_job, read_pod
+from ._dialect import JobRef, assess, belongs, unreadable, unreadable_markers
+from ._objects import JobView, PodView, labelled_job_name, read_job, read_pod
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+@frozen(kw_only=True)
+class PodListRequest:
+    """A Job whose first failure verdict waits for a fresh LIST of its pods."""
+
+    name: str
+    uid: str
+    mark: tuple[object, ...]  # the Job's failure state the LIST must be newer than
+
+
+def _failure_mark(job: JobView) -> tuple[object, ...]:
+    """What a pod LIST answers for: this Job's failures as far as they have got. One more
+    failed pod or failed index needs a new LIST."""
+    return (job.uid, job.failed, job.failed_indexes, job.condition("Failed") is not None)
 
 
 def _name_of(obj: object) -> str | None:
@@ -39,19 +54,6 @@ def _pod_key(obj: object) -> str:
                 if isinstance(value, str) and value:
                     return value
     return ""
-
-
-def _pod_job_name(obj: object) -> str | None:
-    """The Job a pod belongs to, by label, without reading the rest of it."""
-    if isinstance(obj, Mapping):
-        meta = obj.get("metadata")
-        labels = meta.get("labels") if isinstance(meta, Mapping) else None
-        if isinstance(labels, Mapping):
-            for key in JOB_NAME_LABELS:
-                value = labels.get(key)
-                if isinstance(value, str) and value:
-                    return value
-    return None
 
 
 class NamespaceTracker:
@@ -80,9 +82,13 @@ class NamespaceTracker:
         self._pods_readable = True
         self._last: dict[str, Observation] = {}  # last sent, observed_at blanked
         self._decided: set[str] = set()
-        self._pod_lists_done: set[str] = set()  # job uids whose pods were listed for a verdict
-        self._wanted: dict[str, str] = {}  # job name -> uid: verdict waits for a pod list
-        self._in_flight: set[str] = set()
+        # Pod LISTs for failure verdicts: by Job name, the mark the last one answered.
+        self._pods_listed_at: dict[str, tuple[object, ...]] = {}
+        self._wanted: dict[str, PodListRequest] = {}  # verdicts waiting for a pod LIST
+        self._in_flight: set[tuple[str, tuple[object, ...]]] = set()
+        # Objects that could not be read, by Job name: object key -> the error.
+        self._unreadable: dict[str, dict[str, str]] = {}
+        self._problems: list[str] = []  # for the client to log
 
     # -- what the client asks ------------------------------------------------------------
 
@@ -94,11 +100,21 @@ class NamespaceTracker:
         """Tracked Jobs never seen (and not known gone)."""
         return frozenset(n for n in self._refs if n not in self._jobs and n not in self._gone)
 
-    def take_wanted_pod_lists(self) -> list[tuple[str, str]]:
-        """(name, uid) of Jobs whose failure verdict waits for their pods to be listed."""
-        wanted = [(n, u) for n, u in self._wanted.items() if u not in self._in_flight]
-        self._in_flight.update(u for _, u in wanted)
+    def take_wanted_pod_lists(self) -> list[PodListRequest]:
+        """Jobs whose first failure verdict waits for a LIST of their pods (each once).
+
+        The pod watch may lag the Job watch: a LIST made after the Job's failure was seen
+        holds every pod state the Job controller counted, so the verdict names the
+        failure that decided it (an OOM kill of the last retry, not the first exit 1).
+        """
+        wanted = [r for r in self._wanted.values() if (r.name, r.mark) not in self._in_flight]
+        self._in_flight.update((r.name, r.mark) for r in wanted)
         return wanted
+
+    def take_problems(self) -> list[str]:
+        """Objects that could not be read since the last call (to log; tracking goes on)."""
+        problems, self._problems = self._problems, []
+        return problems
 
     def done(self) -> bool:
         """Every id has its verdict (or is known gone) and no pod of them still runs."""
@@ -132,8 +148,9 @@ class NamespaceTracker:
             name = _name_of(obj)
             if name is None or name not in self._refs:
                 continue
-            if self._store_job(read_job(obj)):
-                listed.add(name)
+            job = self._read_job(name, obj)
+            if job is None or self._store_job(job):
+                listed.add(name)  # unreadable, but it exists: not gone
         for name in self._refs:
             if name not in listed:
                 self._gone.add(name)  # deleted while nobody watched, or never existed
@@ -143,7 +160,9 @@ class NamespaceTracker:
         name = _name_of(obj)
         if name is None or name not in self._refs:
             return []
-        job = read_job(obj)
+        job = self._read_job(name, obj)
+        if job is None:
+            return self._refresh([name], observed_at)  # the last readable state stands
         if not self._store_job(job):
             return self._refresh([name], observed_at)
         if kind == "DELETED":
@@ -162,6 +181,10 @@ class NamespaceTracker:
         touched = self._store_pods(objects)
         listed = {_pod_key(obj) for obj in objects}
         self._deleted_pods.update(key for key in self._pods if key not in listed)
+        for name, problems in self._unreadable.items():
+            for key in [k for k in problems if k.startswith("pod:") and k[4:] not in listed]:
+                del problems[key]  # that broken pod is gone
+                touched.add(name)
         return self._refresh(touched, observed_at)
 
     def pod_event(self, kind: str, obj: object, observed_at: datetime) -> list[Observation]:
@@ -172,16 +195,38 @@ class NamespaceTracker:
         return self._refresh(touched, observed_at)
 
     def job_pods_listed(
-        self, name: str, uid: str, objects: Sequence[object], observed_at: datetime
+        self,
+        requests: Sequence[PodListRequest],
+        objects: Sequence[object],
+        observed_at: datetime,
     ) -> list[Observation]:
-        """The pod LIST asked for by take_wanted_pod_lists (empty if they are gone)."""
+        """The pods of those Jobs, from a LIST made after take_wanted_pod_lists gave them
+        (one LIST for all; empty if the pods are gone): their verdicts can now be told."""
         self._store_pods(objects)
-        self._pod_lists_done.add(uid)
-        self._in_flight.discard(uid)
-        self._wanted.pop(name, None)
-        return self._refresh([name], observed_at)
+        for request in requests:
+            self._pods_listed_at[request.name] = request.mark
+            self._in_flight.discard((request.name, request.mark))
+            if self._wanted.get(request.name) == request:
+                del self._wanted[request.name]
+        return self._refresh(dict.fromkeys(r.name for r in requests), observed_at)
 
     # -- internals -----------------------------------------------------------------------
+
+    def _read_job(self, name: str, obj: object) -> JobView | None:
+        """The Job, or None if it cannot be read (noted, and marked on its items)."""
+        try:
+            job = read_job(obj)
+        except ParseError as error:
+            self._note_unreadable(name, f"job:{name}", error)
+            return None
+        self._unreadable.get(name, {}).pop(f"job:{name}", None)
+        return job
+
+    def _note_unreadable(self, name: str, key: str, error: ParseError) -> None:
+        text = str(error)
+        if self._unreadable.setdefault(name, {}).get(key) != text:
+            self._problems.append(text)
+        self._unreadable[name][key] = text
 
     def _store_job(self, job: JobView) -> bool:
         """Keep the latest object of the tracked Job; False if it is another Job that
@@ -199,17 +244,27 @@ class NamespaceTracker:
     def _store_pods(self, objects: Iterable[object]) -> set[str]:
         touched: set[str] = set()
         for obj in objects:
-            if _pod_job_name(obj) not in self._refs:
+            labelled = labelled_job_name(obj)
+            if labelled is None or labelled not in self._refs:
                 continue  # another Job's pod: not read at all
-            pod = read_pod(obj)
+            key = _pod_key(obj)
+            try:
+                pod = read_pod(obj)
+            except ParseError as error:
+                # Skipped: the Job's verdict is told from its other pods and its status.
+                self._note_unreadable(labelled, f"pod:{key}", error)
+                touched.add(labelled)
+                continue
+            self._unreadable.get(labelled, {}).pop(f"pod:{key}", None)
             name = pod.job_name
             if name is None or name not in self._refs:
                 continue
             expected = self._uids.get(name)
             if expected is not None and pod.job_uid is not None and pod.job_uid != expected:
                 continue
-            key = _pod_key(obj)
             before = self._pods.get(key)
+            if before is not None and before.ended and not pod.ended:
+                continue  # a pod never un-ends: a stale event after a fresher LIST
             if before is not None and (
                 before.ended_before_deletion
                 or (before.ended and before.meta.deleting_since is None and pod.ended)
@@ -227,37 +282,64 @@ class NamespaceTracker:
         for name in names:
             job = self._jobs.get(name)
             gone = name in self._gone
-            if job is None and not gone:
+            problems = self._unreadable.get(name, {})
+            if job is None and not gone and not problems:
                 continue  # not listed yet: nothing to say
             cancelled = name in self._cancelled and (
                 self._cancelled[name] is None or job is None or self._cancelled[name] == job.uid
             )
             for native_id, ref in self._refs.get(name, []):
-                result = assess(
-                    native_id,
-                    ref,
-                    job,
-                    pods,
-                    observed_at=observed_at,
-                    gone=gone,
-                    cancel_requested=cancelled,
-                )
-                if (
-                    result.awaiting_pods
-                    and job is not None
-                    and job.uid not in self._pod_lists_done
-                    and not gone
-                ):
-                    self._wanted[name] = job.uid
-                    continue
-                obs = result.observation
+                if job is None and not gone:
+                    # Seen, but never readable: nothing known, nothing decided.
+                    obs = unreadable(native_id, problems.values(), observed_at=observed_at)
+                else:
+                    try:
+                        result = assess(
+                            native_id,
+                            ref,
+                            job,
+                            pods,
+                            observed_at=observed_at,
+                            gone=gone,
+                            cancel_requested=cancelled,
+                        )
+                    except ParseError as error:
+                        self._note_unreadable(name, f"assess:{native_id}", error)
+                        problems = self._unreadable[name]
+                        obs = unreadable(native_id, problems.values(), observed_at=observed_at)
+                    else:
+                        problems.pop(f"assess:{native_id}", None)
+                        obs = result.observation
+                        if job is not None and self._waits_for_pods(native_id, job, obs, cancelled):
+                            self._wanted[name] = PodListRequest(
+                                name=name, uid=job.uid, mark=_failure_mark(job)
+                            )
+                            continue
+                        if problems and native_id not in self._decided:
+                            markers = unreadable_markers(problems.values())
+                            obs = evolve(obs, markers=(*obs.markers, *markers))
                 if native_id in self._decided and not (obs.final and obs.state is not None):
                     continue  # after a verdict, "gone" or a stale state adds nothing
                 key = evolve(obs, observed_at=_EPOCH)
                 if self._last.get(native_id) == key:
                     continue
                 self._last[native_id] = key
-                if obs.final or obs.absence is not None or obs.state is State.CANCELLED:
+                if obs.final or obs.absence is Absence.UNKNOWN or obs.state is State.CANCELLED:
                     self._decided.add(native_id)
                 out.append(obs)
         return out
+
+    def _waits_for_pods(
+        self, native_id: str, job: JobView, obs: Observation, cancelled: bool
+    ) -> bool:
+        """A first failure verdict waits for a LIST of the Job's pods made after it."""
+        return (
+            bool(job.uid)
+            and self._pods_readable
+            and native_id not in self._decided
+            and obs.final
+            and obs.state is not None
+            and obs.state is not State.COMPLETED
+            and not cancelled
+            and self._pods_listed_at.get(job.name) != _failure_mark(job)
+        )

@@ -9,6 +9,10 @@ then exits with the same shell code. The backend reads that message from
 
 The log path is ``$HPCSTATE_TERMINATION_LOG`` or ``/dev/termination-log`` (the kubelet's
 default ``terminationMessagePath``). As PID 1 it also reaps orphaned grandchildren.
+
+If the wrapper loses its child's status (``waitpid`` says it has no such child), it never
+guesses: it writes no message, says why on stderr and exits ``LOST_CHILD`` (125), which
+the backend reads as "exit status unknown".
 The file has no dependency besides the standard library: it can be copied into an image
 and run as ``python3 wrapper.py -- CMD``.
 """
@@ -35,6 +39,12 @@ FORWARDED = (
     signal.SIGUSR2,
 )
 USAGE = "usage: python -m hpcstate_k8s.wrapper -- COMMAND [ARG...]"
+#: Exit code when the child's status was lost: no message is written, nothing is invented.
+LOST_CHILD = 125
+
+
+class ChildLost(Exception):
+    """waitpid found no child to wait for: the payload's status is gone."""
 
 
 def message_for(status: int) -> tuple[dict[str, object], int]:
@@ -59,13 +69,16 @@ def write_message(doc: dict[str, object]) -> None:
 
 
 def _wait_for(pid: int) -> int:
-    """Wait for our child, reaping any other child (orphans re-parented to PID 1)."""
+    """Wait for our child, reaping any other child (orphans re-parented to PID 1).
+
+    Raises ChildLost if there is no child left to wait for (its status was reaped by
+    someone else, or discarded by the kernel because SIGCHLD was ignored).
+    """
     while True:
         try:
             reaped, status = os.waitpid(-1, 0)
-        except ChildProcessError:
-            # Someone else reaped it (cannot happen unless the child is not ours).
-            return 0
+        except ChildProcessError as error:
+            raise ChildLost(f"waitpid: {error.strerror or error}") from None
         if reaped == pid:
             return status
 
@@ -90,6 +103,9 @@ def run(argv: Sequence[str]) -> int:
 
     for forwarded in FORWARDED:
         signal.signal(forwarded, forward)
+    # An ignored SIGCHLD is inherited across exec, and then the kernel reaps our child
+    # itself and its status is lost: take the default back before starting it.
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     try:
         child = subprocess.Popen(command)
     except FileNotFoundError:
@@ -102,7 +118,16 @@ def run(argv: Sequence[str]) -> int:
         return 126
     for early in pending:
         forward(early, None)
-    status = _wait_for(child.pid)
+    try:
+        status = _wait_for(child.pid)
+    except ChildLost as error:
+        child.returncode = LOST_CHILD  # nothing left for Popen to wait on either
+        print(
+            f"hpcstate wrapper: lost the exit status of {command[0]} (pid {child.pid}): "
+            f"{error}; writing no termination message, exiting {LOST_CHILD}",
+            file=sys.stderr,
+        )
+        return LOST_CHILD
     child.returncode = 0  # reaped by hand: stop Popen from waiting on it again
     doc, code = message_for(status)
     write_message(doc)

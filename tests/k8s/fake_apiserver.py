@@ -4,13 +4,15 @@ No real cluster can run here (no kind, no kube-apiserver binaries), so this is a
 written from the Kubernetes source's behaviour as summarized in the project's reference
 (job_controller.go, the TTL controller, the kubelet's container statuses):
 
-* REST: GET/LIST (``labelSelector``, ``limit``/``continue``, ``resourceVersion``), POST
+* REST: GET/LIST (``labelSelector``, ``fieldSelector`` on ``metadata.name``,
+  ``limit``/``continue``, ``resourceVersion``), POST
   (422 for invalid Jobs, 409 AlreadyExists), DELETE (``propagationPolicy`` Foreground:
   deletionTimestamp first, pods, then gone; Background: gone, then pods) for
   ``/apis/batch/v1/namespaces/{ns}/jobs`` and ``/api/v1/namespaces/{ns}/pods``.
 * Watches (``?watch=true``): NDJSON ADDED/MODIFIED/DELETED/BOOKMARK/ERROR, replay from a
   resourceVersion, 410 Gone as an ERROR Status event after compaction, ``timeoutSeconds``
-  clean ends, and injected faults: abrupt stream drops, forced 410s.
+  clean ends, and injected faults: abrupt stream drops, forced 410s, paused streams,
+  objects written as they are (malformed ones included).
 * A controller + kubelet model that emits the object shapes of k8s >= 1.31 (interim
   FailureTarget/SuccessCriteriaMet, then Failed/Complete once pods are gone; ``terminating``;
   CompletionsReached) or <= 1.30 (no interim conditions, no reason on Complete).
@@ -85,6 +87,21 @@ def _split_selector(text: str) -> list[str]:
     if current.strip():
         parts.append(current)
     return parts
+
+
+def field_selector_matches(selector: str | None, obj: Mapping[str, Any]) -> bool:
+    """``metadata.name=X`` / ``metadata.name!=X`` (what the API allows on every kind)."""
+    if not selector:
+        return True
+    meta = obj.get("metadata") or {}
+    for req in selector.split(","):
+        negate = "!=" in req
+        key, value = (x.strip() for x in req.replace("!=", "=").replace("==", "=").split("=", 1))
+        if key not in ("metadata.name", "metadata.namespace"):
+            raise ValueError(f"field label not supported: {key}")
+        if (meta.get(key.split(".", 1)[1]) == value) == negate:
+            return False
+    return True
 
 
 def selector_matches(selector: str | None, labels: Mapping[str, str]) -> bool:
@@ -189,7 +206,9 @@ class FakeCluster:
         self.index_scripts: dict[tuple[str, int], list[Outcome]] = {}
         self.expire_watches: dict[str, int] = {JOB_KIND: 0, POD_KIND: 0}
         self.delay_pod_events_s = 0.0  # deliver pod watch events late (ordering tests)
+        self.paused: set[str] = set()  # kinds whose open watches get no events (a stall)
         self.pod_list_forbidden = False
+        self.fail_pod_lists: list[int] = []  # HTTP codes for the next pod LISTs (not watches)
         self._watchers: set[_Watcher] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._containers: dict[Key, _Container] = {}
@@ -275,6 +294,11 @@ class FakeCluster:
             if watcher.kind == kind:
                 watcher.queue.put_nowait(_END)
 
+    def inject(self, kind: str, obj: dict[str, Any], event: str = "ADDED") -> None:
+        """Store and announce an object as given (no validation, no controller): for
+        objects the backend must survive, like a Job whose status it cannot read."""
+        self._record(kind, event, copy.deepcopy(obj))
+
     def compact(self) -> None:
         """Forget the event history: watching from an older resourceVersion gets 410."""
         self.compacted_rv = self.rv
@@ -321,6 +345,7 @@ class FakeCluster:
         for watcher in self._watchers:
             if (
                 watcher.kind == kind
+                and kind not in self.paused
                 and watcher.namespace == key[0]
                 and selector_matches(watcher.selector, labels)
             ):
@@ -373,6 +398,9 @@ class FakeCluster:
                 )
             if request.query.get("watch") in ("true", "1"):
                 return await self._watch(request, kind, ns)
+            if kind == POD_KIND and self.fail_pod_lists:
+                code = self.fail_pod_lists.pop(0)
+                return self._status(code, "ServiceUnavailable", "etcd leader changed")
             return self._list(request, kind, ns)
         if request.method == "POST" and kind == JOB_KIND:
             return await self._create_job(request, ns)
@@ -380,10 +408,17 @@ class FakeCluster:
 
     def _list(self, request: web.Request, kind: str, ns: str) -> web.Response:
         selector = request.query.get("labelSelector")
+        fields = request.query.get("fieldSelector")
+        try:
+            field_selector_matches(fields, {})
+        except ValueError as error:
+            return self._status(400, "BadRequest", str(error))
         items = [
             copy.deepcopy(obj)
             for (namespace, _), obj in sorted(self.objects[kind].items())
-            if namespace == ns and selector_matches(selector, obj["metadata"].get("labels") or {})
+            if namespace == ns
+            and selector_matches(selector, obj["metadata"].get("labels") or {})
+            and field_selector_matches(fields, obj)
         ]
         start = int(request.query.get("continue") or 0)
         limit = int(request.query.get("limit") or 0) or len(items) or 1

@@ -369,6 +369,166 @@ async def test_pod_events_arriving_late_do_not_change_the_first_verdict(
     assert first_verdict.state is State.OUT_OF_MEMORY
 
 
+@both_versions
+async def test_a_late_retrys_oom_kill_is_the_first_verdict(
+    backend: Any, cluster: FakeCluster
+) -> None:
+    # Attempt 1 exits 1 (its pod event arrives in time); the retry is OOM-killed and the
+    # Job fails, but that pod's event arrives after the Job's Failed.
+    cluster.delay_pod_events_s = 0.5
+    cluster.script(
+        "retry",
+        Outcome(exit_code=1, run_s=0.05),
+        Outcome(exit_code=137, reason="OOMKilled", run_s=0.8),
+    )
+    spec = JobSpec(command=["x"], options={"name": "retry", "backoff_limit": "1"})
+    native_id, seen = await run_to_end(backend, spec)
+    first_verdict = next(o for o in seen if o.final)
+    assert first_verdict.state is State.OUT_OF_MEMORY
+    assert first_verdict.stats.exit is not None
+    assert first_verdict.stats.exit.code == 137
+    assert core_item(native_id, seen).state is State.OUT_OF_MEMORY
+
+
+async def test_a_transient_error_listing_pods_delays_the_verdict_not_degrades_it(
+    backend: Any, cluster: FakeCluster
+) -> None:
+    cluster.delay_pod_events_s = 1.0  # the Job's Failed comes well before the pod's OOM
+    cluster.script("flaky", Outcome(exit_code=137, reason="OOMKilled", run_s=0.3))
+    sub = await backend.submit(JobSpec(command=["x"], options={"name": "flaky"}))
+    seen: list[Observation] = []
+    task = asyncio.ensure_future(follow(backend, [sub.native_id], seen))
+    await wait_for(lambda: bool(seen))  # the first LISTs are done
+    cluster.fail_pod_lists = [503, 503]
+    await asyncio.wait_for(task, 20)
+    assert cluster.fail_pod_lists == []  # both failed LISTs were retried
+    first_verdict = next(o for o in seen if o.final)
+    assert first_verdict.state is State.OUT_OF_MEMORY
+
+
+async def test_verdicts_waiting_for_pods_share_one_pod_list(
+    backend: Any, cluster: FakeCluster
+) -> None:
+    names = ["f0", "f1", "f2"]
+    for name in names:
+        cluster.script(name, Outcome(exit_code=3, run_s=1.0))
+    ids = [
+        (await backend.submit(JobSpec(command=["x"], options={"name": n}))).native_id for n in names
+    ]
+    seen: list[Observation] = []
+    task = asyncio.ensure_future(follow(backend, ids, seen))
+    await wait_for(lambda: {o.native_id for o in seen if o.state is State.RUNNING} == set(ids))
+    # The Job stream stalls while all three fail, then breaks: the Jobs' LIST brings
+    # three failure verdicts at once, and their pods are listed once for all of them.
+    cluster.paused.add(JOB_KIND)
+    await wait_for(lambda: all("Failed" in str(cluster.job("batch", n)) for n in names))
+    mark = len(cluster.requests)
+    cluster.paused.clear()
+    cluster.drop_streams(JOB_KIND)
+    await asyncio.wait_for(task, 20)
+    uid_lists = [
+        q["labelSelector"]
+        for m, part, q in _calls_since(cluster, mark)
+        if part == "pods" and "watch" not in q and "controller-uid" in q.get("labelSelector", "")
+    ]
+    uids = sorted((cluster.job("batch", n) or {})["metadata"]["uid"] for n in names)
+    assert uid_lists == [f"controller-uid in ({','.join(uids)})"]
+    for native_id in ids:
+        assert (verdict_of([o for o in seen if o.native_id == native_id]).stats.exit) == (
+            ExitStatus.exited(3)
+        )
+
+
+async def test_a_watch_started_after_the_failures_needs_no_extra_pod_list(
+    backend: Any, cluster: FakeCluster
+) -> None:
+    sub = await backend.submit(JobSpec(command=["sh", "-c", "exit 5"], tag="done-before"))
+    ns, name = sub.native_id.split("/")
+    await wait_for(lambda: "Failed" in str(cluster.job(ns, name)))
+    mark = len(cluster.requests)
+    seen = await collect(backend.watch([sub.native_id]))
+    assert verdict_of(seen).stats.exit == ExitStatus.exited(5)
+    pod_lists = [
+        q for m, part, q in _calls_since(cluster, mark) if part == "pods" and "watch" not in q
+    ]
+    assert pod_lists == [{"labelSelector": "hpcstate.io/managed=true"}]  # the namespace's LIST
+
+
+def _broken_job(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": "batch",
+            "uid": "33333333-3333-4333-8333-333333333333",
+            "labels": {"hpcstate.io/managed": "true"},
+        },
+        "spec": {"template": {"spec": {"containers": [{"name": "main", "image": "x"}]}}},
+        "status": {"failed": "two"},  # no Kubernetes writes this
+    }
+
+
+async def test_an_unreadable_job_or_pod_does_not_stop_the_watch(
+    backend: Any, cluster: FakeCluster
+) -> None:
+    cluster.inject(JOB_KIND, _broken_job("broken"))
+    sub = await backend.submit(JobSpec(command=["sh", "-c", "sleep 0.5; exit 3"], tag="fine"))
+    seen: list[Observation] = []
+    task = asyncio.ensure_future(follow(backend, [sub.native_id, "batch/broken"], seen))
+    await wait_for(lambda: any(o.native_id == "batch/broken" for o in seen))
+    [broken] = [o for o in seen if o.native_id == "batch/broken"]
+    assert (broken.absence, [m.code for m in broken.markers]) == (Absence.NO_RECORD, ["unreadable"])
+    assert "status.failed" in broken.markers[0].text
+    # A pod of the watched Job that cannot be read either.
+    ns, name = sub.native_id.split("/")
+    job = cluster.job(ns, name)
+    assert job is not None
+    bad_pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{name}-bad",
+            "namespace": ns,
+            "uid": "pod-bad",
+            "labels": {
+                "hpcstate.io/managed": "true",
+                "job-name": name,
+                "controller-uid": job["metadata"]["uid"],
+            },
+        },
+        "spec": {"containers": "main"},
+        "status": {"phase": "Failed"},
+    }
+    cluster.inject(POD_KIND, bad_pod)
+    await wait_for(lambda: any(o.native_id == sub.native_id and o.final for o in seen))
+    verdict = verdict_of([o for o in seen if o.native_id == sub.native_id])
+    assert (verdict.state, verdict.stats.exit) == (State.FAILED, ExitStatus.exited(3))
+    # The broken Job gets fixed: its verdict comes through the same watch.
+    fixed = _broken_job("broken")
+    fixed["status"] = {
+        "succeeded": 1,
+        "conditions": [{"type": "Complete", "status": "True", "reason": "CompletionsReached"}],
+    }
+    cluster.inject(JOB_KIND, fixed, "MODIFIED")
+    await asyncio.wait_for(task, 20)
+    broken_states = [o.state for o in seen if o.native_id == "batch/broken"]
+    assert broken_states == [None, State.COMPLETED]  # nothing known, then the verdict
+
+
+async def test_queue_survives_an_unreadable_job(backend: Any, cluster: FakeCluster) -> None:
+    cluster.inject(JOB_KIND, _broken_job("broken"))
+    ours = (await backend.submit(JobSpec(command=["true"], tag="readable"))).native_id
+    await wait_for(functools.partial(_finished, cluster, *ours.split("/")))
+    broken, fine = await backend.queue(["batch/broken", ours])
+    assert (broken.state, broken.absence) == (None, Absence.NO_RECORD)
+    assert [m.code for m in broken.markers] == ["unreadable"]
+    assert fine.state is State.COMPLETED
+    item = core_item("batch/broken", [broken])
+    assert item.state is State.QUEUED  # nothing decided
+    assert item.has_marker("unreadable")
+
+
 # -- arrays, idempotency, batching, adoption ------------------------------------------------------
 
 
@@ -408,42 +568,27 @@ async def test_submit_retry_finds_the_job_it_created(backend: Any, cluster: Fake
     await backend.cancel([first.native_id])
 
 
-async def test_queue_makes_one_job_list_and_one_pod_list_per_namespace(
-    backend: Any, cluster: FakeCluster
-) -> None:
-    ids = [
-        (await backend.submit(JobSpec(command=["true"], tag=f"b-{i}"))).native_id for i in range(3)
+def _calls_since(cluster: FakeCluster, mark: int) -> list[tuple[str, str, dict[str, str]]]:
+    """(method, last path part, query without paging) of the requests after mark."""
+    return [
+        (m, p.rsplit("/", 1)[-1], {k: v for k, v in q.items() if k != "limit"})
+        for m, p, q in cluster.requests[mark:]
     ]
-    for native_id in ids:
-        ns, name = native_id.split("/")
-        await wait_for(functools.partial(_finished, cluster, ns, name))
-    before = list(cluster.requests)
-    results = await backend.queue([*ids, "batch/never-existed"])
-    calls = cluster.requests[len(before) :]
-    assert [(m, p.rsplit("/", 1)[-1]) for m, p, _ in calls] == [("GET", "jobs"), ("GET", "pods")]
-    assert [o.state for o in results[:3]] == [State.COMPLETED] * 3
-    assert results[3].absence is Absence.UNKNOWN
 
 
-def _finished(cluster: FakeCluster, ns: str, name: str) -> bool:
-    job = cluster.job(ns, name)
-    conditions = (job or {}).get("status", {}).get("conditions", [])
-    return any(c["type"] == "Complete" for c in conditions)
-
-
-async def test_adopted_job_without_our_labels(backend: Any, cluster: FakeCluster) -> None:
+async def _post_unlabeled_job(cluster: FakeCluster, name: str, command: str) -> None:
     import httpx2
 
     manifest = {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {"name": "theirs"},
+        "metadata": {"name": name},
         "spec": {
             "backoffLimit": 0,
             "template": {
                 "spec": {
                     "restartPolicy": "Never",
-                    "containers": [{"name": "c", "image": "x", "command": ["sh", "-c", "exit 6"]}],
+                    "containers": [{"name": "c", "image": "x", "command": ["sh", "-c", command]}],
                 }
             },
         },
@@ -455,6 +600,72 @@ async def test_adopted_job_without_our_labels(backend: Any, cluster: FakeCluster
             headers={"Authorization": f"Bearer {cluster.token}"},
         )
         assert response.status_code == 201
+
+
+async def test_queue_makes_one_job_list_and_one_pod_list_per_namespace(
+    backend: Any, cluster: FakeCluster
+) -> None:
+    await _post_unlabeled_job(cluster, "unrelated", "true")  # not asked about: not read
+    ids = [
+        (await backend.submit(JobSpec(command=["true"], tag=f"b-{i}"))).native_id for i in range(3)
+    ]
+    for native_id in ids:
+        ns, name = native_id.split("/")
+        await wait_for(functools.partial(_finished, cluster, ns, name))
+    names = sorted(i.split("/")[1] for i in ids)
+    mark = len(cluster.requests)
+    results = await backend.queue(ids)
+    assert _calls_since(cluster, mark) == [
+        ("GET", "jobs", {"labelSelector": "hpcstate.io/managed=true"}),
+        ("GET", "pods", {"labelSelector": f"job-name in ({','.join(names)})"}),
+    ]
+    assert [o.state for o in results] == [State.COMPLETED] * 3
+    # One id: exactly that Job, by name (works for adopted Jobs too).
+    mark = len(cluster.requests)
+    [one] = await backend.queue(ids[:1])
+    assert one.state is State.COMPLETED
+    assert _calls_since(cluster, mark) == [
+        ("GET", "jobs", {"fieldSelector": f"metadata.name={ids[0].split('/')[1]}"}),
+        ("GET", "pods", {"labelSelector": f"job-name in ({ids[0].split('/')[1]})"}),
+    ]
+
+
+async def test_queue_tells_gone_from_adopted_with_one_more_list(
+    backend: Any, cluster: FakeCluster
+) -> None:
+    await _post_unlabeled_job(cluster, "theirs", "exit 6")
+    ours = (await backend.submit(JobSpec(command=["true"], tag="mine"))).native_id
+    await wait_for(functools.partial(_finished, cluster, *ours.split("/")))
+    await wait_for(lambda: "Failed" in str((cluster.job("batch", "theirs") or {}).get("status")))
+    # A name missing from the labelled LIST: gone, or an adopted Job without our label.
+    mark = len(cluster.requests)
+    gone, theirs, mine = await backend.queue(["batch/never-existed", "batch/theirs", ours])
+    assert gone.absence is Absence.UNKNOWN
+    assert (theirs.state, theirs.stats.exit) == (State.FAILED, ExitStatus.exited(6))
+    assert mine.state is State.COMPLETED
+    assert [(m, part, q.get("labelSelector")) for m, part, q in _calls_since(cluster, mark)] == [
+        ("GET", "jobs", "hpcstate.io/managed=true"),
+        ("GET", "jobs", None),
+        ("GET", "pods", f"job-name in ({ours.split('/')[1]},never-existed,theirs)"),
+    ]
+    # The adopted Job is remembered: next poll, one LIST of Jobs again.
+    mark = len(cluster.requests)
+    theirs, mine = await backend.queue(["batch/theirs", ours])
+    assert theirs.state is State.FAILED
+    assert [(m, part) for m, part, _ in _calls_since(cluster, mark)] == [
+        ("GET", "jobs"),
+        ("GET", "pods"),
+    ]
+
+
+def _finished(cluster: FakeCluster, ns: str, name: str) -> bool:
+    job = cluster.job(ns, name)
+    conditions = (job or {}).get("status", {}).get("conditions", [])
+    return any(c["type"] == "Complete" for c in conditions)
+
+
+async def test_adopted_job_without_our_labels(backend: Any, cluster: FakeCluster) -> None:
+    await _post_unlabeled_job(cluster, "theirs", "exit 6")
     seen = await collect(backend.watch(["batch/theirs"]))
     verdict = verdict_of(seen)
     assert (verdict.state, verdict.stats.exit) == (State.FAILED, ExitStatus.exited(6))

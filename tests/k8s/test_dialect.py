@@ -12,14 +12,29 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from attrs import evolve
 
-from hpcstate import Absence, ExitStatus, ParseError, ReasonKind, Source, State
+from hpcstate import (
+    Absence,
+    ExitStatus,
+    ParseError,
+    ReasonKind,
+    Source,
+    State,
+    advance,
+    new_item,
+    submitted,
+)
 from hpcstate_k8s._dialect import (
+    MAX_TERMINATION_MESSAGE,
+    UNREADABLE,
+    WRAPPER_LOST_CHILD,
     JobRef,
     assess,
     decode_exit,
     killed_by_deletion,
     parse_native_id,
+    unreadable,
 )
 from hpcstate_k8s._objects import Termination, parse_index_set, read_job, read_pod
 
@@ -104,7 +119,56 @@ def test_suspended_is_queued_with_its_reason() -> None:
     obs = observe("suspended").observation
     assert obs.state is State.QUEUED
     assert obs.stats.reason is not None
-    assert obs.stats.reason.text == "Suspended: JobSuspended"
+    assert (obs.stats.reason.text, obs.stats.reason.detail) == ("JobSuspended", "Job suspended")
+
+
+def _suspended_after_it_ran() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The running fixture's Job, then suspended: the controller deletes its running pod."""
+    doc = load("running")
+    job = doc["job"]
+    job["spec"]["suspend"] = True
+    job["status"] = {
+        "active": 0,
+        "ready": 0,
+        "conditions": [
+            {
+                "type": "Suspended",
+                "status": "True",
+                "reason": "JobSuspended",
+                "message": "Job suspended",
+                "lastTransitionTime": "2026-04-26T18:40:00Z",
+            }
+        ],
+    }
+    pod = doc["pods"][0]
+    pod["metadata"]["deletionTimestamp"] = "2026-04-26T18:40:30Z"
+    pod["metadata"]["deletionGracePeriodSeconds"] = 30
+    return job, [pod]
+
+
+def test_a_suspended_job_that_already_ran_is_held_running_not_queued() -> None:
+    job, pods = _suspended_after_it_ran()
+    ref = parse_native_id("batch/sim")
+    running = observe("running").observation
+    held = assess(
+        "batch/sim", ref, read_job(job), [read_pod(p) for p in pods], observed_at=NOW
+    ).observation
+    assert (held.state, held.final) == (State.RUNNING, False)
+    assert held.stats.reason is not None
+    assert held.stats.reason.text == "JobSuspended"
+    assert "suspended after it started" in held.detail
+    # Through the machine: still running, no requeue, the reason is on the item.
+    t0 = datetime(2026, 4, 26, 18, 0, tzinfo=timezone.utc)
+    item = submitted(
+        new_item(id="i", run_id="r", backend="k8s", now=t0), native_id="batch/sim", at=t0
+    ).item
+    item = advance(item, running).item
+    step = advance(item, evolve(held, observed_at=NOW.replace(minute=1)))
+    assert step.item.state is State.RUNNING
+    assert step.item.restarts == 0
+    assert [type(e).__name__ for e in step.events] == ["StatsUpdated"]
+    assert step.item.stats.reason is not None
+    assert step.item.stats.reason.text == "JobSuspended"
 
 
 def test_a_pod_pulling_its_image_is_queued_with_the_waiting_reason() -> None:
@@ -122,8 +186,18 @@ def test_running_pod_is_running_with_its_start_and_the_job_uid_as_handle() -> No
 
 
 def test_pods_unreadable_falls_back_to_counters() -> None:
-    assert observe("running", pods=False).observation.state is State.RUNNING
-    assert observe("image_pull", pods=False).observation.state is State.RUNNING  # active=1
+    assert observe("running", pods=False).observation.state is State.RUNNING  # ready=1
+    # active=1 but ready=0: the pod is pending (pulling its image), not running.
+    pulling = observe("image_pull", pods=False).observation
+    assert (pulling.state, pulling.stats.started_at) == (State.QUEUED, None)
+
+
+def test_without_status_ready_active_is_all_there_is() -> None:
+    doc = load("image_pull")
+    del doc["job"]["status"]["ready"]  # a cluster older than status.ready
+    job = read_job(doc["job"])
+    obs = assess("batch/sim", parse_native_id("batch/sim"), job, None, observed_at=NOW)
+    assert obs.observation.state is State.RUNNING
 
 
 # -- the kind of failure and the exit status -------------------------------------------------
@@ -270,6 +344,35 @@ def test_failure_without_any_failed_pod_seen_waits_for_pods() -> None:
     assert not observe("oom").awaiting_pods
 
 
+def test_a_retry_that_failed_out_of_memory_decides_the_verdict() -> None:
+    obs = observe("retry_then_oom")
+    assert (obs.observation.state, obs.observation.final) == (State.OUT_OF_MEMORY, True)
+    assert not obs.awaiting_pods
+    exit_ = obs.observation.stats.exit
+    assert exit_ is not None
+    assert exit_.code == 137
+
+
+def test_a_failure_the_job_counts_but_nobody_saw_yet_waits_for_pods() -> None:
+    # The pod watch lags: only the first attempt (exit 1) is known when the Job says
+    # failed=2 and Failed. Its exit 1 is not the reason the Job failed.
+    doc = load("retry_then_oom")
+    first_attempt_only = [read_pod(doc["pods"][0])]
+    result = assess(
+        "batch/sim",
+        parse_native_id("batch/sim"),
+        read_job(doc["job"]),
+        first_attempt_only,
+        observed_at=NOW,
+    )
+    assert result.awaiting_pods
+
+
+def test_pods_the_controller_is_killing_count_as_seen() -> None:
+    # backoff_with_kill: a1 failed by itself, b2 was killed by the controller (failed=2).
+    assert not observe("backoff_with_kill").awaiting_pods
+
+
 # -- Indexed Jobs (arrays) ---------------------------------------------------------------------
 
 
@@ -341,6 +444,66 @@ def test_unreadable_wrapper_message_falls_back_to_the_exit_code() -> None:
     exit_, note = decode_exit(term, wrapper=True)
     assert exit_ == ExitStatus.exited(1)
     assert "unreadable" in note
+
+
+def _term(message: str, code: int = 1) -> Termination:
+    return Termination(
+        container="main",
+        init=False,
+        exit_code=code,
+        reason="Error",
+        message=message,
+        started_at=None,
+        finished_at=None,
+    )
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        "[" * 3000,  # deep nesting under the length cap: the JSON parser would recurse
+        "[" * (MAX_TERMINATION_MESSAGE + 1),  # longer than the kubelet keeps
+        '{"exit": 1}' + " " * MAX_TERMINATION_MESSAGE,
+    ],
+    ids=["deep", "long", "padded"],
+)
+def test_a_hostile_termination_message_falls_back_to_the_exit_code(message: str) -> None:
+    exit_, note = decode_exit(_term(message), wrapper=True)
+    assert exit_ == ExitStatus.exited(1)
+    assert "using the exit code" in note
+
+
+def test_a_wrapper_that_lost_its_child_gives_no_exit_status() -> None:
+    exit_, note = decode_exit(_term("", code=WRAPPER_LOST_CHILD), wrapper=True)
+    assert exit_ is None
+    assert "lost" in note
+    # Without the wrapper, 125 is just the payload's exit code.
+    plain, _ = decode_exit(_term("", code=WRAPPER_LOST_CHILD), wrapper=False)
+    assert plain == ExitStatus.exited(WRAPPER_LOST_CHILD)
+
+
+def test_the_dialect_and_the_wrapper_agree_on_the_lost_child_code() -> None:
+    from hpcstate_k8s import wrapper
+
+    assert wrapper.LOST_CHILD == WRAPPER_LOST_CHILD
+
+
+def test_assess_turns_a_surprise_in_one_jobs_data_into_a_parse_error() -> None:
+    # No reader makes this view: it stands for a bug that odd data could meet.
+    job = evolve(read_job(load("exit3")["job"]), failed="two")  # type: ignore[arg-type]
+    with pytest.raises(ParseError, match="cannot judge") as info:
+        assess("batch/sim", parse_native_id("batch/sim"), job, [], observed_at=NOW)
+    assert "Job batch/sim" in str(info.value)
+    assert isinstance(info.value.__cause__, TypeError)
+
+
+def test_an_unreadable_object_is_no_record_with_a_marker() -> None:
+    error = ParseError("expected a list", command="Pod batch/sim-a1", field="spec.containers")
+    obs = unreadable("batch/sim", [error], observed_at=NOW)
+    assert (obs.state, obs.absence, obs.final) == (None, Absence.NO_RECORD, False)
+    [marker] = obs.markers
+    assert marker.code == UNREADABLE
+    assert "spec.containers" in marker.text
 
 
 def test_parse_errors_name_the_object_and_field() -> None:

@@ -18,8 +18,8 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hpcstate import ParseError
-from hpcstate_k8s._dialect import JobRef, assess, parse_native_id
+from hpcstate import ConfigError, ParseError
+from hpcstate_k8s._dialect import JobRef, judge, parse_native_id
 from hpcstate_k8s._objects import parse_index_set, read_job, read_pod
 from hpcstate_k8s._tracking import NamespaceTracker
 
@@ -68,7 +68,8 @@ def _assess_everything(job_obj: Any, pod_objs: list[Any]) -> None:
         ref = JobRef(namespace=job.namespace or "batch", name=job.name, index=index)
         for gone in (False, True):
             for cancel in (False, True):
-                result = assess(
+                # judge: assess without the net that turns a bug into a ParseError.
+                result = judge(
                     ref.native_id,
                     ref,
                     job,
@@ -122,18 +123,84 @@ def test_mutated_fixtures_return_or_raise_parse_error(
 
 
 @given(st.data(), st.sampled_from(FIXTURES), json_values)
-def test_tracker_on_mutated_events_returns_or_raises_parse_error(
+def test_tracker_on_mutated_events_never_raises(
     data: st.DataObject, path: Path, replacement: Any
 ) -> None:
+    # A watch follows a whole namespace: no object, however broken, may stop it.
     doc = json.loads(path.read_text())
     tracker = NamespaceTracker("batch", [("batch/sim", JobRef(namespace="batch", name="sim"))])
     event = data.draw(st.sampled_from(["ADDED", "MODIFIED", "DELETED"]))
-    with contextlib.suppress(ParseError):
-        tracker.job_event(event, _mutate(doc["job"], data, replacement), NOW)
+    tracker.job_event(event, _mutate(doc["job"], data, replacement), NOW)
     for pod in doc["pods"]:
-        with contextlib.suppress(ParseError):
-            tracker.pod_event(event, _mutate(pod, data, replacement), NOW)
+        tracker.pod_event(event, _mutate(pod, data, replacement), NOW)
+    tracker.jobs_listed([_mutate(doc["job"], data, replacement)], NOW)
+    tracker.pods_listed([_mutate(p, data, replacement) for p in doc["pods"]], NOW)
+    wanted = tracker.take_wanted_pod_lists()
+    tracker.job_pods_listed(wanted, [_mutate(p, data, replacement) for p in doc["pods"]], NOW)
+    tracker.take_problems()
     tracker.done()
+
+
+# Digits that are not ASCII: "²" (No) passes str.isdigit, "٣" (Nd) passes isdecimal and
+# int(), "Ⅻ" (Nl) passes isnumeric. Kubernetes writes none of them.
+unicode_digits = st.text(
+    st.characters(categories=["Nd", "No", "Nl"]), min_size=1, max_size=12
+) | st.text(
+    st.characters(categories=["Nd", "No", "Nl"]) | st.sampled_from("0123456789"), min_size=1
+)
+huge_digits = st.integers(min_value=10, max_value=6000).map(lambda n: "9" * n)
+
+
+def _pod_with_index(text: str) -> dict[str, Any]:
+    key = "batch.kubernetes.io/job-completion-index"
+    return {"metadata": {"name": "p", "annotations": {key: text}, "labels": {key: text}}}
+
+
+@given(unicode_digits | huge_digits)
+def test_completion_indexes_take_ascii_digits_only(text: str) -> None:
+    try:
+        pod = read_pod(_pod_with_index(text))
+    except ParseError:
+        assert not (text.isascii() and text.isdigit() and len(text) <= 9)
+        return
+    assert text.isascii()
+    assert pod.index == int(text)
+
+
+@given(unicode_digits | huge_digits)
+def test_index_lists_and_native_ids_take_ascii_digits_only(text: str) -> None:
+    for candidate in (text, f"{text}-{text}", f"1,{text}"):
+        try:
+            indexes = parse_index_set(candidate)
+        except ParseError:
+            continue
+        assert candidate.isascii()
+        assert all(isinstance(i, int) for i in indexes)
+    try:
+        ref = parse_native_id(f"batch/sim[{text}]")
+    except ParseError:
+        return
+    assert text.isascii()
+    assert ref.native_id == f"batch/sim[{int(text)}]"
+
+
+@given(unicode_digits | huge_digits)
+def test_numeric_job_options_take_ascii_digits_only(text: str) -> None:
+    from hpcstate_k8s._manifest import array_shape, resolve_settings
+
+    try:
+        settings = resolve_settings({"backoff_limit": text}, {}, namespace="batch")
+    except ConfigError:
+        pass
+    else:
+        assert text.strip().isascii()
+        assert settings.backoff_limit == int(text)
+    try:
+        array_shape(f"0-3%{text}")
+    except ConfigError:
+        pass
+    else:
+        assert text.strip().isascii()
 
 
 @given(st.text(max_size=40))

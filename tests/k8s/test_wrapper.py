@@ -99,3 +99,53 @@ def test_unwritable_log_still_exits_with_the_code(tmp_path: Path) -> None:
     )
     assert done.returncode == 4
     assert "cannot write" in done.stderr
+
+
+def test_an_ignored_sigchld_inherited_from_the_parent_does_not_lose_the_exit(
+    tmp_path: Path,
+) -> None:
+    # SIG_IGN survives exec; with it the kernel reaps the child itself and waitpid finds
+    # nothing. The wrapper takes the default back, so the real exit 3 is reported.
+    log = tmp_path / "termination-log"
+    env = {**os.environ, "HPCSTATE_TERMINATION_LOG": str(log)}
+    ignore_then_exec = (
+        "import os, signal, sys\n"
+        "signal.signal(signal.SIGCHLD, signal.SIG_IGN)\n"
+        "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", ignore_then_exec, *WRAPPER[1:], "--", "sh", "-c", "exit 3"],
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 3
+    assert json.loads(log.read_text()) == {"exit": 3}
+
+
+def test_a_lost_child_status_is_never_reported_as_success(tmp_path: Path) -> None:
+    # waitpid finding no child (someone else reaped it): no message, a distinct code, why.
+    from hpcstate_k8s.wrapper import LOST_CHILD
+
+    log = tmp_path / "termination-log"
+    env = {**os.environ, "HPCSTATE_TERMINATION_LOG": str(log)}
+    script = (
+        "import os, sys\n"
+        "from hpcstate_k8s import wrapper\n"
+        "def no_child(pid, options):\n"
+        "    raise ChildProcessError(10, 'No child processes')\n"
+        "os.waitpid = no_child\n"
+        "sys.exit(wrapper.run(['--', 'sh', '-c', 'exit 3']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == LOST_CHILD != 0
+    assert not log.exists()
+    assert "lost the exit status of sh" in done.stderr
+    assert "No child processes" in done.stderr
