@@ -15,9 +15,11 @@ class ScriptedBackend:
     """A Backend whose answers the test sets per native id. Only for what no real
     system here can produce (a job that stays SETTLING, an accounting lag, an outage)."""
 
-    def __init__(self, *, accounting: bool = True, name: str = "fake") -> None:
+    def __init__(
+        self, *, accounting: bool = True, name: str = "fake", array_jobs: bool = False
+    ) -> None:
         self.name = name
-        self.capabilities = Capabilities(accounting=accounting, adopt=True)
+        self.capabilities = Capabilities(accounting=accounting, adopt=True, array_jobs=array_jobs)
         self.queue_answers: dict[str, Observation | None] = {}
         self.accounting_answers: dict[str, Observation | None] = {}
         self.queue_calls: list[tuple[str, ...]] = []
@@ -25,12 +27,25 @@ class ScriptedBackend:
         self.submits: list[JobSpec] = []
         self.cancels: list[tuple[str, ...]] = []
         self.fail_with: Exception | None = None
+        #: Raised by accounting only (an accounting outage while the queue answers).
+        self.accounting_fail_with: Exception | None = None
+        #: Raised by submit (a backend bug, or a transient error).
+        self.submit_fail_with: Exception | None = None
+        #: What find_submission answers, by tag (a submit whose answer was lost).
+        self.tagged: dict[str, Submission] = {}
+        self.lookups: list[str] = []
         self._next = 100
 
     async def submit(self, spec: JobSpec) -> Submission:
         self.submits.append(spec)
+        if self.submit_fail_with is not None:
+            raise self.submit_fail_with
         self._next += 1
         return Submission(native_id=str(self._next))
+
+    async def find_submission(self, tag: str) -> Submission | None:
+        self.lookups.append(tag)
+        return self.tagged.get(tag)
 
     async def queue(self, native_ids: Sequence[str]) -> Sequence[Observation]:
         self.queue_calls.append(tuple(native_ids))
@@ -42,6 +57,8 @@ class ScriptedBackend:
         self.accounting_calls.append(query)
         if self.fail_with is not None:
             raise self.fail_with
+        if self.accounting_fail_with is not None:
+            raise self.accounting_fail_with
         return [o for n in query.native_ids if (o := self.accounting_answers.get(n)) is not None]
 
     async def cancel(self, native_ids: Sequence[str]) -> None:

@@ -12,6 +12,7 @@ import pytest
 from hpcstate import ConfigError, ExitStatus, MarkerCode, SchemaError, Source, State
 from hpcstate.backend import Capabilities, JobSpec
 from hpcstate.runtime import (
+    CommandBackend,
     ErrorPattern,
     OutputSnapshot,
     OutputStall,
@@ -104,6 +105,19 @@ def test_report_to_a_file_with_array_index(tmp_path: Path) -> None:
     assert back.array_index == 7
 
 
+@pytest.mark.parametrize("index", ["²", "٣", "1²", "-1", ""])
+def test_an_array_index_that_is_not_ascii_digits_is_ignored(tmp_path: Path, index: str) -> None:
+    # "²".isdigit() is True but int("²") raises; "٣" would be read as 3.
+    env = {
+        RUN_ID_ENV: "r1",
+        REPORT_FILE_ENV: str(tmp_path / "rep-{array_index}.json"),
+        "SLURM_ARRAY_TASK_ID": index,
+    }
+    made = report(0, environ=env, now=NOW)
+    assert made.array_index is None
+    assert (tmp_path / "rep-.json").is_file()
+
+
 def test_report_to_the_store(tmp_path: Path) -> None:
     db = tmp_path / "db"
     report(3, environ={RUN_ID_ENV: "r1", "HPCSTATE_ITEM_ID": "r1.0", "HPCSTATE_DB": str(db)})
@@ -165,4 +179,73 @@ async def test_tracker_reads_report_files_for_settling_items(tmp_path: Path, db_
     assert item.state is State.SETTLING  # the job's word alone is never a verdict
     assert item.has_marker(MarkerCode.SELF_REPORTED.value)
     assert item.exit == ExitStatus.exited(5)
+    await tracker.aclose()
+
+
+async def _running_toy_jobs(
+    tmp_path: Path, db_path: Path, *, self_report: bool, count: int
+) -> tuple[Tracker, list[str], Path, VirtualClock]:
+    toy = tmp_path / "toy"
+    toy.mkdir()
+    clock = VirtualClock()
+    backend = make_backend(toy, clock)
+    backend.capabilities = Capabilities(
+        accounting=False, idempotent_submit=True, self_report=self_report
+    )
+    tracker = Tracker(store=db_path, backends={"toy": backend}, clock=clock)
+    out = tmp_path / "out" / "job.out"
+    runs = [
+        await tracker.submit(JobSpec(command=["x"], stdout=str(out)), backend="toy")
+        for _ in range(count)
+    ]
+    for native in range(101, 101 + count):
+        (toy / f"state-{native}").write_text("running")
+    await tracker.poll_once()
+    return tracker, [r.id for r in runs], toy, clock
+
+
+async def test_report_files_of_running_items_are_read_in_one_command(
+    tmp_path: Path, db_path: Path
+) -> None:
+    tracker, run_ids, _, clock = await _running_toy_jobs(
+        tmp_path, db_path, self_report=True, count=3
+    )
+    backend = tracker.backend("toy")
+    assert isinstance(backend, CommandBackend)
+    # The last job reports while the queue still lists it running (it has not ended yet
+    # as far as the scheduler knows): its report alone moves it to SETTLING.
+    last = tracker.get_run(run_ids[-1]).items[0]
+    row = tracker.store.get_item_row(last.id)
+    report(0, environ={RUN_ID_ENV: run_ids[-1], REPORT_FILE_ENV: row.extra["report_file"]})
+    before = backend.commands_run
+    clock.advance(2)
+    await tracker.poll_once()
+    assert backend.commands_run - before == 2  # one queue call, one read for every file
+    states = [tracker.get_run(r).items[0].state for r in run_ids]
+    assert states == [State.RUNNING, State.RUNNING, State.SETTLING]
+    settled = tracker.get_run(run_ids[-1]).items[0]
+    assert settled.has_marker(MarkerCode.SELF_REPORTED.value)
+    # Once used, the report is not read again.
+    before = backend.commands_run
+    clock.advance(2)
+    await tracker.poll_once()
+    assert backend.commands_run - before == 2  # the queue, and the other two's files
+    await tracker.aclose()
+
+
+async def test_running_items_are_not_read_unless_the_backend_says_jobs_report(
+    tmp_path: Path, db_path: Path
+) -> None:
+    tracker, run_ids, _, clock = await _running_toy_jobs(
+        tmp_path, db_path, self_report=False, count=2
+    )
+    row = tracker.store.get_item_row(tracker.get_run(run_ids[-1]).items[0].id)
+    report(0, environ={RUN_ID_ENV: run_ids[-1], REPORT_FILE_ENV: row.extra["report_file"]})
+    backend = tracker.backend("toy")
+    assert isinstance(backend, CommandBackend)
+    before = backend.commands_run
+    clock.advance(2)
+    await tracker.poll_once()
+    assert backend.commands_run - before == 1  # the queue only
+    assert tracker.get_run(run_ids[-1]).items[0].state is State.RUNNING
     await tracker.aclose()

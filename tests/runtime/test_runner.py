@@ -193,3 +193,23 @@ def test_make_runner_rejects_bad_options_by_name() -> None:
         make_runner(BackendConfig(name="x", kind="slurm", host="h", options={"ssh_port": "22"}))
     with pytest.raises(ConfigError, match="given but no host"):
         make_runner(BackendConfig(name="x", kind="slurm", options={"jump_host": "gw"}))
+
+
+@pytest.mark.parametrize("port", ["²", "٢٢", "22²", "¹2"])
+def test_a_port_of_non_ascii_digits_is_a_config_error(port: str) -> None:
+    # str.isdigit() accepts "²" (int() does not) and "٢٢" (int() reads it as 22).
+    with pytest.raises(ConfigError, match="is not 1-65535"):
+        parse_target(f"host:{port}")
+
+
+@pytest.mark.parametrize("number", ["²", "٣", "1²"])
+def test_a_group_line_with_non_ascii_digits_is_left_in_stderr(number: str) -> None:
+    stderr = f"hpcstate-pgid:{number}\nreal error\n"
+    assert split_group_line(stderr) == (None, stderr)
+
+
+@given(st.text())
+def test_split_group_line_never_raises(text: str) -> None:
+    group, rest = split_group_line("hpcstate-pgid:" + text)
+    assert group is None or group >= 0
+    assert isinstance(rest, str)

@@ -282,8 +282,70 @@ def test_list_runs_counts_states(store: Store) -> None:
     (summary,) = store.list_runs()
     assert summary.item_count == 2
     assert summary.counts == {State.CANCELLED: 1, State.PENDING: 1}
-    assert summary.status is State.PENDING
+    # Some items done, some still to go: the run is under way (the core's Run.status).
+    assert summary.status is State.RUNNING
+    assert summary.status is store.get_run("a").status
     assert store.list_runs(active_only=True)[0].id == "a"
+
+
+def test_find_runs_by_native_id_uses_the_index(store: Store) -> None:
+    for run_id, native in (("a", "42"), ("b", "43"), ("c", "42")):
+        store.create_run(make_run(run_id, count=1))
+        step = queued(store.get_item(f"{run_id}.0"), native=native)
+        store.commit([Change(item=step.item, expected_version=0, events=step.events)])
+    assert store.find_runs("local", "42") == ["a", "c"]  # a recycled id: oldest first
+    assert store.find_runs("local", "43") == ["b"]
+    assert store.find_runs("slurm", "42") == []
+    assert store.find_runs("local", "4") == []
+    plan = store._read(  # the lookup is an index search, not a scan of the items
+        "EXPLAIN QUERY PLAN SELECT run_id FROM items WHERE backend = ? AND native_id = ?",
+        ("local", "42"),
+    )
+    assert any("USING INDEX items_native" in str(row) for row in plan)
+
+
+def test_unconfirmed_verdicts_leave_out_confirmed_and_old_ones(store: Store) -> None:
+    store.create_run(make_run("a", count=3))
+    later = T0 + timedelta(minutes=20)
+    changes = []
+    for index, (state, final) in enumerate(
+        ((State.COMPLETED, True), (State.COMPLETED, False), (State.GONE, False))
+    ):
+        item = queued(store.get_item(f"a.{index}"), native=str(index)).item
+        obs = h.Observation(
+            native_id=str(index),
+            source=h.Source.ACCOUNTING if final else h.Source.QUEUE,
+            observed_at=T0 + timedelta(seconds=5),
+            state=state if state is not State.GONE else None,
+            absence=h.Absence.UNKNOWN if state is State.GONE else None,
+            final=final,
+        )
+        step = h.advance(item, obs)
+        if step.item.state is State.SETTLING:
+            step = h.tick(step.item, now=later, grace=timedelta(seconds=60))
+        changes.append(Change(item=step.item, expected_version=0))
+    store.commit(changes)
+    assert [i.state for i in store.get_run("a").items] == [
+        State.COMPLETED,
+        State.COMPLETED,
+        State.GONE,
+    ]
+    rows, bad = store.unconfirmed_verdicts(T0)
+    assert bad == []
+    assert [r.item.id for r in rows] == ["a.1", "a.2"]
+    assert store.unconfirmed_verdicts(later + timedelta(seconds=1)) == ([], [])
+
+
+def test_events_can_skip_a_corrupt_row(store: Store, db_path: Path) -> None:
+    store.create_run(make_run("a", count=2))
+    for index in range(2):
+        step = queued(store.get_item(f"a.{index}"), native=str(index))
+        store.commit([Change(item=step.item, expected_version=0, events=step.events)])
+    with sqlite3.connect(db_path) as db:
+        db.execute("UPDATE events SET doc = '[1, 2]' WHERE item_id = 'a.0'")
+    with pytest.raises(CorruptRow, match="events"):
+        store.events()
+    assert [e.event.item_id for e in store.events(skip_corrupt=True)] == ["a.1"]
 
 
 def test_default_path_follows_env_and_xdg(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

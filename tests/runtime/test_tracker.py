@@ -519,3 +519,34 @@ async def test_poll_interval_is_fast_after_submit_and_backs_off(
     assert intervals[-1] >= 0.8 * 30.0
     assert max(intervals) <= 1.2 * 30.0
     await tracker.aclose()
+
+
+async def test_add_marker_is_a_compare_and_set_with_its_event(
+    db_path: Path, fake: ScriptedBackend, clock: VirtualClock
+) -> None:
+    tracker = fake_tracker(db_path, fake, clock)
+    seen: list[Event] = []
+    tracker.subscribe(seen.append)
+    run = await tracker.submit(JobSpec(command=["x"]), backend="fake")
+    item_id = run.items[0].id
+    # Another process changes the item first: the marker lands on top of its change.
+    with Store(db_path, sweep=False) as other:
+        item = other.get_item(item_id)
+        step = h.add_marker(item, h.Marker(code="note", text="theirs"), at=clock.now())
+        other.commit([Change(item=step.item, expected_version=item.version, events=step.events)])
+    mine = h.Marker(code=MarkerCode.ALREADY_DONE.value, text="already there: out.txt")
+    marked = await tracker.add_marker(item_id, mine)
+    assert marked.has_marker("note")
+    assert marked.has_marker(MarkerCode.ALREADY_DONE.value)
+    assert marked.state is State.QUEUED  # never the state
+    assert tracker.store.get_item(item_id) == marked
+    assert seen[-1].version == marked.version
+    again = await tracker.add_marker(item_id, mine)  # already there: nothing written
+    assert again == marked
+    # The tracker's cache holds the new version: its next write is not a conflict.
+    clock.advance(1)
+    fake.queue_answers["101"] = _queue("101", clock, State.RUNNING)
+    report = await tracker.poll_once()
+    assert report.conflicts == 0
+    assert tracker.get_run(run.id).items[0].has_marker(MarkerCode.ALREADY_DONE.value)
+    await tracker.aclose()

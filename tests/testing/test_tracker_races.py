@@ -381,14 +381,6 @@ def test_tracker_seeded_first_verdicts() -> None:
         assert report.max_calls_per_poll <= (1, 1)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="Tracker gaps reported by issue #6: a TypeError escapes poll_once from "
-    "_submit_pending (submit_started_at reset to None mid-loop while resolving an in-doubt "
-    "array submit; seeds 10, 17, 40, 42), and unconfirmed verdicts are only re-checked for "
-    "one grace after the verdict, GONE never, so a late record after a long accounting "
-    "outage never corrects them (seeds 11, 16, 36, 37). Remove this marker once fixed.",
-)
 def test_tracker_no_exception_and_nothing_stuck() -> None:
     problems = []
     for seed in TRACKER_SEEDS:

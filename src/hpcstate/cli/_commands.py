@@ -132,17 +132,9 @@ class Session:
             raise DataError(f"run {run_id}: {exc}") from None
 
     def _find_native(self, backend: str, native_id: str) -> str | None:
-        # TODO(runtime): a Store lookup by (backend, native_id) would avoid this scan.
-        for summary in self.store.list_runs():
-            if summary.backend != backend:
-                continue
-            try:
-                run = self.store.get_run(summary.id)
-            except CorruptRow:
-                continue
-            if any(item.native_id == native_id for item in run.items):
-                return run.id
-        return None
+        # The newest run tracking that job (a recycled id may name older ones too).
+        found = self.store.find_runs(backend, native_id)
+        return found[-1] if found else None
 
     def resolve(self, text: str) -> str:
         """A run id from a run reference; UnknownRun if it names nothing."""

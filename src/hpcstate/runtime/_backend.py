@@ -51,6 +51,10 @@ class _Transient(Exception):
         self.cause = cause
 
 
+#: Characters a file name must not hold to be read back by read_text_files.
+_UNREADABLE_NAME: Final = frozenset("\n\x1e\0")
+
+
 class CommandBackend:
     """A :class:`hpcstate.backend.Backend` for CLI schedulers (Slurm, Flux, PBS...).
 
@@ -218,11 +222,19 @@ class CommandBackend:
         """Contents of small files on the scheduler's side (self-reports), one command.
 
         Missing files are left out. Each file is printed after a marker line naming it.
+        The names go in on stdin, NUL-separated (``xargs -0`` splits them into as many
+        ``sh`` runs as the argument limit needs): thousands of paths fit in one command.
+        Names holding a newline or the marker byte cannot be told apart in the answer
+        and are skipped.
         """
-        if not paths:
+        names = [p for p in dict.fromkeys(paths) if p and not set(p) & _UNREADABLE_NAME]
+        if not names:
             return {}
         script = 'for f; do [ -r "$f" ] && { printf "\\036%s\\n" "$f"; cat -- "$f"; }; done; exit 0'
-        result = await self._run(Command(argv=("sh", "-c", script, "sh", *paths)))
+        command = Command(
+            argv=("xargs", "-0", "sh", "-c", script, "sh"), stdin="\0".join(names) + "\0"
+        )
+        result = await self._run(command)
         files: dict[str, str] = {}
         for chunk in result.stdout.split("\x1e")[1:]:
             name, _, body = chunk.partition("\n")

@@ -103,7 +103,7 @@ def _as_exit(value: ExitStatus | int) -> ExitStatus:
 def _array_index(env: Mapping[str, str]) -> int | None:
     for name in ARRAY_INDEX_ENVS:
         text = env.get(name, "").strip()
-        if text.isdigit():
+        if text.isascii() and text.isdigit():
             return int(text)
     return None
 

@@ -153,7 +153,7 @@ def parse_target(target: str) -> tuple[str | None, str, int | None]:
     else:
         host, port_text = rest, None
     if port_text is not None:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
             raise ConfigError(f"SSH target {target!r}: port {port_text!r} is not 1-65535")
         port = int(port_text)
     if not host:

@@ -81,7 +81,7 @@ def split_group_line(stderr: str) -> tuple[int | None, str]:
     if stderr.startswith(_GROUP_PREFIX):
         first, _, rest = stderr.partition("\n")
         number = first[len(_GROUP_PREFIX) :]
-        if number.isdigit():
+        if number.isascii() and number.isdigit():
             return int(number), rest
     return None, stderr
 

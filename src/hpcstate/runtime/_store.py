@@ -242,8 +242,10 @@ def spec_from_json(text: str) -> JobSpec:
     return spec
 
 
-def _dumps(value: object) -> str:
-    return json.dumps(value, separators=(",", ":"))
+#: One compact encoder for every document (json.dumps with options builds a new
+#: encoder per call, which is a large share of writing 100k small documents).
+_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+_dumps: Final = _ENCODER.encode
 
 
 def _update_params(change: Change) -> tuple[Any, ...]:
@@ -697,6 +699,32 @@ class Store:
             f"state NOT IN ({marks}) AND updated_at > ?", [*ACTIVE_STATES, format_time(since)]
         )
 
+    def unconfirmed_verdicts(self, since: datetime) -> tuple[list[ItemRow], list[CorruptRow]]:
+        """COMPLETED or GONE items changed after ``since`` that no authoritative source
+        confirmed (a late accounting record may still correct them). Confirmed rows are
+        filtered out in SQL, so a day of finished work is not decoded for nothing."""
+        where = (
+            "state IN ('completed', 'gone') AND native_id IS NOT NULL AND updated_at > ?"
+            " AND json_extract(doc, '$.stats.confirmed_by') IS NULL"
+        )
+        params = [format_time(since)]
+        try:
+            rows, bad = self._item_rows(where, params)
+        except sqlite3.OperationalError:  # an SQLite built without JSON functions
+            rows, bad = self._item_rows(where.rsplit(" AND json_extract", 1)[0], params)
+        return [r for r in rows if not r.item.confirmed], bad
+
+    def find_runs(self, backend: str, native_id: str) -> list[str]:
+        """Ids of the runs with an item that is ``native_id`` on ``backend`` (oldest
+        first; a recycled id may name jobs of several runs). Uses the
+        ``(backend, native_id)`` index: no scan of the runs."""
+        rows = self._read(
+            "SELECT run_id FROM items WHERE backend = ? AND native_id = ? "
+            "GROUP BY run_id ORDER BY MIN(rowid)",
+            (backend, native_id),
+        )
+        return [r[0] for r in rows]
+
     def commit(self, changes: Sequence[Change]) -> CommitResult:
         """Apply compare-and-sets in one transaction. A change whose expected version is
         not the stored one is skipped (with its events) and listed in ``conflicts``.
@@ -784,8 +812,10 @@ class Store:
         item_id: str | None = None,
         after: int = 0,
         limit: int | None = None,
+        skip_corrupt: bool = False,
     ) -> list[StoredEvent]:
-        """Events in log order (``seq``); per item that is version order."""
+        """Events in log order (``seq``); per item that is version order. An unreadable
+        row raises CorruptRow, or with ``skip_corrupt`` is logged and left out."""
         sql = "SELECT seq, item_id, doc FROM events WHERE seq > ?"
         params: list[Any] = [after]
         if run_id is not None:
@@ -802,8 +832,12 @@ class Store:
         for seq, row_item, doc in self._read(sql, params):
             try:
                 event = event_from_dict(json.loads(doc))
-            except (ValueError, SchemaError) as exc:
-                raise CorruptRow("events", str(seq), f"event of item {row_item!r}: {exc}") from exc
+            except Exception as exc:  # whatever the decoder raises, the row is unreadable
+                problem = CorruptRow("events", str(seq), f"event of item {row_item!r}: {exc}")
+                if not skip_corrupt:
+                    raise problem from exc
+                log.error("%s (skipped)", problem)
+                continue
             out.append(StoredEvent(seq=seq, event=event))
         return out
 

@@ -42,6 +42,7 @@ from hpcstate import (
     DEFAULT_GRACE,
     FAILURES,
     TERMINAL,
+    Absence,
     BackendError,
     CommandFailed,
     ConfigError,
@@ -81,6 +82,8 @@ _ACTIVE: Final = frozenset(State(s) for s in ACTIVE_STATES)
 _POLLED: Final = frozenset({State.QUEUED, State.RUNNING, State.SETTLING})
 #: A submit claim older than this, still unanswered, belongs to a dead tracker.
 _CLAIM_STALE: Final = timedelta(seconds=300)
+#: Compare-and-set attempts of add_marker against concurrent writers.
+_MARKER_ATTEMPTS: Final = 20
 
 
 @frozen(kw_only=True)
@@ -111,12 +114,16 @@ class PollReport:
     corrupt: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
     settling: int = 0
+    #: Unexpected exceptions (bugs) caught from one item, check or backend since the
+    #: previous poll (a submit() call's included): each was logged with its traceback,
+    #: and the rest went on.
+    failures: tuple[str, ...] = ()
 
 
 class _Entry:
     """The tracker's cached copy of one stored item (slots: 100k of them stay small)."""
 
-    __slots__ = ("extra", "item", "submit_started_at", "submit_tag", "version")
+    __slots__ = ("checked_at", "extra", "item", "submit_started_at", "submit_tag", "version")
 
     def __init__(self, row: ItemRow) -> None:
         self.item: RunItem = row.item
@@ -124,6 +131,8 @@ class _Entry:
         self.extra: Mapping[str, Any] = row.extra
         self.submit_tag: str | None = row.submit_tag
         self.submit_started_at: datetime | None = row.submit_started_at
+        #: When accounting was last asked about this unconfirmed verdict (late checks).
+        self.checked_at: datetime | None = None
 
 
 class _NativeIndex:
@@ -165,9 +174,13 @@ class Tracker:
     ``concurrency`` caps, per backend, the submitted items without a verdict
     (queued + running + settling); PENDING items are submitted as slots free up.
     ``grace`` is how long a settling item waits for confirmation before the
-    unconfirmed fallback. ``retention`` prunes finished runs older than that (checked
-    once a day). ``sweep=False`` skips the store's invariant sweep at open. The
-    tracker closes its backends (and the store, if it opened it) in :meth:`aclose`.
+    unconfirmed fallback. An unconfirmed verdict (that fallback, or GONE) is asked of
+    accounting every poll during ``grace``, then at most every ``late_check_interval``
+    seconds (default ``max_interval``) until a record comes, accounting declares the job
+    purged, or ``late_check_window`` (default 1 day) has passed since the verdict.
+    ``retention`` prunes finished runs older than that (checked once a day).
+    ``sweep=False`` skips the store's invariant sweep at open. The tracker closes its
+    backends (and the store, if it opened it) in :meth:`aclose`.
     """
 
     def __init__(
@@ -185,7 +198,11 @@ class Tracker:
         wake_check_interval: float = 0.5,
         retention: timedelta | None = None,
         seed: int | None = None,
+        late_check_window: timedelta = timedelta(days=1),
+        late_check_interval: float | None = None,
     ) -> None:
+        if late_check_window < timedelta(0):
+            raise ConfigError(f"late_check_window must not be negative, got {late_check_window}")
         self.store = store if isinstance(store, Store) else Store(store, sweep=sweep)
         self._own_store = not isinstance(store, Store)
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -196,6 +213,10 @@ class Tracker:
         self.wake_check_interval = wake_check_interval
         self.concurrency: dict[str, int] = dict(concurrency or {})
         self.retention = retention
+        self.late_check_window = late_check_window
+        self.late_check_interval = (
+            max_interval if late_check_interval is None else late_check_interval
+        )
         self._last_prune: datetime | None = None
         self._backends: dict[str, Backend] = {}
         self._configs: dict[str, BackendConfig] = {}
@@ -206,7 +227,9 @@ class Tracker:
                 self._backends[name] = value
         self._random = random.Random(seed)
         self._entries: dict[str, _Entry] = {}
-        self._unconfirmed: dict[str, _Entry] = {}  # terminal, unconfirmed, within grace
+        # Terminal, unconfirmed (COMPLETED by the grace fallback, or GONE), within the
+        # late-check window: accounting may still correct them.
+        self._unconfirmed: dict[str, _Entry] = {}
         self._corrupt: set[str] = set()
         self._data_version = -1
         self._checks: dict[str, tuple[OutputCheck, ...]] = {}  # run id -> checks
@@ -232,6 +255,9 @@ class Tracker:
         self.illegal_transitions = 0
         self.conflicts = 0
         self.polls = 0
+        self.failures = 0
+        self._failures: list[str] = []  # this poll's, for its PollReport
+        self._force_refresh = False
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -465,6 +491,31 @@ class Tracker:
         self.wake()
         return self.store.get_run(run_id)
 
+    async def add_marker(self, item_id: str, marker: Marker) -> RunItem:
+        """Attach ``marker`` to one item (a no-op if it is already there), with its
+        StatsUpdated event, as a compare-and-set: a concurrent writer is re-read and the
+        marker added to what it wrote. Never changes the state or the verdict. Returns
+        the item as stored. Raises StoreError if the item is unknown."""
+        async with self._poll_lock:
+            for _ in range(_MARKER_ATTEMPTS):
+                item = self.store.get_item(item_id)
+                step = add_marker(item, marker, at=self.clock.now())
+                if step.item is item:
+                    return item
+                change = Change(item=step.item, expected_version=item.version, events=step.events)
+                result = self.store.commit([change])
+                if result.applied:
+                    entry = self._entries.get(item_id) or self._unconfirmed.get(item_id)
+                    if entry is not None:
+                        entry.item = step.item
+                        entry.version = step.item.version
+                    await self._dispatch_committed([change], result.applied, result.last_seq)
+                    return step.item
+            raise StoreError(
+                f"item {item_id}: other writers kept changing it; marker {marker.code!r} "
+                f"not added after {_MARKER_ATTEMPTS} attempts"
+            )
+
     async def wait(self, run_id: str, *, timeout: float | None = None) -> Run:
         """Return the run once every item has a verdict (starts the poll loop if it is
         not running). Raises TimeoutError after ``timeout`` seconds."""
@@ -569,7 +620,7 @@ class Tracker:
         if not (self._watchers or self._callbacks):
             self._seen_seq = max(self._seen_seq, until or self.store.last_event_seq())
             return
-        stored: list[StoredEvent] = self.store.events(after=self._seen_seq)
+        stored: list[StoredEvent] = self.store.events(after=self._seen_seq, skip_corrupt=True)
         for entry in stored:
             if until is not None and entry.seq > until:
                 break
@@ -582,6 +633,8 @@ class Tracker:
         """Bring the cache in line with the store (other processes write too). Without
         ``force``, skipped when no other connection committed since the last look."""
         data_version = self.store.data_version()
+        if self._force_refresh:
+            force, self._force_refresh = True, False
         if not force and self._loaded and data_version == self._data_version:
             return
         self._data_version = data_version
@@ -610,20 +663,16 @@ class Tracker:
         self._corrupt = corrupt
         if not self._loaded:
             self._loaded = True
-            rows, _ = self.store.recent_terminal(self.clock.now() - self.grace)
+            rows, _ = self.store.unconfirmed_verdicts(self.clock.now() - self.late_check_window)
             for row in rows:
-                if not row.item.confirmed and row.item.state is not State.GONE:
+                if _late_checkable(row.item):
                     self._unconfirmed[row.item.id] = _Entry(row)
             await self._load_run_settings({e.item.run_id for e in self._entries.values()})
 
     def _remember_unconfirmed(self, item_id: str) -> None:
         with contextlib.suppress(StoreError):
             row = self.store.get_item_row(item_id)
-            if (
-                row.item.state in TERMINAL
-                and not row.item.confirmed
-                and row.item.state is not State.GONE
-            ):
+            if _late_checkable(row.item):
                 self._unconfirmed[item_id] = _Entry(row)
 
     async def _load_run_settings(self, run_ids: Iterable[str]) -> None:
@@ -633,13 +682,14 @@ class Tracker:
             try:
                 options = self.store.run_options(run_id)
                 checks = tuple(check_from_dict(d) for d in options.get("output_checks", ()))
-            except (StoreError, ConfigError) as exc:
+            except Exception as exc:  # a bad row must not stop the other runs
                 log.error("run %s: cannot load its output checks: %s", run_id, exc)
                 checks = ()
                 options = {}
             self._checks[run_id] = checks
-            if options.get("max_running"):
-                self._run_limits[run_id] = int(options["max_running"])
+            with contextlib.suppress(TypeError, ValueError):
+                if options.get("max_running"):
+                    self._run_limits[run_id] = int(options["max_running"])
 
     # -- the poll cycle -----------------------------------------------------------------------
 
@@ -657,18 +707,19 @@ class Tracker:
             self._last_prune = now
             try:
                 self.store.prune(older_than=self.retention, now=now)
-            except StoreError as exc:
+            except Exception as exc:
                 log.warning("pruning old runs failed: %s", exc)
         await self._refresh(force=False)
         await self._load_run_settings({e.item.run_id for e in self._entries.values()})
         if self._seen_seq < self.store.last_event_seq():
             await self._deliver_foreign()
         reports, consumed = self._self_report_observations(now)
+        self._expire_late_checks(now)
         by_backend: dict[str, list[_Entry]] = defaultdict(list)
         for entry in (*self._entries.values(), *self._unconfirmed.values()):
             by_backend[entry.item.backend].append(entry)
         results = await asyncio.gather(
-            *(self._poll_backend(name, reports, now) for name in by_backend)
+            *(self._poll_backend_guarded(name, reports, now) for name in by_backend)
         )
         if consumed:
             self.store.consume_self_reports(consumed, at=now)
@@ -686,7 +737,9 @@ class Tracker:
             corrupt=tuple(sorted(self._corrupt)),
             errors=tuple(e for r in results for e in r["errors"]),
             settling=sum(1 for e in self._entries.values() if e.item.state is State.SETTLING),
+            failures=tuple(self._failures),
         )
+        self._failures.clear()
         self._after_poll(report)
         async with self._progress:
             self._progress.notify_all()
@@ -704,19 +757,55 @@ class Tracker:
             if entry is not None and entry.item.native_id is None:
                 continue  # its submit answer is not stored yet: keep it for later
             consumed.append(stored.id)
-            if entry is None:
+            if entry is None or entry.item.native_id is None:
                 continue  # finished already (too late to matter) or unknown
             try:
                 parsed = SelfReport.from_dict(stored.doc)
-            except HpcStateError as exc:
+                found[stored.item_id].append(parsed.observation(entry.item.native_id, now))
+            except Exception as exc:  # one bad report must not stop the poll
                 log.warning("self-report %d of item %s ignored: %s", stored.id, stored.item_id, exc)
-                continue
-            found[stored.item_id].append(parsed.observation(entry.item.native_id, now))  # type: ignore[arg-type]
         return found, consumed
 
-    async def _poll_backend(
+    def _failed(self, what: str, exc: BaseException) -> None:
+        """An unexpected exception (a bug) from one item, check or backend: log it with
+        its traceback, count it, and let the poll go on with the rest."""
+        log.error("%s raised %s: %s", what, type(exc).__name__, exc, exc_info=exc)
+        self.failures += 1
+        self._failures.append(f"{what}: {type(exc).__name__}: {exc}")
+
+    async def _guarded(self, what: str, work: Awaitable[int]) -> int:
+        """``await work``; an exception (not a cancellation) is logged and counted, and
+        the answer is 0."""
+        try:
+            return await work
+        except Exception as exc:
+            self._failed(what, exc)
+            return 0
+
+    def _expire_late_checks(self, now: datetime) -> None:
+        """Stop asking about unconfirmed verdicts older than the late-check window."""
+        cutoff = now - self.late_check_window
+        expired = [i for i, e in self._unconfirmed.items() if e.item.updated_at < cutoff]
+        for item_id in expired:
+            log.info(
+                "item %s: no record confirmed its %s verdict within %s; no longer asking",
+                item_id,
+                self._unconfirmed[item_id].item.state,
+                self.late_check_window,
+            )
+            del self._unconfirmed[item_id]
+
+    def _late_check_due(self, entry: _Entry, now: datetime) -> bool:
+        """Every poll during the grace after the verdict, then at the slow rate."""
+        if entry.item.updated_at + self.grace > now or entry.checked_at is None:
+            return True
+        return (now - entry.checked_at).total_seconds() >= self.late_check_interval
+
+    async def _poll_backend_guarded(
         self, name: str, reports: Mapping[str, list[Observation]], now: datetime
     ) -> dict[str, Any]:
+        """One backend's share of the poll; a bug in it (or in its backend) is logged
+        and counted and never reaches the other backends or the caller."""
         counts: dict[str, Any] = {
             "queue_calls": 0,
             "accounting_calls": 0,
@@ -728,11 +817,34 @@ class Tracker:
             "errors": [],
         }
         try:
+            await self._poll_backend(name, reports, now, counts)
+        except Exception as exc:
+            self._failed(f"polling backend {name}", exc)
+            counts["errors"].append(f"{name}: poll raised {type(exc).__name__}: {exc}")
+            # The cache may be behind what was written: read it all again next time.
+            self._force_refresh = True
+        return counts
+
+    async def _poll_backend(
+        self,
+        name: str,
+        reports: Mapping[str, list[Observation]],
+        now: datetime,
+        counts: dict[str, Any],
+    ) -> None:
+        try:
             backend = self.backend(name)
-        except HpcStateError as exc:
+        except Exception as exc:  # unknown name, or a plugin that fails to load
+            if not any(e.item.backend == name for e in self._entries.values()):
+                # Only old verdicts to re-check, on a backend this tracker does not
+                # have: not an error of this poll; leave them to a tracker that has it.
+                for item_id in [i for i, e in self._unconfirmed.items() if e.item.backend == name]:
+                    del self._unconfirmed[item_id]
+                log.info("backend %s unavailable (%s): its late checks are skipped", name, exc)
+                return
             counts["errors"].append(f"{name}: {exc}")
             self._mark_status(name, str(exc), now)
-            return counts
+            return
         counts["submitted"] = await self._submit_pending(name, backend)
         # Pending items may have just been submitted: take them from the cache again.
         entries = [e for e in self._entries.values() if e.item.backend == name]
@@ -754,22 +866,23 @@ class Tracker:
             except Exception as exc:
                 error = self._describe(name, "queue", exc)
         working: dict[str, RunItem] = {e.item.id: e.item for e in entries}
-        for entry in self._unconfirmed.values():
-            if entry.item.backend == name:
-                working[entry.item.id] = entry.item
+        late = self._late_checks(name, backend, now)
+        for entry in late:
+            working[entry.item.id] = entry.item
         # What every change is computed from: its version is the compare-and-set key.
         base = dict(working)
         events: dict[str, list[Event]] = {}
         with _gc_paused():
             # Apply what we have so far, to know who needs accounting.
             self._apply(working, by_native, queue_obs, extras, events, counts)
-        # Reports in files matter once the job left the queue: read them for those.
+        # Reports in files: of running items (if the backend's jobs report), and of
+        # those that left the queue and await their verdict.
         reports_found = await self._remote_reports(backend, working, polled)
         if reports_found:
             with _gc_paused():
                 self._apply(working, _NativeIndex(()), (), reports_found, events, counts)
         if error is None and backend.capabilities.accounting:
-            error = await self._accounting(name, backend, working, events, counts, now)
+            error = await self._accounting(name, backend, working, late, events, counts, now)
         if error is not None:
             counts["errors"].append(error)
             self._mark_status(name, error, now)
@@ -779,7 +892,11 @@ class Tracker:
             settling = State.SETTLING
             for item_id, item in working.items():
                 if item.state is settling:
-                    step = tick(item, now=now, grace=self.grace)
+                    try:
+                        step = tick(item, now=now, grace=self.grace)
+                    except Exception as exc:
+                        self._failed(f"item {item_id}: tick", exc)
+                        continue
                     if step.item is not item:
                         working[item_id] = step.item
                         events.setdefault(item_id, []).extend(step.events)
@@ -789,7 +906,17 @@ class Tracker:
             await self._dispatch_committed(changes, result.applied, result.last_seq)
         await self._cancel_failed_by_output(backend, counts.get("output_failures", []))
         self._sync_watch(name, backend)
-        return counts
+
+    def _late_checks(self, name: str, backend: Backend, now: datetime) -> list[_Entry]:
+        """The unconfirmed verdicts of this backend to ask accounting about this poll."""
+        mine = [e for e in self._unconfirmed.values() if e.item.backend == name]
+        if not backend.capabilities.accounting:
+            # Nothing will ever confirm them (the local backend's wait status, Flux or
+            # k8s without accounting): stop carrying them.
+            for entry in mine:
+                del self._unconfirmed[entry.item.id]
+            return []
+        return [e for e in mine if self._late_check_due(e, now)]
 
     def _apply(
         self,
@@ -851,6 +978,9 @@ class Tracker:
             self.illegal_transitions += 1
             log.warning("item %s: %s (observation from %s ignored)", item.id, exc, obs.source)
             return item
+        except Exception as exc:  # a bug, or a row no check foresaw: skip this item only
+            self._failed(f"item {item.id}: applying an observation from {obs.source}", exc)
+            return item
         if step.events:
             if obs.source is Source.OUTPUT_CHECK:
                 marker = Marker(code=MarkerCode.OUTPUT_CHECK.value, text=obs.detail[:500])
@@ -866,26 +996,24 @@ class Tracker:
         name: str,
         backend: Backend,
         working: dict[str, RunItem],
+        late: Sequence[_Entry],
         events: dict[str, list[Event]],
         counts: dict[str, Any],
         now: datetime,
     ) -> str | None:
+        """ONE accounting call for the settling items and the unconfirmed verdicts due
+        for a late check (a late record corrects them)."""
+        settling = State.SETTLING
         needs = [
             item
             for item in working.values()
-            if item.native_id is not None
-            and (
-                item.state is State.SETTLING
-                or (
-                    item.state in TERMINAL
-                    and not item.confirmed
-                    and item.state is not State.GONE
-                    and item.updated_at + self.grace > now
-                )
-            )
+            if item.state is settling and item.native_id is not None
         ]
+        needs += [working[e.item.id] for e in late if e.item.native_id is not None]
         if not needs:
             return None
+        for entry in late:
+            entry.checked_at = now  # asked now, answered or not: the slow rate holds
         by_native = _NativeIndex(needs)
         times = [i.stats.submitted_at or i.created_at for i in needs]
         query = AccountingQuery(native_ids=by_native.native_ids(), submitted_after=min(times))
@@ -894,9 +1022,30 @@ class Tracker:
             found = await backend.accounting(query)
         except Exception as exc:
             return self._describe(name, "accounting", exc)
+        if late:
+            self._drop_forgotten(by_native, found)
         with _gc_paused():
             self._apply(working, by_native, found, {}, events, counts)
         return None
+
+    def _drop_forgotten(self, by_native: _NativeIndex, found: Sequence[Observation]) -> None:
+        """Accounting says it does not know a job and never will (purged): its
+        unconfirmed verdict can no longer be corrected; stop asking."""
+        for obs in found:
+            if obs.absence is not Absence.UNKNOWN and obs.state is not State.GONE:
+                continue
+            first = by_native.first.get(obs.native_id)
+            if first is None:
+                continue
+            for item_id in (first, *by_native.more.get(obs.native_id, ())):
+                if self._unconfirmed.pop(item_id, None) is not None:
+                    log.info(
+                        "item %s: accounting no longer knows job %s (%s); its unconfirmed "
+                        "verdict stays",
+                        item_id,
+                        obs.native_id,
+                        obs.detail or "purged",
+                    )
 
     def _describe(self, name: str, what: str, exc: Exception) -> str:
         if isinstance(exc, BackendError):
@@ -993,13 +1142,10 @@ class Tracker:
             entry.version = item.version
             if item.state in TERMINAL:
                 self._entries.pop(item.id, None)
-                if not item.confirmed and item.state is not State.GONE:
+                if _late_checkable(item) and not _forgotten(item, change.events):
                     self._unconfirmed[item.id] = entry
                 else:
                     self._unconfirmed.pop(item.id, None)
-        for item_id, entry in list(self._unconfirmed.items()):
-            if entry.item.updated_at + self.grace < self.clock.now():
-                del self._unconfirmed[item_id]
         if result.conflicts:
             counts["conflicts"] += len(result.conflicts)
             self.conflicts += len(result.conflicts)
@@ -1008,8 +1154,11 @@ class Tracker:
             rows, _ = self.store.items_by_id(result.conflicts)
             for row in rows:
                 self._entries.pop(row.item.id, None)
+                self._unconfirmed.pop(row.item.id, None)
                 if row.item.state in _ACTIVE:
                     self._entries[row.item.id] = _Entry(row)
+                elif _late_checkable(row.item):
+                    self._unconfirmed[row.item.id] = _Entry(row)
             self.wake()
         return changes, result
 
@@ -1039,9 +1188,17 @@ class Tracker:
         # In doubt first: a claim without an answer (a tracker died mid-submit).
         count = 0
         for entry in [e for e in pending if e.submit_started_at is not None]:
-            if now - entry.submit_started_at < _CLAIM_STALE:  # type: ignore[operator]
+            # Resolving one claim of a whole array settles its siblings too (their claim
+            # is cleared, they leave PENDING): look again before touching each one.
+            started = entry.submit_started_at
+            if started is None or entry.item.state is not State.PENDING:
+                continue
+            if now - started < _CLAIM_STALE:
                 continue  # maybe another tracker is submitting it right now
-            count += await self._resolve_in_doubt(name, backend, entry)
+            count += await self._guarded(
+                f"item {entry.item.id}: resolving its submit",
+                self._resolve_in_doubt(name, backend, entry),
+            )
         fresh = [
             e for e in pending if e.submit_started_at is None and e.item.state is State.PENDING
         ]
@@ -1053,7 +1210,10 @@ class Tracker:
             if self._whole_array(run_id):
                 # One submission for the whole array (the scheduler throttles it with
                 # %N); it may overshoot the cap, which then holds further submissions.
-                submitted_now = await self._submit_group(name, backend, run_id, group, whole=True)
+                submitted_now = await self._guarded(
+                    f"run {run_id}: submitting",
+                    self._submit_group(name, backend, run_id, group, whole=True),
+                )
                 count += submitted_now
                 if free is not None:
                     free -= submitted_now
@@ -1069,8 +1229,9 @@ class Tracker:
             for entry in group:
                 if free is not None and free <= 0:
                     break
-                submitted_now = await self._submit_group(
-                    name, backend, run_id, [entry], whole=False
+                submitted_now = await self._guarded(
+                    f"item {entry.item.id}: submitting",
+                    self._submit_group(name, backend, run_id, [entry], whole=False),
                 )
                 count += submitted_now
                 if free is not None:
@@ -1130,6 +1291,11 @@ class Tracker:
             return 0
         except (HpcStateError, ValueError, TypeError) as exc:
             return await self._rejected(group, str(exc))
+        except Exception as exc:
+            # A bug in the backend: the job may or may not exist. Keep the claim, like a
+            # lost answer: the tag is looked up before anything is submitted again.
+            self._failed(f"run {run_id}: backend {name} submit", exc)
+            return 0
         return await self._submitted(group, answer, whole=whole)
 
     async def _rejected(self, group: list[_Entry], message: str) -> int:
@@ -1235,18 +1401,25 @@ class Tracker:
     async def _remote_reports(
         self, backend: Backend, working: Mapping[str, RunItem], polled: list[_Entry]
     ) -> dict[str, list[Observation]]:
-        """Self-report files of the items that left the queue and await their verdict."""
+        """Self-report files, ONE read for all of them: of the items that left the queue
+        and await their verdict, and, if the backend says its jobs report
+        (``capabilities.self_report``), of the running ones too (a report moves a running
+        item to SETTLING at once, so accounting is asked in the same poll)."""
         reader = getattr(backend, "read_text_files", None)
         if reader is None:
             return {}
+        readable = {State.SETTLING}
+        if backend.capabilities.self_report:
+            readable.add(State.RUNNING)
         wanted: dict[str, RunItem] = {}
         for entry in polled:
             item = working.get(entry.item.id)
             path = entry.extra.get("report_file")
             if (
                 path
+                and isinstance(path, str)
                 and item is not None
-                and item.state is State.SETTLING
+                and item.state in readable
                 and not item.has_marker(MarkerCode.SELF_REPORTED.value)
             ):
                 wanted[path] = item
@@ -1265,10 +1438,9 @@ class Tracker:
                 continue
             try:
                 parsed = SelfReport.from_dict(json.loads(text))
-            except (ValueError, HpcStateError) as exc:
+                found[item.id] = [parsed.observation(item.native_id, now)]
+            except Exception as exc:  # whatever the file holds, it is not a verdict
                 log.warning("self-report file %s ignored: %s", path, exc)
-                continue
-            found[item.id] = [parsed.observation(item.native_id, now)]
         return found
 
     async def _output_checks(
@@ -1384,13 +1556,17 @@ class Tracker:
             base = min(
                 self.max_error_interval, self.fast_interval * 2.0 ** float(self._error_polls)
             )
-        elif settling or recent_submit or self._unconfirmed:
+        elif settling or recent_submit or self._correctable_soon(now):
             base = self.fast_interval
         else:
             base = min(self.max_interval, self.fast_interval * 1.5 ** float(self._quiet_polls))
             if pending:
                 base = min(base, 5 * self.fast_interval)
         return base * (0.8 + 0.4 * self._random.random())
+
+    def _correctable_soon(self, now: datetime) -> bool:
+        """An unconfirmed verdict still inside its grace (checked every poll)."""
+        return any(e.item.updated_at + self.grace > now for e in self._unconfirmed.values())
 
     async def _run_loop(self) -> None:
         while True:
@@ -1431,6 +1607,22 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+_LATE_CHECKED: Final = frozenset({State.COMPLETED, State.GONE})
+
+
+def _late_checkable(item: RunItem) -> bool:
+    """An unconfirmed verdict a late accounting record may still correct."""
+    return item.state in _LATE_CHECKED and not item.confirmed and item.native_id is not None
+
+
+def _forgotten(item: RunItem, events: Iterable[Event]) -> bool:
+    """GONE because a source said it no longer knows the job and never will (a purged
+    or deleted job), not because the tracker gave up waiting: nothing comes back."""
+    return item.state is State.GONE and any(
+        e.state is State.GONE and e.source is not Source.TRACKER for e in events
+    )
 
 
 def _stats_event(item: RunItem, at: datetime) -> Event:

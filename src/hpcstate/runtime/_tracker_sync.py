@@ -13,7 +13,7 @@ from concurrent.futures import Future
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from hpcstate import DEFAULT_GRACE, Run
+from hpcstate import DEFAULT_GRACE, Marker, Run, RunItem
 from hpcstate.backend import Backend, BackendConfig, JobSpec
 
 from ._output import OutputCheck
@@ -83,6 +83,9 @@ class SyncTracker:
 
     def cancel(self, run_id: str) -> Run:
         return self._call(self.tracker.cancel(run_id))
+
+    def add_marker(self, item_id: str, marker: Marker) -> RunItem:
+        return self._call(self.tracker.add_marker(item_id, marker))
 
     def wait(self, run_id: str, *, timeout: float | None = None) -> Run:
         return self._call(self.tracker.wait(run_id, timeout=timeout))
