@@ -251,6 +251,21 @@ class ExitStatus:
     def exact(self) -> bool:
         return self.ambiguous is None
 
+    def admits(self, other: ExitStatus) -> bool:
+        """True if ``other`` is one of the values this (possibly ambiguous) status may be.
+
+        An exact status admits only itself; Slurm 22.05's lossy ``c`` admits ``c`` and
+        ``c + 128``; a shell's ``128+N`` admits exit ``128+N`` and signal ``N``.
+        """
+        key = (other.code, other.signal)
+        if key == (self.code, self.signal):
+            return True
+        if self.exact or self.code is None:
+            return False
+        if self.code < 128:
+            return key == (self.code + 128, None)
+        return key == (None, self.code - 128)
+
     @property
     def success(self) -> bool:
         return self.code == 0

@@ -410,8 +410,11 @@ def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
 
     if target is None and item.state in TERMINAL and not obs.final:
         # A verdict stands, and so does what we know of that run: a queue sighting after
-        # the verdict is a stale snapshot or a recycled id, never this job's stats.
-        return Step(item)
+        # the verdict is a stale snapshot or a recycled id, never this job's stats. One
+        # exception: a lossless source resolving the verdict's ambiguous exit status to
+        # one of the values it admits, for the same state (Slurm 22.05: sacct's "9 or
+        # 137" confirmed first, the controller's exact 137 listed a moment later).
+        return _resolve_ambiguity(item, obs)
 
     if target is None and _brings_nothing(item, obs):
         # The common case in a poll: the queue says what we already know. Only the
@@ -518,6 +521,35 @@ def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
     )
     new = _finish(item, new, input)
     return Step(new, (_event_for(item, new, input, obs.source, at),))
+
+
+def _resolve_ambiguity(item: RunItem, obs: Observation) -> Step:
+    known, seen = item.stats.exit, obs.stats.exit
+    if (
+        known is None
+        or known.exact
+        or seen is None
+        or not seen.exact
+        or obs.state is not item.state
+        or obs.source in ADVISORY
+        or not known.admits(seen)
+    ):
+        return Step(item)
+    stats = _copy_stats_exit(item.stats, seen, obs.source)
+    markers = _markers_for(item.markers, item.state, stats, [])
+    new = _copy(
+        item,
+        stats=stats,
+        markers=markers,
+        version=item.version + 1,
+        updated_at=max(item.updated_at, obs.observed_at),
+    )
+    new = _finish(item, new, Input.SEEN_FAILURE)
+    return Step(new, (StatsUpdated(**_event_fields(new, obs.observed_at, obs.source)),))  # type: ignore[arg-type]
+
+
+def _copy_stats_exit(stats: JobStats, exit_: ExitStatus, source: Source) -> JobStats:
+    return evolve(stats, exit=exit_, exit_source=source)
 
 
 def _event_for(old: RunItem, new: RunItem, input: Input, source: Source, at: datetime) -> Event:

@@ -410,3 +410,40 @@ def test_a_queued_sighting_of_a_running_job_is_not_a_requeue() -> None:
     item, events = run_all(settling(), obs(5, State.QUEUED))
     assert item.state is State.SETTLING
     assert item.last_active_at == at(5)
+
+
+def test_a_lossless_controller_listing_resolves_an_ambiguous_confirmed_exit() -> None:
+    # Slurm 22.05: the self-report made the tracker ask sacct first ("9 or 137", final);
+    # squeue -O then still lists the job FAILED with the raw wait status of exit 137.
+    lossy = ExitStatus.from_slurm("9:0", high_codes_lossy=True)
+    item, _ = run_all(
+        running(), obs(5, absence=Absence.ABSENT), accounting(6, State.FAILED, exit=lossy)
+    )
+    assert not item.stats.exit.exact  # type: ignore[union-attr]
+    controller = obs(
+        7, State.FAILED, source=Source.CONTROLLER, stats=JobStats(exit=ExitStatus.exited(137))
+    )
+    step = h.advance(item, controller)
+    assert step.item.stats.exit == ExitStatus.exited(137)
+    assert not step.item.has_marker(MarkerCode.EXIT_AMBIGUOUS)
+    assert isinstance(step.events[0], h.StatsUpdated)
+    # ...but not a value the ambiguous one does not admit, nor another state (recycled id)
+    other = obs(
+        7, State.FAILED, source=Source.CONTROLLER, stats=JobStats(exit=ExitStatus.exited(3))
+    )
+    assert h.advance(item, other).item is item
+    timeout = obs(
+        7, State.TIMEOUT, source=Source.CONTROLLER, stats=JobStats(exit=ExitStatus.exited(137))
+    )
+    assert h.advance(item, timeout).item is item
+
+
+def test_admits() -> None:
+    lossy = ExitStatus.from_slurm("9:0", high_codes_lossy=True)
+    assert lossy.admits(ExitStatus.exited(137))
+    assert lossy.admits(ExitStatus.exited(9))
+    assert not lossy.admits(ExitStatus.killed(9))
+    shell = ExitStatus.from_shell_code(137)
+    assert shell.admits(ExitStatus.killed(9))
+    assert not shell.admits(ExitStatus.exited(9))
+    assert not ExitStatus.exited(9).admits(ExitStatus.exited(137))
