@@ -583,6 +583,16 @@ def parse_sacct_text(
         raise ParseError("header repeats a column", command=command, line_no=1, line=header)
     free = "JobName" if "JobName" in columns else columns[-1]
     body = lines[1] if len(lines) > 1 else ""
+    fast = _sacct_fast(
+        body,
+        columns=columns,
+        tz=tz,
+        exit_lossy=exit_lossy,
+        derived_lossy=derived_lossy,
+        command=command,
+    )
+    if fast is not None:
+        return fast
     rows: list[AccountingRow] = []
     line_no, line = 0, ""
     try:
@@ -649,6 +659,88 @@ _cpu_of = _memo(parse_cpu_time)
 _rss_of = _memo(parse_rss)
 _nodes_of = _memo(parse_nodes)
 _reason_of = _memo(parse_slurm_reason)
+
+
+def _sacct_fast(
+    body: str,
+    *,
+    columns: Sequence[str],
+    tz: tzinfo,
+    exit_lossy: bool,
+    derived_lossy: bool,
+    command: str,
+) -> list[AccountingRow] | None:
+    """The common case, column by index: every line has exactly the header's fields.
+
+    Returns None when any line does not (a ``|`` or newline inside a job name), and the
+    caller takes the general path, which handles those. Same results as _sacct_rows.
+    """
+    lines = body.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    bars = len(columns) - 1
+    if any(line.count("|") != bars or line.endswith("\r") for line in lines):
+        return None
+    where = {name: number for number, name in enumerate(columns)}
+
+    def at(name: str) -> int:
+        return where.get(name, -1)
+
+    (i_id, i_raw, i_state, i_exit, i_derived, i_reason, i_elapsed_raw, i_elapsed, i_cpu) = (
+        at(name)
+        for name in (
+            "JobID",
+            "JobIDRaw",
+            "State",
+            "ExitCode",
+            "DerivedExitCode",
+            "Reason",
+            "ElapsedRaw",
+            "Elapsed",
+            "TotalCPU",
+        )
+    )
+    i_rss, i_submit, i_start, i_end, i_nodes, i_name = (
+        at(name) for name in ("MaxRSS", "Submit", "Start", "End", "NodeList", "JobName")
+    )
+    rows: list[AccountingRow] = []
+    append = rows.append
+    completed = State.COMPLETED
+    line_no, line = 1, ""
+    try:
+        for line_no, line in enumerate(lines, start=2):  # noqa: B007 - used in the handler
+            f = line.split("|")
+            f.append("")  # f[-1] is "" for a column the header does not have
+            job_id, step = _job_id_of(f[i_id], command)
+            state_text = f[i_state]
+            state, reason = _state_of(state_text, command)
+            if reason is None and f[i_reason].strip():
+                reason = _reason_of(f[i_reason])
+            append(
+                AccountingRow(
+                    job_id=job_id,
+                    step=step,
+                    raw_id=f[i_raw].strip(),
+                    state=state,
+                    state_text=state_text.strip(),
+                    exit=_exit_of(f[i_exit], exit_lossy, state is completed, command, "ExitCode"),
+                    derived_exit=_exit_of(
+                        f[i_derived], derived_lossy, False, command, "DerivedExitCode"
+                    ),
+                    reason=reason,
+                    submitted_at=_time_of(f[i_submit], tz, command, "Submit"),
+                    started_at=_time_of(f[i_start], tz, command, "Start"),
+                    finished_at=_time_of(f[i_end], tz, command, "End"),
+                    elapsed_s=_elapsed_of(f[i_elapsed_raw], f[i_elapsed], command),
+                    cpu_time_s=_cpu_of(f[i_cpu], command=command),
+                    max_rss_bytes=_rss_of(f[i_rss], command=command),
+                    nodes=_nodes_of(f[i_nodes]),
+                    name=f[i_name],
+                )
+            )
+    except ParseError as error:
+        raise _relocated(error, command=command, line_no=line_no, line=line) from None
+    return rows
 
 
 def _sacct_rows(

@@ -347,3 +347,52 @@ def test_unicode_digits_raise_parse_error_not_value_error(text: str) -> None:
     for parser in (parse_time, parse_wait_status):
         with contextlib.suppress(ParseError):
             parser(text)
+
+
+def test_fast_sacct_path_equals_the_general_path_on_every_recording() -> None:
+    # parse_sacct_text reads regular output column by index; the general path (dict per
+    # row, `|` and newlines inside names) must give identical rows wherever both apply.
+    from pathlib import Path
+
+    from hpcstate_slurm._parse import _sacct_fast, _sacct_rows, split_rows
+
+    golden = Path(__file__).resolve().parents[1] / "golden" / "slurm"
+    checked = 0
+    for path in sorted(golden.glob("*/*/sacct_P*.out")):
+        text = path.read_text()
+        header, _, body = text.partition("\n")
+        columns = header.split("|")
+        if "JobID" not in columns or "State" not in columns:
+            continue
+        lossy = "22.05" in str(path)
+        fast = _sacct_fast(
+            body,
+            columns=columns,
+            tz=timezone.utc,
+            exit_lossy=lossy,
+            derived_lossy=False,
+            command="sacct",
+        )
+        if fast is None:
+            continue
+        general = [
+            row
+            for _, fields in split_rows(
+                body,
+                columns=columns,
+                free_column="JobName" if "JobName" in columns else columns[-1],
+                command="sacct",
+                first_line_no=2,
+            )
+            for row in _sacct_rows(
+                fields,
+                tz=timezone.utc,
+                exit_lossy=lossy,
+                derived_lossy=False,
+                command="sacct",
+                line="",
+            )
+        ]
+        assert fast == general, path
+        checked += 1
+    assert checked >= 20
