@@ -121,7 +121,15 @@ def _pick_exit(
         return new, new_source
     old_advisory, new_advisory = old_source in ADVISORY, new_source in ADVISORY
     if old_advisory != new_advisory:
-        return (new, new_source) if old_advisory else (old, old_source)
+        ours: tuple[ExitStatus, Source | None] = (new, new_source)
+        theirs: tuple[ExitStatus, Source | None] = (old, old_source)
+        if new_advisory:
+            ours, theirs = theirs, ours
+        # The scheduler's value stands, unless it is ambiguous and the job's own exact
+        # report is one of the values it admits (sacct's "9 or 137", the job said 137).
+        if not ours[0].exact and theirs[0].exact and ours[0].admits(theirs[0]):
+            return theirs
+        return ours
     if old.exact != new.exact:
         return (old, old_source) if old.exact else (new, new_source)
     old_rank = EXIT_PRIORITY[old_source] if old_source is not None else -1
@@ -531,7 +539,6 @@ def _resolve_ambiguity(item: RunItem, obs: Observation) -> Step:
         or seen is None
         or not seen.exact
         or obs.state is not item.state
-        or obs.source in ADVISORY
         or not known.admits(seen)
     ):
         return Step(item)

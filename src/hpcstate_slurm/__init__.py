@@ -31,7 +31,9 @@ CAPABILITIES = Capabilities(
     requeue=True,
     adopt=True,
     push=False,
-    self_report=False,
+    # Jobs submitted with a command write a self-report file when their payload ends
+    # (the generated batch script does it); the tracker reads those files, not Slurm.
+    self_report=True,
     idempotent_submit=True,  # --comment=hpcstate:<tag>, found again with squeue
 )
 

@@ -15,7 +15,6 @@ Sources and what they are worth:
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
 from math import ceil
@@ -53,6 +52,7 @@ from ._parse import (
     split_job_id,
     split_rows,
 )
+from ._script import command_script
 from ._versions import MINIMUM_VERSION, SlurmBehaviour, SlurmVersion, behaviour_for
 
 UTC: Final = timezone.utc
@@ -94,6 +94,8 @@ _BOOLEAN_OPTIONS: Final[Mapping[str, tuple[str, str | None]]] = {
     "hold": ("--hold", None),
     "requeue": ("--requeue", "--no-requeue"),
 }
+_TRUE_WORDS: Final = frozenset({"1", "true", "yes", "on"})
+_FALSE_WORDS: Final = frozenset({"0", "false", "no", "off"})
 _TAG_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 
@@ -240,13 +242,13 @@ class SlurmDialect:
 
     @staticmethod
     def _command_script(spec: JobSpec) -> str:
-        """A batch script that runs the argv as given: quoted once, exec'd (no extra shell)."""
-        lines = ["#!/bin/sh"]
-        lines.extend(
-            f"export {key}={shlex.quote(value)}" for key, value in spec.environment.items()
-        )
-        lines.append("exec " + shlex.join(spec.command))
-        return "\n".join(lines) + "\n"
+        """A batch script that runs the argv as given (quoted once, no extra shell); it
+        writes the job's self-report when the tracker named a report file, unless the
+        spec's option ``self_report_wrapper`` is false (then the payload is exec'd)."""
+        wrapper = spec.options.get("self_report_wrapper", "true").strip().lower()
+        if wrapper not in _TRUE_WORDS | _FALSE_WORDS:
+            raise ValueError(f"option self_report_wrapper must be true or false, got {wrapper!r}")
+        return command_script(spec.command, spec.environment, self_report=wrapper in _TRUE_WORDS)
 
     def parse_submit(self, result: CommandResult, spec: JobSpec) -> Submission:
         if result.returncode != 0:

@@ -5,7 +5,7 @@ command per call)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +18,7 @@ from hpcstate.backend import (
     Runner,
     Submission,
 )
-from hpcstate.runtime import Clock, CommandBackend, make_runner
+from hpcstate.runtime import Clock, CommandBackend, OutputSnapshot, make_runner
 
 from ._dialect import SlurmDialect, parse_version, version_command
 from ._versions import MINIMUM_VERSION, SlurmVersion, behaviour_for
@@ -132,6 +132,17 @@ class SlurmBackend:
 
     async def cancel(self, native_ids: Sequence[str]) -> None:
         await (await self.backend()).cancel(native_ids)
+
+    async def read_text_files(self, paths: Sequence[str]) -> Mapping[str, str]:
+        """Small files on the cluster's side (the jobs' self-reports), one command for
+        all of them; missing files are left out. Reads no Slurm state: no RPC."""
+        return await (await self.backend()).read_text_files(paths)
+
+    async def read_output(
+        self, native_id: str, path: str | None, lines: int
+    ) -> OutputSnapshot | None:
+        """The end of a job's output file (for output checks), one command."""
+        return await (await self.backend()).read_output(native_id, path, lines)
 
     async def close(self) -> None:
         await self.runner.close()

@@ -447,3 +447,20 @@ def test_admits() -> None:
     assert shell.admits(ExitStatus.killed(9))
     assert not shell.admits(ExitStatus.exited(9))
     assert not ExitStatus.exited(9).admits(ExitStatus.exited(137))
+
+
+def test_the_jobs_exact_report_settles_an_ambiguity_it_is_admitted_by() -> None:
+    lossy = ExitStatus.from_slurm("9:0", high_codes_lossy=True)
+    report = obs(
+        5, State.FAILED, source=Source.SELF_REPORT, stats=JobStats(exit=ExitStatus.exited(137))
+    )
+    item, _ = run_all(running(), report, accounting(9, State.FAILED, exit=lossy))
+    assert item.stats.exit == ExitStatus.exited(137)
+    assert item.confirmed
+    assert not item.has_marker(MarkerCode.EXIT_AMBIGUOUS)
+    # a report the scheduler's value does not admit changes nothing
+    wrong = obs(
+        5, State.FAILED, source=Source.SELF_REPORT, stats=JobStats(exit=ExitStatus.exited(3))
+    )
+    item, _ = run_all(running(), wrong, accounting(9, State.FAILED, exit=lossy))
+    assert item.stats.exit == lossy
