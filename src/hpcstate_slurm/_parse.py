@@ -17,6 +17,7 @@ from typing import Any, Final
 from attrs import evolve, frozen
 
 from hpcstate import (
+    TERMINAL,
     AccountingRow,
     ExitStatus,
     ParseError,
@@ -477,17 +478,7 @@ def _queue_rows(
     reason = parse_slurm_reason(reason_text) if reason_text.strip() else None
     nodes = parse_nodes(fields.get("nodes", ""))
     ran = state is not State.QUEUED and (bool(nodes) or "nodes" not in fields)
-    finished = state in (
-        State.COMPLETED,
-        State.FAILED,
-        State.CANCELLED,
-        State.TIMEOUT,
-        State.OUT_OF_MEMORY,
-        State.NODE_FAIL,
-        State.PREEMPTED,
-        State.BOOT_FAIL,
-        State.DEADLINE,
-    )
+    finished = state in TERMINAL
     exit_: ExitStatus | None = None
     derived: ExitStatus | None = None
     # The controller's status is the job's only once it ended after running, and not

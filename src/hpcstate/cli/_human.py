@@ -13,23 +13,9 @@ from hpcstate.backend import BackendInfo, Capabilities
 
 from ._record import is_array, iso
 
-# The order in which counts are shown: where things are going, left to right.
-_ORDER = (
-    State.PENDING,
-    State.QUEUED,
-    State.RUNNING,
-    State.SETTLING,
-    State.COMPLETED,
-    State.FAILED,
-    State.CANCELLED,
-    State.TIMEOUT,
-    State.OUT_OF_MEMORY,
-    State.NODE_FAIL,
-    State.PREEMPTED,
-    State.BOOT_FAIL,
-    State.DEADLINE,
-    State.GONE,
-)
+# The order in which counts are shown: where things are going, left to right (the
+# State enum is declared in that order).
+_ORDER = tuple(State)
 
 
 def confirmation(item: RunItem) -> str:
