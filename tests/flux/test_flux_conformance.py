@@ -33,11 +33,13 @@ CASES = HERE / "conformance"
 
 class TestFluxDialect(DialectConformance):
     @pytest.fixture(scope="class")
-    def backend_info(self) -> BackendInfo:
+    @classmethod
+    def backend_info(cls) -> BackendInfo:
         return BACKEND
 
     @pytest.fixture(scope="class")
-    def golden_dir(self) -> Path:
+    @classmethod
+    def golden_dir(cls) -> Path:
         return CASES
 
 

@@ -175,11 +175,13 @@ class TestToyDialect(DialectConformance):
     """The whole suite passes on a correct dialect."""
 
     @pytest.fixture(scope="class")
-    def backend_info(self) -> BackendInfo:
+    @classmethod
+    def backend_info(cls) -> BackendInfo:
         return TOY
 
     @pytest.fixture(scope="class")
-    def golden_dir(self, toy_golden: Path) -> Path:
+    @classmethod
+    def golden_dir(cls, toy_golden: Path) -> Path:
         return toy_golden
 
 

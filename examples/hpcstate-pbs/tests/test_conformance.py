@@ -14,11 +14,13 @@ GOLDEN = Path(__file__).parent / "golden"
 
 class TestPbsDialect(DialectConformance):
     @pytest.fixture(scope="class")
-    def backend_info(self):
+    @classmethod
+    def backend_info(cls):
         return hpcstate_pbs.BACKEND
 
     @pytest.fixture(scope="class")
-    def golden_dir(self):
+    @classmethod
+    def golden_dir(cls):
         return GOLDEN
 
 

@@ -16,10 +16,12 @@ A backend's whole test file::
 
     class TestPbsDialect(DialectConformance):
         @pytest.fixture(scope="class")
-        def backend_info(self): return hpcstate_pbs.BACKEND
+        @classmethod
+        def backend_info(cls): return hpcstate_pbs.BACKEND
 
         @pytest.fixture(scope="class")
-        def golden_dir(self): return Path(__file__).parent / "golden"
+        @classmethod
+        def golden_dir(cls): return Path(__file__).parent / "golden"
 
 There is no pytest plugin (no ``pytest11`` entry point): nothing here runs unless a test
 module imports it. Needs pytest, pytest-asyncio and hypothesis (``hpcstate[testing]``).
@@ -173,25 +175,30 @@ class DialectConformance:
     # -- fixtures ---------------------------------------------------------------------
 
     @pytest.fixture(scope="class")
-    def backend_info(self) -> BackendInfo:
+    @classmethod
+    def backend_info(cls) -> BackendInfo:
         _required("backend_info", "return your package's BACKEND")
 
     @pytest.fixture(scope="class")
-    def golden_dir(self) -> Path:
+    @classmethod
+    def golden_dir(cls) -> Path:
         _required("golden_dir", "return the directory holding your golden cases")
 
     @pytest.fixture(scope="class")
-    def dialect(self, backend_info: BackendInfo) -> Dialect:
+    @classmethod
+    def dialect(cls, backend_info: BackendInfo) -> Dialect:
         if backend_info.make_dialect is None:
             _required("dialect", "your BackendInfo has no make_dialect")
         return backend_info.make_dialect()
 
     @pytest.fixture(scope="class")
-    def capabilities(self, backend_info: BackendInfo) -> Capabilities:
+    @classmethod
+    def capabilities(cls, backend_info: BackendInfo) -> Capabilities:
         return backend_info.capabilities
 
     @pytest.fixture(scope="class")
-    def golden_cases(self, golden_dir: Path) -> list[GoldenCase]:
+    @classmethod
+    def golden_cases(cls, golden_dir: Path) -> list[GoldenCase]:
         return load_cases(golden_dir)
 
     # -- the plugin -------------------------------------------------------------------
