@@ -250,7 +250,8 @@ async def measure(mode: str, jobs: int, work: Path, timeout: float) -> dict[str,
                 name=f"short-{index}",
                 working_directory=str(work),
                 stdout=str(work / "%j.out"),
-                options={"hold": "true"},  # released all at once below
+                # released all at once below; push: the job writes its own report
+                options={"hold": "true", "self_report_wrapper": "true"},
             )
             run_ = await tracker.submit(spec, backend="slurm")
             runs[run_.id] = index

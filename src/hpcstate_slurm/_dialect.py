@@ -243,9 +243,13 @@ class SlurmDialect:
     @staticmethod
     def _command_script(spec: JobSpec) -> str:
         """A batch script that runs the argv as given (quoted once, no extra shell); it
-        writes the job's self-report when the tracker named a report file, unless the
-        spec's option ``self_report_wrapper`` is false (then the payload is exec'd)."""
-        wrapper = spec.options.get("self_report_wrapper", "true").strip().lower()
+        writes the job's self-report when the tracker named a report file and the spec's
+        option ``self_report_wrapper`` is true; otherwise the payload is exec'd.
+
+        Off by default: in plain sh the wrapper cannot tell a payload killed by signal N
+        from one that exited 128+N, so Slurm would record "exit 139" where exec gives it
+        the lossless "killed by SIGSEGV". Fidelity first; push is opt-in."""
+        wrapper = spec.options.get("self_report_wrapper", "false").strip().lower()
         if wrapper not in _TRUE_WORDS | _FALSE_WORDS:
             raise ValueError(f"option self_report_wrapper must be true or false, got {wrapper!r}")
         return command_script(spec.command, spec.environment, self_report=wrapper in _TRUE_WORDS)

@@ -75,6 +75,7 @@ def _spec(
         time_limit=timedelta(minutes=2),
         name=f"conformance-{case}",
         environment=environment,
+        options={"self_report_wrapper": "true" if self_report else "false"},
     )
 
 

@@ -39,6 +39,7 @@ def spec(work: Path, case: str, argv: list[str]) -> JobSpec:
             "HPCSTATE_ITEM_ID": case,
             "HPCSTATE_REPORT_FILE": str(work / f"report-{case}.json"),
         },
+        options={"self_report_wrapper": "true"},
     )
 
 

@@ -42,6 +42,7 @@ def tracker_env(report_file: str, *, item_id: str = f"{RUN_ID}.0") -> dict[str, 
 
 
 def script_for(argv: list[str], env: Mapping[str, str], **options: str) -> str:
+    options.setdefault("self_report_wrapper", "true")
     stdin = D22.submit_command(JobSpec(command=argv, environment=env, options=options)).stdin
     assert stdin is not None
     return stdin
@@ -82,6 +83,7 @@ def test_golden_script_with_a_report_file() -> None:
             "OMP_NUM_THREADS": "4",
             **tracker_env(f"/scratch/u/out/hpcstate-report-{RUN_ID}.{{array_index}}.json"),
         },
+        options={"self_report_wrapper": "true"},
     )
     expected = (HERE / "scripts" / "command_with_report.sh").read_text()
     assert D22.submit_command(spec).stdin == expected
@@ -277,3 +279,12 @@ def test_any_ids_and_file_name_make_a_readable_report(
     found = read_report(Path(report_file_name(str(work / file_name), None)))
     assert (found.run_id, found.item_id, found.exit) == (run_id, item_id, ExitStatus.exited(1))
     assert found.reported_at > datetime.now(UTC) - timedelta(minutes=5)
+
+
+def test_the_wrapper_is_off_by_default_so_signals_stay_lossless() -> None:
+    # exec keeps "killed by SIGSEGV" for Slurm to record; the sh wrapper would turn it
+    # into "exit 139". Push is opt-in.
+    spec = JobSpec(command=["true"], environment=tracker_env("r.json"))
+    stdin = D22.submit_command(spec).stdin
+    assert stdin is not None
+    assert stdin.splitlines()[-1] == "exec true"
