@@ -32,6 +32,19 @@ UTC: Final = timezone.utc
 
 # -- job states ------------------------------------------------------------------------
 
+#: Slurm's terminal base states, as squeue and sacct both name them.
+_TERMINAL_STATES: Final[Mapping[str, State]] = {
+    "COMPLETED": State.COMPLETED,
+    "FAILED": State.FAILED,
+    "CANCELLED": State.CANCELLED,
+    "TIMEOUT": State.TIMEOUT,
+    "OUT_OF_MEMORY": State.OUT_OF_MEMORY,
+    "NODE_FAIL": State.NODE_FAIL,
+    "PREEMPTED": State.PREEMPTED,
+    "BOOT_FAIL": State.BOOT_FAIL,
+    "DEADLINE": State.DEADLINE,
+}
+
 #: squeue/scontrol long state names -> what hpcstate observes. COMPLETING, STAGE_OUT and
 #: the other flag names hide the base state, so they are RUNNING: never a verdict.
 QUEUE_STATES: Final[Mapping[str, State]] = {
@@ -50,15 +63,7 @@ QUEUE_STATES: Final[Mapping[str, State]] = {
     "RESIZING": State.RUNNING,
     "REQUEUED": State.RUNNING,  # completing before it goes back to PENDING
     "REVOKED": State.RUNNING,  # federation: another cluster runs it
-    "COMPLETED": State.COMPLETED,
-    "FAILED": State.FAILED,
-    "CANCELLED": State.CANCELLED,
-    "TIMEOUT": State.TIMEOUT,
-    "OUT_OF_MEMORY": State.OUT_OF_MEMORY,
-    "NODE_FAIL": State.NODE_FAIL,
-    "PREEMPTED": State.PREEMPTED,
-    "BOOT_FAIL": State.BOOT_FAIL,
-    "DEADLINE": State.DEADLINE,
+    **_TERMINAL_STATES,
 }
 #: sacct stores base states only, plus three "this record was superseded" states.
 SUPERSEDED_STATES: Final = frozenset({"REQUEUED", "RESIZING", "REVOKED"})
@@ -66,15 +71,7 @@ ACCOUNTING_STATES: Final[Mapping[str, State]] = {
     "PENDING": State.QUEUED,
     "RUNNING": State.RUNNING,
     "SUSPENDED": State.RUNNING,
-    "COMPLETED": State.COMPLETED,
-    "FAILED": State.FAILED,
-    "CANCELLED": State.CANCELLED,
-    "TIMEOUT": State.TIMEOUT,
-    "OUT_OF_MEMORY": State.OUT_OF_MEMORY,
-    "NODE_FAIL": State.NODE_FAIL,
-    "PREEMPTED": State.PREEMPTED,
-    "BOOT_FAIL": State.BOOT_FAIL,
-    "DEADLINE": State.DEADLINE,
+    **_TERMINAL_STATES,
 }
 #: The exit status Slurm itself sets on these (1, i.e. raw 256 / "0:1") is not the job's.
 SLURM_SET_EXIT_STATES: Final = frozenset({State.NODE_FAIL, State.BOOT_FAIL})
