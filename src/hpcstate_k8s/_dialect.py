@@ -283,14 +283,7 @@ def _job_verdict(job: JobView, scope: Sequence[PodView] | None) -> _Verdict | No
         return None
     detail = f"Job condition {failed.describe()}"
     if failed.reason == "DeadlineExceeded":
-        # activeDeadlineSeconds is the time limit hpcstate sets from JobSpec.time_limit.
-        return _Verdict(
-            state=State.TIMEOUT,
-            reason=Reason(kind=ReasonKind.TIME_LIMIT, text=_condition_text(failed)),
-            pod=_latest(p for p in pods if p.ended),
-            finished_at=failed.last_transition,
-            detail=detail,
-        )
+        return _deadline_verdict(failed, pods, detail)
     base = _failed_reason(failed)
     last = _latest(_own_failures(pods))
     if last is None:
@@ -308,6 +301,17 @@ def _job_verdict(job: JobView, scope: Sequence[PodView] | None) -> _Verdict | No
         pod=last,
         finished_at=failed.last_transition,
         detail=f"{detail}; last failed pod {last.name}",
+    )
+
+
+def _deadline_verdict(failed: Condition, pods: Sequence[PodView], detail: str) -> _Verdict:
+    # activeDeadlineSeconds is the time limit hpcstate sets from JobSpec.time_limit.
+    return _Verdict(
+        state=State.TIMEOUT,
+        reason=Reason(kind=ReasonKind.TIME_LIMIT, text=_condition_text(failed)),
+        pod=_latest(p for p in pods if p.ended),
+        finished_at=failed.last_transition,
+        detail=detail,
     )
 
 
@@ -365,13 +369,7 @@ def _index_verdict(job: JobView, index: int, scope: Sequence[PodView] | None) ->
         return None
     detail = f"Job condition {failed.describe()}"
     if failed.reason == "DeadlineExceeded":
-        return _Verdict(
-            state=State.TIMEOUT,
-            reason=Reason(kind=ReasonKind.TIME_LIMIT, text=_condition_text(failed)),
-            pod=_latest(p for p in pods if p.ended),
-            finished_at=failed.last_transition,
-            detail=detail,
-        )
+        return _deadline_verdict(failed, pods, detail)
     base = _failed_reason(failed)
     last = _latest(_own_failures(pods))
     if last is not None:
