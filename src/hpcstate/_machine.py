@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from datetime import datetime, timedelta
 
-from attrs import evolve, frozen
+from attrs import evolve, fields, frozen
 
 from ._errors import IllegalTransition, InvariantViolation
 from ._events import (
@@ -25,6 +25,7 @@ from ._events import (
     Submitted,
 )
 from ._exit import ExitStatus
+from ._fast import positional_builder
 from ._model import EMPTY_STATS, Absence, JobStats, Marker, MarkerCode, Observation, RunItem
 from ._reasons import Reason, ReasonKind
 from ._states import (
@@ -378,30 +379,49 @@ def _brings_nothing(item: RunItem, obs: Observation) -> bool:
     )
 
 
+_step = positional_builder(Step)  # (item, events): every advance returns one
+
+# The machine rebuilds items and stats from values that already passed their checks (an
+# earlier item, a validated Observation) and checks every invariant of the result, so it
+# skips attrs' per-field checks on this path (see hpcstate._fast).
+_build_item = positional_builder(RunItem, trusted=True)
+_build_stats = positional_builder(JobStats, trusted=True)
+
+
 def _copy(item: RunItem, **changes: object) -> RunItem:
-    # attrs.evolve is generic and slow; the poll loop calls this for every observation.
-    values: dict[str, object] = {
-        "id": item.id,
-        "run_id": item.run_id,
-        "backend": item.backend,
-        "native_id": item.native_id,
-        "array_index": item.array_index,
-        "name": item.name,
-        "state": item.state,
-        "version": item.version,
-        "stats": item.stats,
-        "markers": item.markers,
-        "restarts": item.restarts,
-        "handle": item.handle,
-        "created_at": item.created_at,
-        "updated_at": item.updated_at,
-        "last_seen_at": item.last_seen_at,
-        "last_active_at": item.last_active_at,
-        "settling_since": item.settling_since,
-        "settling_cause": item.settling_cause,
-    }
+    """``attrs.evolve`` for the rarer paths."""
+    values = {name: getattr(item, name) for name in _ITEM_FIELDS}
     values.update(changes)
-    return RunItem(**values)  # type: ignore[arg-type]
+    return _build_item(**values)
+
+
+_ITEM_FIELDS = tuple(attribute.name for attribute in fields(RunItem))
+
+
+def _sighted(
+    item: RunItem, last_seen_at: datetime | None, last_active_at: datetime | None, at: datetime
+) -> RunItem:
+    """The same item with new sighting times: the commonest change in a poll."""
+    return _build_item(
+        item.id,
+        item.run_id,
+        item.backend,
+        item.native_id,
+        item.array_index,
+        item.name,
+        item.state,
+        item.version,
+        item.stats,
+        item.markers,
+        item.restarts,
+        item.handle,
+        item.created_at,
+        item.updated_at if item.updated_at >= at else at,
+        last_seen_at,
+        last_active_at,
+        item.settling_since,
+        item.settling_cause,
+    )
 
 
 def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
@@ -428,15 +448,8 @@ def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
         # The common case in a poll: the queue says what we already know. Only the
         # sighting times matter (the grace, "ever seen").
         if (active and item.state is State.SETTLING) or (seen and item.last_seen_at is None):
-            return Step(
-                _copy(
-                    item,
-                    last_seen_at=at,
-                    last_active_at=at if active else item.last_active_at,
-                    updated_at=max(item.updated_at, at),
-                )
-            )
-        return Step(item)
+            return _step(_sighted(item, at, at if active else item.last_active_at, at), ())
+        return _step(item, ())
 
     new_state = item.state if target is None else target
     finished = new_state in TERMINAL or new_state is State.SETTLING
@@ -492,7 +505,7 @@ def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
     if new_state in WAITING:
         handle = None
         values["started_at"] = None
-    stats = JobStats(**values)  # type: ignore[arg-type]
+    stats = _build_stats(**values)
 
     markers = _markers_for(markers, new_state, stats, extra)
     last_seen = at if seen else item.last_seen_at
@@ -504,31 +517,30 @@ def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
     ):
         # Nothing a consumer could see changed; keep the version (and emit nothing).
         if (last_seen, last_active) != (item.last_seen_at, item.last_active_at):
-            return Step(
-                _copy(
-                    item,
-                    last_seen_at=last_seen,
-                    last_active_at=last_active,
-                    updated_at=max(item.updated_at, at),
-                )
-            )
-        return Step(item)
-    new = _copy(
-        item,
-        state=new_state,
-        stats=stats,
-        markers=markers,
-        handle=handle,
-        restarts=restarts,
-        settling_since=settling_since,
-        settling_cause=settling_cause,
-        last_seen_at=last_seen,
-        last_active_at=last_active,
-        updated_at=max(item.updated_at, at),
-        version=item.version + 1,
+            return _step(_sighted(item, last_seen, last_active, at), ())
+        return _step(item, ())
+    new = _build_item(
+        item.id,
+        item.run_id,
+        item.backend,
+        item.native_id,
+        item.array_index,
+        item.name,
+        new_state,
+        item.version + 1,
+        stats,
+        markers,
+        restarts,
+        handle,
+        item.created_at,
+        item.updated_at if item.updated_at >= at else at,
+        last_seen,
+        last_active,
+        settling_since,
+        settling_cause,
     )
     new = _finish(item, new, input)
-    return Step(new, (_event_for(item, new, input, obs.source, at),))
+    return _step(new, (_event_for(item, new, input, obs.source, at),))
 
 
 def _resolve_ambiguity(item: RunItem, obs: Observation) -> Step:
@@ -559,19 +571,28 @@ def _copy_stats_exit(stats: JobStats, exit_: ExitStatus, source: Source) -> JobS
     return evolve(stats, exit=exit_, exit_source=source)
 
 
+_new_started = positional_builder(Started)
+_new_submitted = positional_builder(Submitted)
+_new_awaiting = positional_builder(AwaitingConfirmation)
+_new_finished = positional_builder(Finished)
+_new_corrected = positional_builder(Corrected)
+_new_stats_updated = positional_builder(StatsUpdated)
+
+
 def _event_for(old: RunItem, new: RunItem, input: Input, source: Source, at: datetime) -> Event:
-    fields = _event_fields(new, at, source)
+    # Positional: item_id, run_id, native_id, at, version, source, state, then the extras.
+    head = (new.id, new.run_id, new.native_id, at, new.version, source, new.state)
     if input is Input.LATE_CONFIRMATION:
-        return Corrected(**fields, previous=old.state, exit=new.stats.exit)  # type: ignore[arg-type]
+        return _new_corrected(*head, old.state, new.stats.exit)
     if new.state is old.state:
-        return StatsUpdated(**fields)  # type: ignore[arg-type]
+        return _new_stats_updated(*head)
     if new.state in TERMINAL:
-        return Finished(**fields, confirmed=new.confirmed, exit=new.stats.exit)  # type: ignore[arg-type]
+        return _new_finished(*head, new.confirmed, new.stats.exit)
     if new.state is State.SETTLING:
-        return AwaitingConfirmation(**fields)  # type: ignore[arg-type]
+        return _new_awaiting(*head)
     if new.state is State.RUNNING:
-        return Started(**fields)  # type: ignore[arg-type]
-    return Submitted(**fields)  # type: ignore[arg-type]
+        return _new_started(*head)
+    return _new_submitted(*head)
 
 
 # -- tracker-side inputs ---------------------------------------------------------------

@@ -10,11 +10,11 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone, tzinfo
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
-from attrs import evolve, frozen
+from attrs import evolve, field, frozen
 
 from hpcstate import (
     TERMINAL,
@@ -27,8 +27,10 @@ from hpcstate import (
     expand_array_spec,
     parse_slurm_reason,
 )
+from hpcstate._fast import positional_builder
 
 UTC: Final = timezone.utc
+_T = TypeVar("_T")
 
 # -- job states ------------------------------------------------------------------------
 
@@ -142,13 +144,13 @@ def parse_time(
     read in ``tz`` (the time zone the command ran in) and returned in UTC.
     """
     value = text.strip()
-    if value.lower() in _EMPTY_TIMES:
-        return None
     if value.isdecimal() and len(value) <= 12:
         seconds = int(value)
         if seconds == 0 or seconds > _MAX_EPOCH:
             return None
-        return datetime.fromtimestamp(seconds, tz=UTC)
+        return datetime.fromtimestamp(seconds, UTC)
+    if value.lower() in _EMPTY_TIMES:
+        return None
     match = _ISO_LOCAL.match(value)
     if match is None:
         raise ParseError(
@@ -571,14 +573,8 @@ def parse_sacct_text(
         raise ParseError("header repeats a column", command=command, line_no=1, line=header)
     free = "JobName" if "JobName" in columns else columns[-1]
     body = lines[1] if len(lines) > 1 else ""
-    fast = _sacct_fast(
-        body,
-        columns=columns,
-        tz=tz,
-        exit_lossy=exit_lossy,
-        derived_lossy=derived_lossy,
-        command=command,
-    )
+    parsers = _SacctFields(tz, exit_lossy=exit_lossy, derived_lossy=derived_lossy, command=command)
+    fast = _sacct_fast(body, columns=columns, parsers=parsers)
     if fast is not None:
         return fast
     rows: list[AccountingRow] = []
@@ -588,189 +584,282 @@ def parse_sacct_text(
             body, columns=columns, free_column=free, command=command, first_line_no=2
         ):
             line_no, line = number, "|".join(fields.values())
-            rows.extend(
-                _sacct_rows(
-                    fields,
-                    tz=tz,
-                    exit_lossy=exit_lossy,
-                    derived_lossy=derived_lossy,
-                    command=command,
-                    line=line,
-                )
-            )
+            rows.append(parsers.row(fields))
     except ParseError as error:
         raise _relocated(error, command=command, line_no=line_no, line=line) from None
     return rows
 
 
-# Values repeat across rows (a job's steps share times, nodes and states; polls repeat
-# jobs), so the per-field parsers are memoized: they are pure and return frozen values.
-# Errors are not cached; parse_sacct_text adds the line number and text to them.
-_memo = functools.lru_cache(maxsize=16_384)
+class _Memo(dict[str, _T]):
+    """A cache for one parse: a hit is one dict lookup, a miss runs the parser once.
+
+    Values repeat across rows (a job's steps share times, nodes and states), and the
+    parsers are pure and return frozen values. Errors are not cached; the caller adds the
+    line number and text to them.
+    """
+
+    __slots__ = ("_parse",)
+
+    def __init__(self, parse: Callable[[str], _T]) -> None:
+        super().__init__()
+        self._parse = parse
+
+    def __missing__(self, key: str) -> _T:
+        value = self[key] = self._parse(key)
+        return value
 
 
-@_memo
-def _job_id_of(text: str, command: str) -> tuple[str, str | None]:
-    return split_job_id(text, command=command)
+class _TimeMemo(_Memo["datetime | None"]):
+    """Times are the values that repeat least (each job has its own), so a miss on the
+    usual form, epoch seconds, skips the general parser."""
+
+    __slots__ = ()
+
+    def __missing__(self, key: str) -> datetime | None:
+        if key.isdecimal() and 0 < len(key) <= 10:  # no surrounding space, not 0
+            seconds = int(key)
+            if 0 < seconds <= _MAX_EPOCH:
+                value = self[key] = datetime.fromtimestamp(seconds, UTC)
+                return value
+        return super().__missing__(key)
 
 
-@_memo
-def _state_of(text: str, command: str) -> tuple[State | None, Reason | None]:
-    return accounting_state(text, command=command)
+_JOB_PART = re.compile(r"\d{1,12}(?:_(?:\d{1,9}|\[[^\]]{1,4096}\]))?(?:\+\d{1,6})?")
+_STEP_PART = re.compile(r"[A-Za-z0-9_+]{1,64}")
 
 
-@_memo
-def _exit_of(
-    text: str, lossy: bool, known_success: bool, command: str, field: str
-) -> ExitStatus | None:
-    return parse_exit_text(
-        text, high_codes_lossy=lossy, known_success=known_success, command=command, field=field
-    )
+def _matching(pattern: re.Pattern[str]) -> Callable[[str], str | None]:
+    def check(text: str) -> str | None:
+        return text if pattern.fullmatch(text) is not None else None
+
+    return check
 
 
-@_memo
-def _time_of(text: str, tz: tzinfo, command: str, field: str) -> datetime | None:
-    return parse_time(text, tz=tz, command=command, field=field)
+@frozen
+class _SacctFields:
+    """The per-field parsers of one sacct parse, memoized for that parse only."""
+
+    tz: tzinfo
+    exit_lossy: bool
+    derived_lossy: bool
+    command: str
+    # "123.batch": the job part is checked once per job, the step once per step name.
+    job_parts: _Memo[str | None] = field(init=False)
+    step_parts: _Memo[str | None] = field(init=False)
+    states: _Memo[tuple[State | None, Reason | None, str]] = field(init=False)  # + stripped
+    reasons: _Memo[Reason | None] = field(init=False)
+    exits: _Memo[ExitStatus | None] = field(init=False)
+    exits_completed: _Memo[ExitStatus | None] = field(init=False)  # 0:0 of a COMPLETED row
+    derived: _Memo[ExitStatus | None] = field(init=False)
+    submits: _Memo[datetime | None] = field(init=False)
+    starts: _Memo[datetime | None] = field(init=False)
+    ends: _Memo[datetime | None] = field(init=False)
+    # The fast path shares one memo over Submit/Start/End (steps start when the job does);
+    # on an error it hands over to the general path, whose per-field memos name the field.
+    times: _Memo[datetime | None] = field(init=False)
+    elapsed_raw: _Memo[float | None] = field(init=False)
+    elapsed_text: _Memo[float | None] = field(init=False)
+    cpu: _Memo[float | None] = field(init=False)
+    rss: _Memo[int | None] = field(init=False)
+    nodes: _Memo[tuple[str, ...]] = field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        tz, command = self.tz, self.command
+        memos: dict[str, Callable[[str], Any]] = {
+            "job_parts": _matching(_JOB_PART),
+            "step_parts": _matching(_STEP_PART),
+            "states": lambda text: (*accounting_state(text, command=command), text.strip()),
+            "reasons": lambda text: parse_slurm_reason(text) if text.strip() else None,
+            "exits": functools.partial(
+                parse_exit_text, high_codes_lossy=self.exit_lossy, command=command
+            ),
+            "exits_completed": functools.partial(
+                parse_exit_text,
+                high_codes_lossy=self.exit_lossy,
+                known_success=True,
+                command=command,
+            ),
+            "derived": functools.partial(
+                parse_exit_text,
+                high_codes_lossy=self.derived_lossy,
+                command=command,
+                field="DerivedExitCode",
+            ),
+            "submits": functools.partial(parse_time, tz=tz, command=command, field="Submit"),
+            "starts": functools.partial(parse_time, tz=tz, command=command, field="Start"),
+            "ends": functools.partial(parse_time, tz=tz, command=command, field="End"),
+            "times": functools.partial(parse_time, tz=tz, command=command),
+            "elapsed_raw": functools.partial(_elapsed_seconds, command=command),
+            "elapsed_text": functools.partial(parse_elapsed, command=command),
+            "cpu": functools.partial(parse_cpu_time, command=command),
+            "rss": functools.partial(parse_rss, command=command),
+            "nodes": parse_nodes,
+        }
+        for name, parse in memos.items():
+            memo = _TimeMemo(parse) if name == "times" else _Memo(parse)
+            object.__setattr__(self, name, memo)
+
+    def split_id(self, text: str) -> tuple[str, str | None]:
+        """split_job_id, checking each job's part once instead of each row's id."""
+        head, dot, step = text.partition(".")
+        job = self.job_parts[head]
+        if job is not None:
+            if not dot:
+                return job, None
+            if self.step_parts[step] is not None:
+                return job, step
+        return split_job_id(text, command=self.command)  # the exact rules, or its error
+
+    def elapsed(self, raw: str, text: str) -> float | None:
+        """ElapsedRaw when the row has it, else Elapsed."""
+        return self.elapsed_raw[raw] if raw.strip() else self.elapsed_text[text]
+
+    def row(self, fields: Mapping[str, str]) -> AccountingRow:
+        """The general path: one row whose fields are known by column name."""
+        get = fields.get
+        job_id, step = self.split_id(fields["JobID"])
+        state, reason, state_text = self.states[fields["State"]]
+        if reason is None:
+            reason = self.reasons[get("Reason", "")]
+        exits = self.exits_completed if state is State.COMPLETED else self.exits
+        return AccountingRow(
+            job_id=job_id,
+            step=step,
+            raw_id=get("JobIDRaw", "").strip(),
+            state=state,
+            state_text=state_text,
+            exit=exits[get("ExitCode", "")],
+            derived_exit=self.derived[get("DerivedExitCode", "")],
+            reason=reason,
+            submitted_at=self.submits[get("Submit", "")],
+            started_at=self.starts[get("Start", "")],
+            finished_at=self.ends[get("End", "")],
+            elapsed_s=self.elapsed(get("ElapsedRaw", ""), get("Elapsed", "")),
+            cpu_time_s=self.cpu[get("TotalCPU", "")],
+            max_rss_bytes=self.rss[get("MaxRSS", "")],
+            nodes=self.nodes[get("NodeList", "")],
+            name=get("JobName", ""),
+        )
 
 
-@_memo
-def _elapsed_of(raw: str, text: str, command: str) -> float | None:
+def _elapsed_seconds(raw: str, *, command: str) -> float:
     raw = raw.strip()
-    if raw:
-        if not (raw.isascii() and raw.isdecimal()) or len(raw) > 12:
-            raise ParseError("expected seconds", command=command, field="ElapsedRaw", line=raw)
-        return float(int(raw))
-    return parse_elapsed(text, command=command)
+    if not (raw.isascii() and raw.isdecimal()) or len(raw) > 12:
+        raise ParseError("expected seconds", command=command, field="ElapsedRaw", line=raw)
+    return float(int(raw))
 
 
-_cpu_of = _memo(parse_cpu_time)
-_rss_of = _memo(parse_rss)
-_nodes_of = _memo(parse_nodes)
-_reason_of = _memo(parse_slurm_reason)
+_SACCT_COLUMNS: Final = (
+    "JobID",
+    "JobIDRaw",
+    "State",
+    "ExitCode",
+    "DerivedExitCode",
+    "Reason",
+    "ElapsedRaw",
+    "Elapsed",
+    "TotalCPU",
+    "MaxRSS",
+    "Submit",
+    "Start",
+    "End",
+    "NodeList",
+    "JobName",
+)
+
+
+_new_accounting_row: Final = positional_builder(AccountingRow)
 
 
 def _sacct_fast(
-    body: str,
-    *,
-    columns: Sequence[str],
-    tz: tzinfo,
-    exit_lossy: bool,
-    derived_lossy: bool,
-    command: str,
+    body: str, *, columns: Sequence[str], parsers: _SacctFields
 ) -> list[AccountingRow] | None:
     """The common case, column by index: every line has exactly the header's fields.
 
-    Returns None when any line does not (a ``|`` or newline inside a job name), and the
-    caller takes the general path, which handles those. Same results as _sacct_rows.
+    Returns None when any line does not (a ``|`` or newline inside a job name) or a value
+    does not parse, and the caller takes the general path, which handles the first and
+    reports the second. Same rows as _SacctFields.row. This loop is the hot path of every
+    poll, hence the local names and the positional builder.
     """
+    if "\r" in body:
+        return None
     lines = body.split("\n")
     if lines and lines[-1] == "":
         lines.pop()
-    bars = len(columns) - 1
-    if any(line.count("|") != bars or line.endswith("\r") for line in lines):
-        return None
+    width = len(columns)
     where = {name: number for number, name in enumerate(columns)}
-
-    def at(name: str) -> int:
-        return where.get(name, -1)
-
-    (i_id, i_raw, i_state, i_exit, i_derived, i_reason, i_elapsed_raw, i_elapsed, i_cpu) = (
-        at(name)
-        for name in (
-            "JobID",
-            "JobIDRaw",
-            "State",
-            "ExitCode",
-            "DerivedExitCode",
-            "Reason",
-            "ElapsedRaw",
-            "Elapsed",
-            "TotalCPU",
-        )
+    pad = not where.keys() >= set(_SACCT_COLUMNS)
+    (
+        i_id,
+        i_raw,
+        i_state,
+        i_exit,
+        i_derived,
+        i_reason,
+        i_elapsed_raw,
+        i_elapsed,
+        i_cpu,
+        i_rss,
+        i_submit,
+        i_start,
+        i_end,
+        i_nodes,
+        i_name,
+    ) = (where.get(name, width) for name in _SACCT_COLUMNS)  # `width`: the appended ""
+    job_parts, step_parts, states, reasons = (
+        parsers.job_parts,
+        parsers.step_parts,
+        parsers.states,
+        parsers.reasons,
     )
-    i_rss, i_submit, i_start, i_end, i_nodes, i_name = (
-        at(name) for name in ("MaxRSS", "Submit", "Start", "End", "NodeList", "JobName")
-    )
+    exits, exits_completed, derived = parsers.exits, parsers.exits_completed, parsers.derived
+    elapsed_raw, elapsed_text, times = parsers.elapsed_raw, parsers.elapsed_text, parsers.times
+    cpu, rss, nodes, split_id = parsers.cpu, parsers.rss, parsers.nodes, parsers.split_id
+    completed = State.COMPLETED
+    build = _new_accounting_row
     rows: list[AccountingRow] = []
     append = rows.append
-    completed = State.COMPLETED
-    line_no, line = 1, ""
     try:
-        for line_no, line in enumerate(lines, start=2):  # noqa: B007 - used in the handler
+        for line in lines:
             f = line.split("|")
-            f.append("")  # f[-1] is "" for a column the header does not have
-            job_id, step = _job_id_of(f[i_id], command)
-            state_text = f[i_state]
-            state, reason = _state_of(state_text, command)
-            if reason is None and f[i_reason].strip():
-                reason = _reason_of(f[i_reason])
+            if len(f) != width:
+                return None
+            if pad:
+                f.append("")
+            text = f[i_id]
+            head, dot, step_text = text.partition(".")
+            job_id = job_parts[head]
+            step: str | None = None
+            if job_id is None or (dot and step_parts[step_text] is None):
+                job_id, step = split_id(text)
+            elif dot:
+                step = step_text
+            state, reason, state_text = states[f[i_state]]
+            raw_elapsed = f[i_elapsed_raw]
             append(
-                AccountingRow(
-                    job_id=job_id,
-                    step=step,
-                    raw_id=f[i_raw].strip(),
-                    state=state,
-                    state_text=state_text.strip(),
-                    exit=_exit_of(f[i_exit], exit_lossy, state is completed, command, "ExitCode"),
-                    derived_exit=_exit_of(
-                        f[i_derived], derived_lossy, False, command, "DerivedExitCode"
-                    ),
-                    reason=reason,
-                    submitted_at=_time_of(f[i_submit], tz, command, "Submit"),
-                    started_at=_time_of(f[i_start], tz, command, "Start"),
-                    finished_at=_time_of(f[i_end], tz, command, "End"),
-                    elapsed_s=_elapsed_of(f[i_elapsed_raw], f[i_elapsed], command),
-                    cpu_time_s=_cpu_of(f[i_cpu], command=command),
-                    max_rss_bytes=_rss_of(f[i_rss], command=command),
-                    nodes=_nodes_of(f[i_nodes]),
-                    name=f[i_name],
+                build(
+                    job_id,
+                    step,
+                    f[i_raw].strip(),
+                    state,
+                    state_text,
+                    (exits_completed if state is completed else exits)[f[i_exit]],
+                    derived[f[i_derived]],
+                    reasons[f[i_reason]] if reason is None else reason,
+                    times[f[i_submit]],
+                    times[f[i_start]],
+                    times[f[i_end]],
+                    elapsed_raw[raw_elapsed] if raw_elapsed.strip() else elapsed_text[f[i_elapsed]],
+                    cpu[f[i_cpu]],
+                    rss[f[i_rss]],
+                    nodes[f[i_nodes]],
+                    None,  # restarts: sacct -P has no such column
+                    f[i_name],
                 )
             )
-    except ParseError as error:
-        raise _relocated(error, command=command, line_no=line_no, line=line) from None
+    except ParseError:
+        return None  # the general path finds the same first error, and names its field
     return rows
-
-
-def _sacct_rows(
-    fields: Mapping[str, str],
-    *,
-    tz: tzinfo,
-    exit_lossy: bool,
-    derived_lossy: bool,
-    command: str,
-    line: str,
-) -> list[AccountingRow]:
-    get = fields.get
-    job_id, step = _job_id_of(fields["JobID"], command)
-    state_text = fields["State"]
-    state, reason = _state_of(state_text, command)
-    if reason is None:
-        reason_text = get("Reason", "")
-        if reason_text.strip():
-            reason = _reason_of(reason_text)
-    row = AccountingRow(
-        job_id=job_id,
-        step=step,
-        raw_id=get("JobIDRaw", "").strip(),
-        state=state,
-        state_text=state_text.strip(),
-        exit=_exit_of(
-            get("ExitCode", ""), exit_lossy, state is State.COMPLETED, command, "ExitCode"
-        ),
-        derived_exit=_exit_of(
-            get("DerivedExitCode", ""), derived_lossy, False, command, "DerivedExitCode"
-        ),
-        reason=reason,
-        submitted_at=_time_of(get("Submit", ""), tz, command, "Submit"),
-        started_at=_time_of(get("Start", ""), tz, command, "Start"),
-        finished_at=_time_of(get("End", ""), tz, command, "End"),
-        elapsed_s=_elapsed_of(get("ElapsedRaw", ""), get("Elapsed", ""), command),
-        cpu_time_s=_cpu_of(get("TotalCPU", ""), command=command),
-        max_rss_bytes=_rss_of(get("MaxRSS", ""), command=command),
-        nodes=_nodes_of(get("NodeList", "")),
-        name=get("JobName", ""),
-    )
-    return [row]
 
 
 # -- sacct --json (dbv0.0.37/38, data_parser v0.0.39 .. v0.0.45) -------------------------------

@@ -349,12 +349,37 @@ def test_unicode_digits_raise_parse_error_not_value_error(text: str) -> None:
             parser(text)
 
 
+def _both_sacct_paths(
+    body: str, columns: list[str], lossy: bool
+) -> tuple[list[AccountingRow] | None, list[AccountingRow] | ParseError]:
+    """(fast path's rows or None, the general path's rows or its error) for one body."""
+    from hpcstate_slurm._parse import _sacct_fast, _SacctFields, split_rows
+
+    def fields() -> _SacctFields:  # fresh memos for each path: nothing carried over
+        return _SacctFields(timezone.utc, exit_lossy=lossy, derived_lossy=False, command="sacct")
+
+    fast = _sacct_fast(body, columns=columns, parsers=fields())
+    general_fields = fields()
+    try:
+        general: list[AccountingRow] | ParseError = [
+            general_fields.row(row)
+            for _, row in split_rows(
+                body,
+                columns=columns,
+                free_column="JobName" if "JobName" in columns else columns[-1],
+                command="sacct",
+                first_line_no=2,
+            )
+        ]
+    except ParseError as error:
+        general = error
+    return fast, general
+
+
 def test_fast_sacct_path_equals_the_general_path_on_every_recording() -> None:
     # parse_sacct_text reads regular output column by index; the general path (dict per
     # row, `|` and newlines inside names) must give identical rows wherever both apply.
     from pathlib import Path
-
-    from hpcstate_slurm._parse import _sacct_fast, _sacct_rows, split_rows
 
     golden = Path(__file__).resolve().parents[1] / "golden" / "slurm"
     checked = 0
@@ -364,35 +389,100 @@ def test_fast_sacct_path_equals_the_general_path_on_every_recording() -> None:
         columns = header.split("|")
         if "JobID" not in columns or "State" not in columns:
             continue
-        lossy = "22.05" in str(path)
-        fast = _sacct_fast(
-            body,
-            columns=columns,
-            tz=timezone.utc,
-            exit_lossy=lossy,
-            derived_lossy=False,
-            command="sacct",
-        )
+        fast, general = _both_sacct_paths(body, columns, lossy="22.05" in str(path))
         if fast is None:
             continue
-        general = [
-            row
-            for _, fields in split_rows(
-                body,
-                columns=columns,
-                free_column="JobName" if "JobName" in columns else columns[-1],
-                command="sacct",
-                first_line_no=2,
-            )
-            for row in _sacct_rows(
-                fields,
-                tz=timezone.utc,
-                exit_lossy=lossy,
-                derived_lossy=False,
-                command="sacct",
-                line="",
-            )
-        ]
         assert fast == general, path
         checked += 1
     assert checked >= 20
+
+
+# Per column: valid values (with the spacing and odd forms sacct can print), then after
+# the `None` the invalid ones, drawn rarely so that most examples reach the rows.
+_TIMES = [
+    "1795461000",
+    "1795461004",
+    " 1795461000",
+    "0",
+    "99999999999",
+    "Unknown",
+    "None",
+    "2026-11-23T10:00:00",
+    "",
+    None,
+    "2026-02-30T10:00:00",
+    "soon",
+]
+_EXITS = ["0:0", "1:0", "0:15", "2:0 ", "9:0", "0:9", "", None, "x:y"]
+SACCT_CELLS: dict[str, list[str | None]] = {
+    "JobID": [
+        "123",
+        "123.batch",
+        "123.extern",
+        "123.0",
+        "123_4",
+        "123_4.batch",
+        "123_[1-3%2]",
+        "123+1",
+        "123+1.0",
+        " 123",
+        "١٢٣",
+        None,
+        "123.",
+        "123..0",
+        "12a",
+        "123.ba tch",
+    ],
+    "JobIDRaw": ["123", "124.batch", " 125", None],
+    "State": [
+        "COMPLETED",
+        "FAILED",
+        "CANCELLED by 0",
+        "REQUEUED",
+        "RUNNING",
+        "PENDING",
+        " TIMEOUT",
+        None,
+        "BOGUS",
+    ],
+    "ExitCode": _EXITS,
+    "DerivedExitCode": _EXITS,
+    "Reason": ["None", "", "TimeLimit", "NonZeroExitCode", "RaisedSignal:9(Killed)", "?", None],
+    "Elapsed": ["00:00:03", "1-00:00:00", "", "INVALID", None, "3s"],
+    "ElapsedRaw": ["3", "", " ", "86400", None, "-1"],
+    "TotalCPU": ["00:00.047", "01:05:07", "00:00:00", "", None, "nope"],
+    "CPUTimeRAW": ["3", "", None],
+    "MaxRSS": ["1904K", "11.5M", "0", "", None, "12Q"],
+    "Submit": _TIMES,
+    "Start": _TIMES,
+    "End": _TIMES,
+    "NodeList": ["node1", "node[1-3],gpu1", "None assigned", "", None],
+    "JobName": ["case.sh", "batch", "", " spaced ", None],
+}
+
+
+def _cells(values: list[str | None]) -> st.SearchStrategy[str]:
+    split = values.index(None)
+    valid = [value for value in values[:split] if value is not None]
+    invalid = [value for value in values[split + 1 :] if value is not None]
+    if not invalid:
+        return st.sampled_from(valid)
+    return st.integers(0, 24).flatmap(lambda n: st.sampled_from(invalid if n == 0 else valid))
+
+
+SACCT_LINE = st.tuples(*(_cells(SACCT_CELLS[column]) for column in SACCT_FIELDS))
+
+
+@given(st.lists(SACCT_LINE, min_size=1, max_size=6))
+def test_fast_sacct_path_equals_the_general_path_on_any_cells(table: list[tuple[str, ...]]) -> None:
+    # The fast path memoizes per column and checks a job id's parts separately; on any
+    # mix of valid and invalid cells it must give the general path's rows, or step aside
+    # when the general path raises (which then names the line and field).
+    columns = list(SACCT_FIELDS)
+    body = "\n".join("|".join(cells) for cells in table) + "\n"
+    fast, general = _both_sacct_paths(body, columns, lossy=True)
+    if isinstance(general, ParseError):
+        assert fast is None
+        return
+    assert fast == general
+    assert fast == parse_sacct_text("|".join(columns) + "\n" + body, exit_lossy=True)
