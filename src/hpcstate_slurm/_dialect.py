@@ -241,6 +241,14 @@ class SlurmDialect:
         return Command(argv=argv, stdin=stdin, timeout=self.timeout)
 
     @staticmethod
+    def reports_itself(spec: JobSpec) -> bool:
+        """A command run through the report wrapper (option ``self_report_wrapper``)
+        writes its report; a user's own script is not wrapped."""
+        if spec.script or spec.script_path:
+            return False
+        return spec.options.get("self_report_wrapper", "false").strip().lower() in _TRUE_WORDS
+
+    @staticmethod
     def _command_script(spec: JobSpec) -> str:
         """A batch script that runs the argv as given (quoted once, no extra shell); it
         writes the job's self-report when the tracker named a report file and the spec's

@@ -133,6 +133,10 @@ class SlurmBackend:
     async def cancel(self, native_ids: Sequence[str]) -> None:
         await (await self.backend()).cancel(native_ids)
 
+    def reports_itself(self, spec: JobSpec) -> bool:
+        """True when the job runs through the report wrapper (any Slurm release)."""
+        return SlurmDialect.reports_itself(spec)
+
     async def read_text_files(self, paths: Sequence[str]) -> Mapping[str, str]:
         """Small files on the cluster's side (the jobs' self-reports), one command for
         all of them; missing files are left out. Reads no Slurm state: no RPC."""

@@ -332,6 +332,11 @@ async def test_one_queue_call_and_accounting_only_for_those_who_need_it(
     report = await tracker.poll_once()
     assert report.queue_calls == 1
     assert fake.queue_calls == [("101", "102", "103")]
+    # 102 left the queue this very moment: its record is rarely complete yet.
+    assert report.accounting_calls == 0
+    assert report.settling == 1
+    clock.advance(tracker.accounting_lag)
+    report = await tracker.poll_once()
     # Only 102 left the queue: only it is asked of accounting, in one call.
     assert report.accounting_calls == 1
     assert [q.native_ids for q in fake.accounting_calls] == [("102",)]
@@ -401,8 +406,9 @@ async def test_concurrency_cap_counts_settling_items(
     assert tracker.get_run(first.id).items[0].state is State.SETTLING
     assert tracker.get_run(second.id).items[0].state is State.PENDING  # still holds the slot
     assert len(fake.submits) == 1
-    # ...until its verdict is confirmed; then the next one is submitted.
-    clock.advance(1)
+    # ...until its verdict is confirmed (accounting asked again no sooner than
+    # accounting_interval after the last call); then the next one is submitted.
+    clock.advance(tracker.accounting_interval)
     fake.accounting_answers["101"] = Observation(
         native_id="101",
         source=Source.ACCOUNTING,

@@ -114,6 +114,29 @@ def test_script_specs_are_not_wrapped() -> None:
     assert command.stdin == user
 
 
+def test_the_dialect_says_which_jobs_report_themselves() -> None:
+    # The tracker stops asking the queue every poll only for jobs that say so: exactly
+    # those whose batch script is the wrapper.
+    env = tracker_env("r.json")
+    on = {"self_report_wrapper": "true"}
+    assert D22.reports_itself(JobSpec(command=["true"], environment=env, options=on))
+    assert "hpcstate_status" in (
+        D22.submit_command(JobSpec(command=["true"], environment=env, options=on)).stdin or ""
+    )
+    assert not D22.reports_itself(JobSpec(command=["true"], environment=env))
+    assert not D22.reports_itself(JobSpec(command=["true"], options={"self_report_wrapper": "no"}))
+    assert not D22.reports_itself(JobSpec(script="#!/bin/sh\nexit 3\n", options=on))
+    # The backend the tracker holds answers before it has asked Slurm its version.
+    from hpcstate.runtime import LocalRunner
+    from hpcstate_slurm import CAPABILITIES
+    from hpcstate_slurm._io import SlurmBackend
+
+    backend = SlurmBackend(name="slurm", runner=LocalRunner(), capabilities=CAPABILITIES)
+    assert backend.reports_itself(JobSpec(command=["true"], options=on))
+    assert not backend.reports_itself(JobSpec(command=["true"]))
+    assert backend.commands_run == 0
+
+
 def test_names_agree_with_the_runtime() -> None:
     assert script_module.REPORT_FILE_ENV == _report.REPORT_FILE_ENV
     assert script_module.RUN_ID_ENV == _report.RUN_ID_ENV

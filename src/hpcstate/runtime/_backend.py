@@ -218,6 +218,12 @@ class CommandBackend:
         except ParseError as exc:
             raise self._parse_failed(result, exc) from exc
 
+    def reports_itself(self, spec: JobSpec) -> bool:
+        """True when the job built from ``spec`` writes its own report file when its
+        payload ends (the dialect decides: ``reports_itself(spec)``, if it has one)."""
+        decide = getattr(self.dialect, "reports_itself", None)
+        return bool(decide is not None and decide(spec))
+
     async def read_text_files(self, paths: Sequence[str]) -> Mapping[str, str]:
         """Contents of small files on the scheduler's side (self-reports), one command.
 

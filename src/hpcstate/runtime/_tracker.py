@@ -178,6 +178,15 @@ class Tracker:
     accounting every poll during ``grace``, then at most every ``late_check_interval``
     seconds (default ``max_interval``) until a record comes, accounting declares the job
     purged, or ``late_check_window`` (default 1 day) has passed since the verdict.
+
+    Cadence (docs/concepts/runtime.md#cadence). Accounting is asked about a settling item
+    once it has settled for ``accounting_lag`` seconds (a record is rarely complete at
+    the job's end), and at most once per ``accounting_interval`` seconds per backend;
+    every item due then goes in the same call. Jobs that report their own end (a backend's
+    ``reports_itself(spec)``, e.g. Slurm's ``self_report_wrapper`` option) are watched
+    through their report files every ``fast_interval`` (no scheduler RPC), and the queue
+    of a backend whose active items all report is only a safety net, asked every
+    ``queue_interval`` seconds (jobs killed before they could report, node failures).
     ``retention`` prunes finished runs older than that (checked once a day).
     ``sweep=False`` skips the store's invariant sweep at open. The tracker closes its
     backends (and the store, if it opened it) in :meth:`aclose`.
@@ -200,9 +209,20 @@ class Tracker:
         seed: int | None = None,
         late_check_window: timedelta = timedelta(days=1),
         late_check_interval: float | None = None,
+        queue_interval: float = 60.0,
+        accounting_lag: float = 1.0,
+        accounting_interval: float = 5.0,
     ) -> None:
         if late_check_window < timedelta(0):
             raise ConfigError(f"late_check_window must not be negative, got {late_check_window}")
+        for knob, seconds in (
+            ("fast_interval", fast_interval),
+            ("queue_interval", queue_interval),
+            ("accounting_lag", accounting_lag),
+            ("accounting_interval", accounting_interval),
+        ):
+            if not seconds >= 0:  # also refuses NaN
+                raise ConfigError(f"{knob} must be a number of seconds >= 0, got {seconds!r}")
         self.store = store if isinstance(store, Store) else Store(store, sweep=sweep)
         self._own_store = not isinstance(store, Store)
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -217,6 +237,11 @@ class Tracker:
         self.late_check_interval = (
             max_interval if late_check_interval is None else late_check_interval
         )
+        self.queue_interval = queue_interval
+        self.accounting_lag = accounting_lag
+        self.accounting_interval = accounting_interval
+        self._last_queue_at: dict[str, datetime] = {}  # backend -> its last queue call
+        self._last_accounting_at: dict[str, datetime] = {}  # ... its last accounting call
         self._last_prune: datetime | None = None
         self._backends: dict[str, Backend] = {}
         self._configs: dict[str, BackendConfig] = {}
@@ -405,11 +430,15 @@ class Tracker:
         if spec.array is None:
             template = f"hpcstate-report-{item.id}.json"
         path = str(base / template) if base is not None else template
+        reports_itself = getattr(backend, "reports_itself", None)
         return {
             "report": "file",
             "report_template": path,
             "report_file": report_file_name(path, item.array_index),
             "stdout": spec.stdout,
+            # The job writes that file when its payload ends (else it is only read once
+            # the item settles, in case the user's own script wrote it).
+            "self_reports": bool(reports_itself is not None and reports_itself(spec)),
         }
 
     def _spec_for(
@@ -859,7 +888,8 @@ class Tracker:
         by_native = _NativeIndex(e.item for e in polled)
         error: str | None = None
         queue_obs: Sequence[Observation] = ()
-        if polled:
+        if polled and self._queue_due(name, polled, now):
+            self._last_queue_at[name] = now
             try:
                 counts["queue_calls"] += 1
                 queue_obs = await backend.queue(by_native.native_ids())
@@ -906,6 +936,18 @@ class Tracker:
             await self._dispatch_committed(changes, result.applied, result.last_seq)
         await self._cancel_failed_by_output(backend, counts.get("output_failures", []))
         self._sync_watch(name, backend)
+
+    def _queue_due(self, name: str, polled: Sequence[_Entry], now: datetime) -> bool:
+        """Every poll, unless every active item of this backend reports its own end:
+        then the queue is the safety net, asked every ``queue_interval`` seconds."""
+        last = self._last_queue_at.get(name)
+        if last is None or (now - last).total_seconds() >= self.queue_interval:
+            return True
+        cancel = MarkerCode.CANCEL_REQUESTED.value
+        return any(
+            entry.extra.get("self_reports") is not True or entry.item.has_marker(cancel)
+            for entry in polled
+        )
 
     def _late_checks(self, name: str, backend: Backend, now: datetime) -> list[_Entry]:
         """The unconfirmed verdicts of this backend to ask accounting about this poll."""
@@ -1002,16 +1044,27 @@ class Tracker:
         now: datetime,
     ) -> str | None:
         """ONE accounting call for the settling items and the unconfirmed verdicts due
-        for a late check (a late record corrects them)."""
+        for a late check (a late record corrects them): when the oldest settling item has
+        waited ``accounting_lag`` and the last call is ``accounting_interval`` old, or when
+        a late check is due; every settling item goes in that call."""
         settling = State.SETTLING
         needs = [
             item
             for item in working.values()
             if item.state is settling and item.native_id is not None
         ]
+        if needs and not late:
+            lag = timedelta(seconds=self.accounting_lag)
+            oldest = min(item.settling_since or now for item in needs)
+            last = self._last_accounting_at.get(name)
+            if now - oldest < lag or (
+                last is not None and (now - last).total_seconds() < self.accounting_interval
+            ):
+                return None  # next_interval wakes the loop when it is due
         needs += [working[e.item.id] for e in late if e.item.native_id is not None]
         if not needs:
             return None
+        self._last_accounting_at[name] = now
         for entry in late:
             entry.checked_at = now  # asked now, answered or not: the slow rate holds
         by_native = _NativeIndex(needs)
@@ -1410,7 +1463,8 @@ class Tracker:
             return {}
         readable = {State.SETTLING}
         if backend.capabilities.self_report:
-            readable.add(State.RUNNING)
+            # QUEUED too: with a slow queue a short job runs and ends between two calls.
+            readable.update((State.QUEUED, State.RUNNING))
         wanted: dict[str, RunItem] = {}
         for entry in polled:
             item = working.get(entry.item.id)
@@ -1542,27 +1596,54 @@ class Tracker:
             self._quiet_polls += 1
 
     def next_interval(self) -> float:
-        """Seconds until the next poll: fast after a submit and while anything settles,
-        backing off for long-running work, longer after errors; with jitter."""
+        """Seconds until the next poll: fast after a submit, while jobs that report their
+        own end are active, and when an unconfirmed verdict may be corrected soon; when
+        items settle, as soon as accounting is due for them; backing off for long-running
+        work, longer after errors; with jitter."""
         now = self.clock.now()
-        settling = any(e.item.state is State.SETTLING for e in self._entries.values())
+        oldest_settling: dict[str, datetime] = {}
+        reporting = pending = False
+        for entry in self._entries.values():
+            item = entry.item
+            if item.state is State.SETTLING:
+                since = item.settling_since or now
+                if item.backend not in oldest_settling or since < oldest_settling[item.backend]:
+                    oldest_settling[item.backend] = since
+            elif item.state is State.PENDING:
+                pending = True
+            elif item.state in _POLLED and entry.extra.get("self_reports") is True:
+                reporting = True
         recent_submit = (
             self._last_submit_at is not None
             and (now - self._last_submit_at).total_seconds() < 10 * self.fast_interval
         )
-        pending = any(e.item.state is State.PENDING for e in self._entries.values())
         base: float
         if self._error_polls:
             base = min(
                 self.max_error_interval, self.fast_interval * 2.0 ** float(self._error_polls)
             )
-        elif settling or recent_submit or self._correctable_soon(now):
+        elif recent_submit or reporting or self._correctable_soon(now):
             base = self.fast_interval
+        elif oldest_settling:
+            base = max(self.fast_interval, min(self._accounting_due_in(oldest_settling, now)))
         else:
             base = min(self.max_interval, self.fast_interval * 1.5 ** float(self._quiet_polls))
             if pending:
                 base = min(base, 5 * self.fast_interval)
         return base * (0.8 + 0.4 * self._random.random())
+
+    def _accounting_due_in(
+        self, oldest_settling: Mapping[str, datetime], now: datetime
+    ) -> list[float]:
+        """Per backend with settling items: seconds until its accounting call is due."""
+        due: list[float] = []
+        for name, since in oldest_settling.items():
+            wait = self.accounting_lag - (now - since).total_seconds()
+            last = self._last_accounting_at.get(name)
+            if last is not None:
+                wait = max(wait, self.accounting_interval - (now - last).total_seconds())
+            due.append(max(0.0, wait))
+        return due
 
     def _correctable_soon(self, now: datetime) -> bool:
         """An unconfirmed verdict still inside its grace (checked every poll)."""
