@@ -145,6 +145,7 @@ def merge_stats(old: JobStats, new: JobStats, source: Source, *, with_exit: bool
 
 
 def _merged(old: JobStats, new: JobStats, source: Source, *, with_exit: bool) -> dict[str, object]:
+    """The merged fields, in JobStats' field order (a test holds it to that)."""
     exit_, exit_source = old.exit, old.exit_source
     derived = old.derived_exit
     if with_exit:
@@ -221,8 +222,11 @@ def _derived_markers(state: State, stats: JobStats) -> list[Marker]:
 def _markers_for(
     markers: tuple[Marker, ...], state: State, stats: JobStats, extra: list[Marker]
 ) -> tuple[Marker, ...]:
+    derived = _derived_markers(state, stats)
+    if not markers and not extra:
+        return tuple(derived)  # the common case: nothing to keep or merge
     kept = [m for m in markers if m.code not in _DERIVED_MARKERS]
-    for marker in [*extra, *_derived_markers(state, stats)]:
+    for marker in [*extra, *derived]:
         if marker not in kept:
             kept.append(marker)
     return tuple(kept)
@@ -505,7 +509,7 @@ def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
     if new_state in WAITING:
         handle = None
         values["started_at"] = None
-    stats = _build_stats(**values)
+    stats = _build_stats(*values.values())  # _merged keeps JobStats' field order
 
     markers = _markers_for(markers, new_state, stats, extra)
     last_seen = at if seen else item.last_seen_at

@@ -75,3 +75,12 @@ def test_builder_result_is_used_like_any_row() -> None:
     row = positional_builder(AccountingRow)(**values)
     assert row == attrs.evolve(row)
     assert attrs.evolve(row, job_id="8").job_id == "8"
+
+
+def test_machine_merge_keeps_the_field_order_its_builder_relies_on() -> None:
+    # _apply builds JobStats positionally from _merged's values.
+    from hpcstate import Source
+    from hpcstate._machine import _merged
+
+    merged = _merged(JobStats(), JobStats(), Source.QUEUE, with_exit=True)
+    assert list(merged) == [field.name for field in attrs.fields(JobStats)]
