@@ -167,7 +167,11 @@ async def one_round(template: Path, work: Path, native_ids: list[str]) -> dict[s
     clock = Clock()
     backend = InstantBackend()
     backend.queue_answer = running_answer(native_ids, clock.now())
-    tracker = Tracker(store=work, backends={"bench": backend}, clock=clock, sweep=False)
+    # accounting_lag=0: the settling items are confirmed in the poll that settles them
+    # (the worst case: two transitions per item in one poll), not one poll later.
+    tracker = Tracker(
+        store=work, backends={"bench": backend}, clock=clock, sweep=False, accounting_lag=0
+    )
     timings: dict[str, float] = {}
 
     async def timed(name: str, events: int | None) -> None:
