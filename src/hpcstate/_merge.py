@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 from ._exit import ExitStatus
 from ._model import JobStats
@@ -63,11 +63,52 @@ def _raw_order(status: ExitStatus) -> int:
 
 
 def derived_exit(steps: Sequence[AccountingRow]) -> ExitStatus | None:
-    """The worst user step, Slurm's way; None when there are no user steps."""
+    """The worst user step, Slurm's way; None when there are no user steps.
+
+    With ambiguous step statuses (22.05's lossy "c or c+128", a shell's "128+N") the
+    worst step may depend on the true values. When it does, the answer is marked
+    ambiguous and names every value the worst step may have had.
+    """
     statuses = [row.exit for row in steps if row.is_user_step and row.exit is not None]
     if not statuses:
         return None
-    return max(statuses, key=_raw_order)
+    worst = max(statuses, key=_raw_order)
+    if len(statuses) == 1 or all(status.exact for status in statuses):
+        return worst
+    possible = possible_worsts(statuses)
+    if len(possible) == 1:
+        (only,) = possible
+        return only
+    if all(worst.admits(value) for value in possible):
+        return worst  # the same answer whatever the true values: its own ambiguity says it
+    listed = ", ".join(value.describe() for value in possible)
+    return evolve(worst, ambiguous=f"the worst step is not known; it may be {listed}")
+
+
+def _candidates(status: ExitStatus) -> tuple[ExitStatus, ...]:
+    """The exact values an exit status may stand for (what ``admits`` accepts)."""
+    if status.exact or status.code is None:
+        return (evolve(status, ambiguous=None),)
+    if status.code < 128:
+        return (ExitStatus.exited(status.code), ExitStatus.exited(status.code + 128))
+    return (ExitStatus.exited(status.code), ExitStatus.killed(status.code - 128))
+
+
+def possible_worsts(statuses: Sequence[ExitStatus]) -> tuple[ExitStatus, ...]:
+    """Every exact value the worst of ``statuses`` may be, in Slurm's order (pure).
+
+    A candidate of one step can be the worst when it is at least as bad as every other
+    step's mildest candidate.
+    """
+    choices = [_candidates(status) for status in statuses]
+    mildest = [min(_raw_order(value) for value in values) for values in choices]
+    found: dict[tuple[int | None, int | None, bool], ExitStatus] = {}
+    for index, values in enumerate(choices):
+        floor = max((m for i, m in enumerate(mildest) if i != index), default=-1)
+        for value in values:
+            if _raw_order(value) >= floor:
+                found.setdefault((value.code, value.signal, value.core_dumped), value)
+    return tuple(sorted(found.values(), key=_raw_order))
 
 
 def merge_rows(job: AccountingRow, steps: Sequence[AccountingRow]) -> JobStats:
