@@ -48,6 +48,7 @@ from ._machine import tick as tick
 from ._merge import AccountingRow as AccountingRow
 from ._merge import derived_exit as derived_exit
 from ._merge import merge_rows as merge_rows
+from ._merge import possible_worsts as possible_worsts
 from ._model import EMPTY_STATS as EMPTY_STATS
 from ._model import Absence as Absence
 from ._model import JobStats as JobStats

@@ -14,6 +14,7 @@ scheduler with steps can reuse them:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 
@@ -72,9 +73,15 @@ def derived_exit(steps: Sequence[AccountingRow]) -> ExitStatus | None:
     statuses = [row.exit for row in steps if row.is_user_step and row.exit is not None]
     if not statuses:
         return None
-    worst = max(statuses, key=_raw_order)
     if len(statuses) == 1 or all(status.exact for status in statuses):
-        return worst
+        return max(statuses, key=_raw_order)
+    return _ambiguous_worst(tuple(statuses))
+
+
+@functools.lru_cache(maxsize=4096)
+def _ambiguous_worst(statuses: tuple[ExitStatus, ...]) -> ExitStatus:
+    # Cached: the steps of an array's tasks, and a poll's jobs, repeat the same statuses.
+    worst = max(statuses, key=_raw_order)
     possible = possible_worsts(statuses)
     if len(possible) == 1:
         (only,) = possible

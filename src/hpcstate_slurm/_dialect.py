@@ -35,6 +35,7 @@ from hpcstate import (
     State,
     expand_array_spec,
     merge_rows,
+    possible_worsts,
 )
 from hpcstate.backend import AccountingQuery, Command, CommandResult, JobSpec, Submission
 
@@ -554,18 +555,16 @@ def _record_observation(
         job = evolve(job, started_at=None)
     stats = merge_rows(job, record.steps)
     derived = stats.derived_exit
-    if (
-        derived is not None
-        and not derived.exact
-        and job.derived_exit is not None
-        and job.derived_exit.exact
-        and derived.code is not None
-        and job.derived_exit.code is not None
-        and derived.code == job.derived_exit.code % 128
-    ):
+    told = job.derived_exit
+    if derived is not None and not derived.exact and told is not None and told.exact:
         # Step rows print ExitCode the lossy way; the job's DerivedExitCode column does not
-        # (measured: a step exiting 133 shows 5:0, DerivedExitCode 133:0).
-        stats = evolve(stats, derived_exit=job.derived_exit)
+        # (measured: a step exiting 133 shows 5:0, DerivedExitCode 133:0). It settles the
+        # steps' ambiguity when it is one of the values their worst may be (a record
+        # written before its steps says 0:0, which they rule out).
+        steps = [row.exit for row in record.steps if row.is_user_step and row.exit is not None]
+        possible = {(value.code, value.signal) for value in possible_worsts(steps)}
+        if (told.code, told.signal) in possible:
+            stats = evolve(stats, derived_exit=told)
     if job.state in SLURM_SET_EXIT_STATES and not any(s.step == "batch" for s in record.steps):
         # NODE_FAIL/BOOT_FAIL's 1:0 is Slurm's own value, not the job's.
         stats = evolve(stats, exit=None, exit_source=None)

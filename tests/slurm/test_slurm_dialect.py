@@ -12,6 +12,7 @@ from hpcstate import (
     Absence,
     CommandFailed,
     ExitStatus,
+    Observation,
     ParseError,
     SchedulerUnavailable,
     Source,
@@ -420,6 +421,37 @@ def test_derived_exit_column_is_exact_where_step_rows_are_lossy() -> None:
     assert obs.final
     assert obs.stats.exit == ExitStatus.exited(0)
     assert obs.stats.derived_exit == ExitStatus.exited(133)
+
+
+def _two_lossy_steps(derived_column: str) -> Observation:
+    # Steps print 7:0 and 3:0 on 22.05: 7 or 135, 3 or 131. The worst was 7, 131 or 135.
+    out = HEADER + (
+        f"64|64|COMPLETED|0:0|{derived_column}|None|00:00:02|2||2||1795460891|1795460901|1795460903|vm|a\n"
+        "64.batch|64.batch|COMPLETED|0:0|||00:00:02|2||2||1795460901|1795460901|1795460903|vm|batch\n"
+        "64.0|64.0|FAILED|7:0|||00:00:01|1||1||1795460901|1795460901|1795460902|vm|sh\n"
+        "64.1|64.1|FAILED|3:0|||00:00:01|1||1||1795460902|1795460902|1795460903|vm|sh\n"
+    )
+    (obs,) = D22.parse_accounting(
+        result(out), query=AccountingQuery(native_ids=["64"]), observed_at=AT
+    )
+    return obs
+
+
+def test_the_exact_derived_column_settles_which_lossy_step_was_worst() -> None:
+    # The column's 131 is the second step's 3 + 128: it was the worst after all.
+    assert _two_lossy_steps("131:0").stats.derived_exit == ExitStatus.exited(131)
+    assert _two_lossy_steps("7:0").stats.derived_exit == ExitStatus.exited(7)
+
+
+def test_a_derived_column_the_steps_rule_out_is_not_taken() -> None:
+    # 3 cannot be the worst when a step printed 7; the steps' own answer stays, and says
+    # it is not sure.
+    derived = _two_lossy_steps("3:0").stats.derived_exit
+    assert derived is not None
+    assert not derived.exact
+    assert derived.ambiguous is not None
+    for text in ("exit 7", "exit 131", "exit 135"):
+        assert text in derived.ambiguous
 
 
 def test_requeued_record_is_no_verdict_and_counts_a_restart() -> None:
