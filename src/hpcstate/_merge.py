@@ -27,6 +27,7 @@ from ._states import Source, State
 
 BATCH_STEP = "batch"
 IGNORED_STEPS = frozenset({"extern"})
+_NOT_USER_STEPS = IGNORED_STEPS | {BATCH_STEP}
 SLURM_OOM_SIGNAL = 125
 
 
@@ -54,7 +55,7 @@ class AccountingRow:
 
     @property
     def is_user_step(self) -> bool:
-        return self.step is not None and self.step not in IGNORED_STEPS | {BATCH_STEP}
+        return self.step is not None and self.step not in _NOT_USER_STEPS
 
 
 def _raw_order(status: ExitStatus) -> int:
@@ -82,7 +83,7 @@ def derived_exit(steps: Sequence[AccountingRow]) -> ExitStatus | None:
 def _ambiguous_worst(statuses: tuple[ExitStatus, ...]) -> ExitStatus:
     # Cached: the steps of an array's tasks, and a poll's jobs, repeat the same statuses.
     worst = max(statuses, key=_raw_order)
-    possible = possible_worsts(statuses)
+    possible = _possible_worsts(statuses)
     if len(possible) == 1:
         (only,) = possible
         return only
@@ -107,6 +108,11 @@ def possible_worsts(statuses: Sequence[ExitStatus]) -> tuple[ExitStatus, ...]:
     A candidate of one step can be the worst when it is at least as bad as every other
     step's mildest candidate.
     """
+    return _possible_worsts(tuple(statuses))
+
+
+@functools.lru_cache(maxsize=4096)
+def _possible_worsts(statuses: tuple[ExitStatus, ...]) -> tuple[ExitStatus, ...]:
     choices = [_candidates(status) for status in statuses]
     mildest = [min(_raw_order(value) for value in values) for values in choices]
     found: dict[tuple[int | None, int | None, bool], ExitStatus] = {}

@@ -1141,14 +1141,16 @@ def group_records(rows: Iterable[AccountingRow]) -> dict[str, list[AccountingRec
     that Slurm cut short.
     """
     rows = list(rows)
-    own = {row.job_id for row in rows if row.step is None and "[" not in row.job_id}
-    expanded: list[AccountingRow] = []
-    for row in rows:
-        if row.step is None and "[" in row.job_id:
-            tasks = expand_job_ids(row.job_id, command="sacct", line=row.job_id)
-            expanded.extend(evolve(row, job_id=task) for task in tasks if task not in own)
-        else:
-            expanded.append(row)
+    expanded: list[AccountingRow] = rows
+    if any(row.step is None and "[" in row.job_id for row in rows):
+        own = {row.job_id for row in rows if row.step is None and "[" not in row.job_id}
+        expanded = []
+        for row in rows:
+            if row.step is None and "[" in row.job_id:
+                tasks = expand_job_ids(row.job_id, command="sacct", line=row.job_id)
+                expanded.extend(evolve(row, job_id=task) for task in tasks if task not in own)
+            else:
+                expanded.append(row)
     jobs: dict[str, list[tuple[AccountingRow, list[AccountingRow]]]] = {}
     for row in expanded:
         if row.step is None:
@@ -1158,6 +1160,10 @@ def group_records(rows: Iterable[AccountingRow]) -> dict[str, list[AccountingRec
         # A step without its job row (a record sacct cut in half) is dropped.
     records: dict[str, list[AccountingRecord]] = {}
     for job_id, runs in jobs.items():
+        if len(runs) == 1:  # the common case: never requeued
+            job, steps = runs[0]
+            records[job_id] = [AccountingRecord(job=job, steps=tuple(steps))]
+            continue
         ordered = sorted(
             enumerate(runs),
             key=lambda pair: (
