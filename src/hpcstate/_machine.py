@@ -43,6 +43,9 @@ from ._states import (
 
 DEFAULT_GRACE = timedelta(seconds=600)
 
+# Markers about one run of a job, dropped when the scheduler starts it over.
+_RUN_MARKERS = frozenset({MarkerCode.UNCONFIRMED.value, MarkerCode.SELF_REPORTED.value})
+
 # Markers derived from an item's stats; recomputed on every change.
 _DERIVED_MARKERS = frozenset({MarkerCode.EXIT_AMBIGUOUS.value, MarkerCode.STEP_FAILED.value})
 
@@ -360,7 +363,8 @@ def _requeue(item: RunItem, obs: Observation) -> Step:
         settling_cause=None,
         updated_at=max(item.updated_at, obs.observed_at),
         markers=(
-            *(m for m in item.markers if m.code != MarkerCode.UNCONFIRMED.value),
+            # What the earlier run's verdict or report said is not about the new run.
+            *(m for m in item.markers if m.code not in _RUN_MARKERS),
             marker,
         ),
     )

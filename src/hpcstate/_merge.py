@@ -20,7 +20,7 @@ from datetime import datetime
 
 from attrs import evolve, frozen
 
-from ._exit import ExitStatus
+from ._exit import MAX_SIGNAL, ExitStatus
 from ._model import JobStats
 from ._reasons import Reason
 from ._states import Source, State
@@ -69,7 +69,9 @@ def derived_exit(steps: Sequence[AccountingRow]) -> ExitStatus | None:
 
     With ambiguous step statuses (22.05's lossy "c or c+128", a shell's "128+N") the
     worst step may depend on the true values. When it does, the answer is marked
-    ambiguous and names every value the worst step may have had.
+    ambiguous and its text names every value the worst step may have had; its
+    ``admits()`` knows only its own code's pair, so ask :func:`possible_worsts` for the
+    full list (the Slurm dialect does, to accept the job row's exact DerivedExitCode).
     """
     statuses = [row.exit for row in steps if row.is_user_step and row.exit is not None]
     if not statuses:
@@ -99,6 +101,8 @@ def _candidates(status: ExitStatus) -> tuple[ExitStatus, ...]:
         return (evolve(status, ambiguous=None),)
     if status.code < 128:
         return (ExitStatus.exited(status.code), ExitStatus.exited(status.code + 128))
+    if not 1 <= status.code - 128 <= MAX_SIGNAL:
+        return (ExitStatus.exited(status.code),)  # no signal has that number: as admits()
     return (ExitStatus.exited(status.code), ExitStatus.killed(status.code - 128))
 
 

@@ -162,10 +162,10 @@ def parse_time(
     try:
         year, month, day, hour, minute, second = (int(part) for part in match.groups())
         local = datetime(year, month, day, hour, minute, second)
-    except ValueError:
+        # fold=0: in the hour a DST change repeats, Slurm's text cannot say which one it was.
+        return local.replace(tzinfo=tz).astimezone(UTC)
+    except (ValueError, OverflowError):  # no such day; or out of range once moved to UTC
         raise ParseError("impossible date", command=command, field=field, line=text) from None
-    # fold=0: in the hour a DST change repeats, Slurm's text cannot say which one it was.
-    return local.replace(tzinfo=tz).astimezone(UTC)
 
 
 def parse_elapsed(text: str, *, command: str = "", field: str = "Elapsed") -> float | None:

@@ -219,6 +219,22 @@ def test_requeue_clears_the_old_run() -> None:
     assert item.stats.exit is None
 
 
+def test_requeue_forgets_the_earlier_runs_self_report() -> None:
+    # The first run reported 0 and settled; the node failed and Slurm started it over.
+    # The new run's report must be read again (the tracker skips items marked reported).
+    report = obs(
+        5, State.COMPLETED, source=Source.SELF_REPORT, stats=JobStats(exit=ExitStatus.exited(0))
+    )
+    item = h.advance(running(), report).item
+    assert item.state is State.SETTLING
+    assert item.has_marker(MarkerCode.SELF_REPORTED)
+    item = h.advance(item, obs(20, State.RUNNING, restarts=1)).item
+    assert item.state is State.RUNNING
+    assert item.restarts == 1
+    assert not item.has_marker(MarkerCode.SELF_REPORTED)
+    assert item.has_marker(MarkerCode.REQUEUED)
+
+
 def test_completed_job_reappearing_as_queued_is_a_recycled_id_not_the_job() -> None:
     item, _ = run_all(running(), accounting(5, State.COMPLETED, exit=ExitStatus.exited(0)))
     after, events = run_all(item, obs(50, State.QUEUED), obs(60, State.RUNNING))

@@ -276,5 +276,126 @@ def test_bad_cadence_knobs_are_refused(db_path: Path, knob: str, value: float) -
         Tracker(store=db_path, **{knob: value})  # type: ignore[arg-type]
 
 
-def test_timedelta_default_grace_is_untouched(db_path: Path) -> None:
-    assert Tracker(store=db_path).grace == timedelta(seconds=600)
+async def _run_loop_for(tracker: Tracker, clock: VirtualClock, seconds: float) -> int:
+    """Poll as the loop would (each next_interval), for ``seconds`` of virtual time."""
+    polls = 0
+    end = clock.now() + timedelta(seconds=seconds)
+    while clock.now() < end:
+        await tracker.poll_once()
+        polls += 1
+        clock.advance(tracker.next_interval())
+    return polls
+
+
+async def test_a_reporting_job_does_not_make_the_other_queues_fast(
+    db_path: Path, backend: ReportingBackend, clock: VirtualClock
+) -> None:
+    # One wrapped job keeps the loop at 1 s to read its file; the other jobs (a script on
+    # the same backend, a job on another backend) keep their own backing-off pace.
+    other = ScriptedBackend(name="other")
+    tracker = Tracker(
+        store=db_path, backends={"fake": backend, "other": other}, clock=clock, seed=3
+    )
+    runs = [
+        await tracker.submit(REPORTING, backend="fake"),
+        await tracker.submit(SILENT, backend="fake"),
+        await tracker.submit(SILENT, backend="other"),
+    ]
+    for run, answers in zip(
+        runs, (backend.queue_answers, backend.queue_answers, other.queue_answers), strict=True
+    ):
+        native = run.items[0].native_id
+        assert native is not None
+        answers[native] = _seen(native, clock, State.RUNNING)
+    clock.advance(60)  # past the fast pace that follows a submit
+    polls = await _run_loop_for(tracker, clock, 600)
+    assert polls >= 500  # the reporting job is watched every second...
+    assert len(backend.reads) >= 500
+    # ...but the queues back off to max_interval (30 s): 600 s -> about 20-30 calls each.
+    assert len(backend.queue_calls) <= 40
+    assert len(other.queue_calls) <= 40
+    assert len(other.queue_calls) >= 15  # and are still asked
+
+
+async def test_a_backend_that_cannot_be_reached_is_marked_and_backed_off(
+    db_path: Path, backend: ReportingBackend, clock: VirtualClock
+) -> None:
+    tracker = _tracker(db_path, backend, clock, queue_interval=60)
+    run = await tracker.submit(REPORTING, backend="fake")
+    native = run.items[0].native_id
+    assert native is not None
+    backend.queue_answers[native] = _seen(native, clock, State.RUNNING)
+    await tracker.poll_once()
+    clock.advance(30)
+
+    async def unreachable(paths: Sequence[str]) -> Mapping[str, str]:
+        raise OSError("ssh: connect to host login1 port 22: Connection refused")
+
+    backend.read_text_files = unreachable  # type: ignore[method-assign]
+    report = await tracker.poll_once()
+    assert report.queue_calls == 0  # not due: the report read is the only call
+    assert report.errors  # and its failure is this poll's error
+    assert "reading report files" in report.errors[0]
+    assert not tracker.backend_status("fake").reachable
+    (item,) = tracker.get_run(run.id).items
+    assert item.has_marker(MarkerCode.UNREACHABLE.value)
+    await tracker.poll_once()
+    assert tracker.next_interval() > 2 * 1.2  # backing off, not 1 s
+
+
+async def test_reports_itself_without_report_reading_is_not_trusted(
+    db_path: Path, clock: VirtualClock
+) -> None:
+    # A backend that says its jobs report but does not declare capabilities.self_report:
+    # their files would never be read while they run, so the queue stays the source.
+    backend = ReportingBackend()
+    backend.capabilities = Capabilities(accounting=True, self_report=False)
+    tracker = _tracker(db_path, backend, clock, queue_interval=60)
+    run = await tracker.submit(REPORTING, backend="fake")
+    assert tracker.store.get_item_row(run.items[0].id).extra["self_reports"] is False
+    native = run.items[0].native_id
+    assert native is not None
+    backend.queue_answers[native] = _seen(native, clock, State.RUNNING)
+    calls = []
+    for _ in range(3):
+        calls.append((await tracker.poll_once()).queue_calls)
+        clock.advance(1)
+    assert calls == [1, 1, 1]
+
+
+async def test_a_grace_about_to_run_out_asks_queue_and_accounting_whatever_the_pace(
+    db_path: Path, backend: ReportingBackend, clock: VirtualClock
+) -> None:
+    tracker = Tracker(
+        store=db_path,
+        backends={"fake": backend},
+        clock=clock,
+        seed=1,
+        grace=timedelta(seconds=20),
+        queue_interval=60,
+        accounting_interval=30,
+    )
+    run = await tracker.submit(REPORTING, backend="fake")
+    native = run.items[0].native_id
+    assert native is not None
+    backend.queue_answers[native] = _seen(native, clock, State.RUNNING)
+    await tracker.poll_once()
+    _report(tracker, backend, run.id, 0)
+    backend.accounting_answers[native] = Observation(
+        native_id=native, source=Source.ACCOUNTING, observed_at=clock.now(),
+        absence=Absence.NO_RECORD,
+    )  # fmt: skip
+    clock.advance(1)
+    await tracker.poll_once()  # settles on the report
+    clock.advance(2)
+    await tracker.poll_once()  # accounting asked once (no record); next call not before 30 s
+    queue_before, accounting_before = len(backend.queue_calls), len(backend.accounting_calls)
+    # The loop wakes before the grace (20 s from t=1) runs out, jitter or not...
+    assert all(tracker.next_interval() <= 21 - 3 - 1.5 for _ in range(50))
+    clock.advance(16)  # ...here 19 s into it: the queue still lists it (COMPLETING)
+    await tracker.poll_once()
+    assert len(backend.queue_calls) == queue_before + 1
+    assert len(backend.accounting_calls) == accounting_before + 1
+    item = tracker.get_run(run.id).items[0]
+    assert item.state is State.SETTLING  # the queue's sighting restarted the grace
+    assert not item.terminal

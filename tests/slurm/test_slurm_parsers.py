@@ -486,3 +486,20 @@ def test_fast_sacct_path_equals_the_general_path_on_any_cells(table: list[tuple[
         return
     assert fast == general
     assert fast == parse_sacct_text("|".join(columns) + "\n" + body, exit_lossy=True)
+
+
+@pytest.mark.parametrize(
+    ("text", "zone"),
+    [("9999-12-31T23:59:59", "America/New_York"), ("0001-01-01T00:00:00", "Asia/Tokyo")],
+)
+def test_local_times_past_datetimes_range_in_utc_are_parse_errors(text: str, zone: str) -> None:
+    # Valid in the zone, out of range once moved to UTC: astimezone raises OverflowError.
+    from zoneinfo import ZoneInfo
+
+    with pytest.raises(ParseError, match="impossible date"):
+        parse_time(text, tz=ZoneInfo(zone), field="End")
+    header = "JobID|State|End\n"
+    with pytest.raises(ParseError) as raised:
+        parse_sacct_text(f"{header}5|COMPLETED|{text}\n", tz=ZoneInfo(zone))
+    assert raised.value.field == "End"
+    assert raised.value.line_no == 2

@@ -62,6 +62,7 @@ from hpcstate import (
     advance,
     cancel_before_submit,
     expand_array_spec,
+    grace_deadline,
     new_item,
     registry,
     submit_rejected,
@@ -241,6 +242,7 @@ class Tracker:
         self.accounting_lag = accounting_lag
         self.accounting_interval = accounting_interval
         self._last_queue_at: dict[str, datetime] = {}  # backend -> its last queue call
+        self._queue_quiet: dict[str, int] = {}  # backend -> queue calls in a row, no event
         self._last_accounting_at: dict[str, datetime] = {}  # ... its last accounting call
         self._last_prune: datetime | None = None
         self._backends: dict[str, Backend] = {}
@@ -431,6 +433,12 @@ class Tracker:
             template = f"hpcstate-report-{item.id}.json"
         path = str(base / template) if base is not None else template
         reports_itself = getattr(backend, "reports_itself", None)
+        watched = (
+            reports_itself is not None
+            and backend.capabilities.self_report  # its running items' files are read
+            and getattr(backend, "read_text_files", None) is not None
+            and bool(reports_itself(spec))
+        )
         return {
             "report": "file",
             "report_template": path,
@@ -438,7 +446,7 @@ class Tracker:
             "stdout": spec.stdout,
             # The job writes that file when its payload ends (else it is only read once
             # the item settles, in case the user's own script wrote it).
-            "self_reports": bool(reports_itself is not None and reports_itself(spec)),
+            "self_reports": watched,
         }
 
     def _spec_for(
@@ -888,8 +896,10 @@ class Tracker:
         by_native = _NativeIndex(e.item for e in polled)
         error: str | None = None
         queue_obs: Sequence[Observation] = ()
+        queue_called = False
         if polled and self._queue_due(name, polled, now):
             self._last_queue_at[name] = now
+            queue_called = True
             try:
                 counts["queue_calls"] += 1
                 queue_obs = await backend.queue(by_native.native_ids())
@@ -907,7 +917,10 @@ class Tracker:
             self._apply(working, by_native, queue_obs, extras, events, counts)
         # Reports in files: of running items (if the backend's jobs report), and of
         # those that left the queue and await their verdict.
-        reports_found = await self._remote_reports(backend, working, polled)
+        reports_found, read_error = await self._remote_reports(backend, working, polled)
+        if read_error is not None and error is None and not queue_called:
+            # Nothing else reached the backend this poll: it is not known to be reachable.
+            error = self._describe(name, "reading report files", read_error)
         if reports_found:
             with _gc_paused():
                 self._apply(working, _NativeIndex(()), (), reports_found, events, counts)
@@ -932,22 +945,66 @@ class Tracker:
                         events.setdefault(item_id, []).extend(step.events)
             self._reachability_markers(name, working, events, now, reachable=error is None)
             changes, result = self._persist(base, working, events, counts)
+        if queue_called:
+            quiet = 0 if changes or counts["submitted"] else self._queue_quiet.get(name, 0) + 1
+            self._queue_quiet[name] = quiet
         if changes:
             await self._dispatch_committed(changes, result.applied, result.last_seq)
         await self._cancel_failed_by_output(backend, counts.get("output_failures", []))
         self._sync_watch(name, backend)
 
     def _queue_due(self, name: str, polled: Sequence[_Entry], now: datetime) -> bool:
-        """Every poll, unless every active item of this backend reports its own end:
-        then the queue is the safety net, asked every ``queue_interval`` seconds."""
+        """Is this backend's queue asked this poll?
+
+        Jobs that report their own end make the loop poll every ``fast_interval`` to read
+        their files; the queue is then a safety net, asked every ``queue_interval``. Other
+        jobs keep the pace they would have without them (fast after a submit, backing off
+        while nothing changes), not the report files' pace. Without reporting jobs every
+        poll asks the queue, as the loop's own interval already paces the polls. A settling
+        item whose grace is about to run out is asked about in any case: only the queue
+        can say it is still there."""
         last = self._last_queue_at.get(name)
-        if last is None or (now - last).total_seconds() >= self.queue_interval:
+        if last is None:
             return True
+        elapsed = (now - last).total_seconds()
         cancel = MarkerCode.CANCEL_REQUESTED.value
+        silent = reporting = False
+        soon = now + timedelta(seconds=2 * self.fast_interval)  # see next_interval
+        for entry in polled:
+            item = entry.item
+            if entry.extra.get("self_reports") is True and not item.has_marker(cancel):
+                reporting = True
+            else:
+                silent = True
+            deadline = grace_deadline(item, self.grace)
+            if deadline is not None and deadline <= soon:
+                return True
+        if silent:
+            if not reporting and not self._reporting_anywhere():
+                return True
+            return elapsed >= 0.75 * self._queue_pace(name, now)  # 0.75: the loop's jitter
+        return elapsed >= self.queue_interval
+
+    def _reporting_anywhere(self) -> bool:
+        """A job that reports its own end is queued or running (the loop runs fast)."""
         return any(
-            entry.extra.get("self_reports") is not True or entry.item.has_marker(cancel)
-            for entry in polled
+            e.item.state in _POLLED
+            and e.item.state is not State.SETTLING
+            and e.extra.get("self_reports") is True
+            for e in self._entries.values()
         )
+
+    def _queue_pace(self, name: str, now: datetime) -> float:
+        """The adaptive interval of the loop, per backend: fast after a submit, then 1.5x
+        per queue call that changed nothing, up to ``max_interval``."""
+        if (
+            self._last_submit_at is not None
+            and (now - self._last_submit_at).total_seconds() < 10 * self.fast_interval
+        ):
+            return self.fast_interval
+        quiet = self._queue_quiet.get(name, 0)
+        pace: float = self.fast_interval * 1.5 ** float(quiet)
+        return min(self.max_interval, pace)
 
     def _late_checks(self, name: str, backend: Backend, now: datetime) -> list[_Entry]:
         """The unconfirmed verdicts of this backend to ask accounting about this poll."""
@@ -1057,8 +1114,14 @@ class Tracker:
             lag = timedelta(seconds=self.accounting_lag)
             oldest = min(item.settling_since or now for item in needs)
             last = self._last_accounting_at.get(name)
-            if now - oldest < lag or (
-                last is not None and (now - last).total_seconds() < self.accounting_interval
+            soon = now + timedelta(seconds=2 * self.fast_interval)  # see next_interval
+            expiring = any(
+                (deadline := grace_deadline(item, self.grace)) is not None and deadline <= soon
+                for item in needs
+            )
+            if not expiring and (
+                now - oldest < lag
+                or (last is not None and (now - last).total_seconds() < self.accounting_interval)
             ):
                 return None  # next_interval wakes the loop when it is due
         needs += [working[e.item.id] for e in late if e.item.native_id is not None]
@@ -1453,14 +1516,14 @@ class Tracker:
 
     async def _remote_reports(
         self, backend: Backend, working: Mapping[str, RunItem], polled: list[_Entry]
-    ) -> dict[str, list[Observation]]:
+    ) -> tuple[dict[str, list[Observation]], Exception | None]:
         """Self-report files, ONE read for all of them: of the items that left the queue
         and await their verdict, and, if the backend says its jobs report
         (``capabilities.self_report``), of the running ones too (a report moves a running
         item to SETTLING at once, so accounting is asked in the same poll)."""
         reader = getattr(backend, "read_text_files", None)
         if reader is None:
-            return {}
+            return {}, None
         readable = {State.SETTLING}
         if backend.capabilities.self_report:
             # QUEUED too: with a slow queue a short job runs and ends between two calls.
@@ -1478,12 +1541,12 @@ class Tracker:
             ):
                 wanted[path] = item
         if not wanted:
-            return {}
+            return {}, None
         try:
             files: Mapping[str, str] = await reader(list(wanted))
         except Exception as exc:
             log.info("reading self-report files failed: %s", exc)
-            return {}
+            return {}, exc
         now = self.clock.now()
         found: dict[str, list[Observation]] = {}
         for path, text in files.items():
@@ -1495,7 +1558,7 @@ class Tracker:
                 found[item.id] = [parsed.observation(item.native_id, now)]
             except Exception as exc:  # whatever the file holds, it is not a verdict
                 log.warning("self-report file %s ignored: %s", path, exc)
-        return found
+        return found, None
 
     async def _output_checks(
         self,
@@ -1602,10 +1665,14 @@ class Tracker:
         work, longer after errors; with jitter."""
         now = self.clock.now()
         oldest_settling: dict[str, datetime] = {}
+        first_deadline: datetime | None = None  # of the settling items' graces
         reporting = pending = False
         for entry in self._entries.values():
             item = entry.item
             if item.state is State.SETTLING:
+                deadline = grace_deadline(item, self.grace)
+                if deadline is not None and (first_deadline is None or deadline < first_deadline):
+                    first_deadline = deadline
                 since = item.settling_since or now
                 if item.backend not in oldest_settling or since < oldest_settling[item.backend]:
                     oldest_settling[item.backend] = since
@@ -1625,12 +1692,23 @@ class Tracker:
         elif recent_submit or reporting or self._correctable_soon(now):
             base = self.fast_interval
         elif oldest_settling:
-            base = max(self.fast_interval, min(self._accounting_due_in(oldest_settling, now)))
+            due = self._accounting_due_in(oldest_settling, now)
+            if first_deadline is not None:
+                # Two fast intervals before a grace runs out, queue and accounting are
+                # asked whatever their pace (the queue may still list the job).
+                lead = 2 * self.fast_interval
+                due.append((first_deadline - now).total_seconds() - lead)
+            base = max(self.fast_interval, min(due))
         else:
             base = min(self.max_interval, self.fast_interval * 1.5 ** float(self._quiet_polls))
             if pending:
                 base = min(base, 5 * self.fast_interval)
-        return base * (0.8 + 0.4 * self._random.random())
+        interval = base * (0.8 + 0.4 * self._random.random())
+        if first_deadline is not None:
+            # Never jitter past the poll that asks about a grace running out.
+            left = (first_deadline - now).total_seconds() - 1.5 * self.fast_interval
+            interval = min(interval, max(0.1, left))
+        return interval
 
     def _accounting_due_in(
         self, oldest_settling: Mapping[str, datetime], now: datetime
