@@ -410,6 +410,37 @@ def _sighted(
     item: RunItem, last_seen_at: datetime | None, last_active_at: datetime | None, at: datetime
 ) -> RunItem:
     """The same item with new sighting times: the commonest change in a poll."""
+    return _rebuilt(
+        item,
+        item.state,
+        item.version,
+        item.stats,
+        item.markers,
+        item.restarts,
+        item.handle,
+        at,
+        last_seen_at,
+        last_active_at,
+        item.settling_since,
+        item.settling_cause,
+    )
+
+
+def _rebuilt(
+    item: RunItem,
+    state: State,
+    version: int,
+    stats: JobStats,
+    markers: tuple[Marker, ...],
+    restarts: int,
+    handle: str | None,
+    at: datetime,
+    last_seen_at: datetime | None,
+    last_active_at: datetime | None,
+    settling_since: datetime | None,
+    settling_cause: str | None,
+) -> RunItem:
+    """``item`` with what a transition changes; what it never changes is kept."""
     return _build_item(
         item.id,
         item.run_id,
@@ -417,18 +448,18 @@ def _sighted(
         item.native_id,
         item.array_index,
         item.name,
-        item.state,
-        item.version,
-        item.stats,
-        item.markers,
-        item.restarts,
-        item.handle,
+        state,
+        version,
+        stats,
+        markers,
+        restarts,
+        handle,
         item.created_at,
         item.updated_at if item.updated_at >= at else at,
         last_seen_at,
         last_active_at,
-        item.settling_since,
-        item.settling_cause,
+        settling_since,
+        settling_cause,
     )
 
 
@@ -527,21 +558,15 @@ def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
         if (last_seen, last_active) != (item.last_seen_at, item.last_active_at):
             return _step(_sighted(item, last_seen, last_active, at), ())
         return _step(item, ())
-    new = _build_item(
-        item.id,
-        item.run_id,
-        item.backend,
-        item.native_id,
-        item.array_index,
-        item.name,
+    new = _rebuilt(
+        item,
         new_state,
         item.version + 1,
         stats,
         markers,
         restarts,
         handle,
-        item.created_at,
-        item.updated_at if item.updated_at >= at else at,
+        at,
         last_seen,
         last_active,
         settling_since,
