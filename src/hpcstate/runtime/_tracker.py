@@ -642,11 +642,11 @@ class Tracker:
     ) -> None:
         """Deliver the events of the changes that landed, after any event another
         process wrote before them (the log's order)."""
-        done = set(applied)
-        mine = [e for c in changes if c.item.id in done for e in c.events]
         if not (self._watchers or self._callbacks):
             self._seen_seq = max(self._seen_seq, last_seq)
             return
+        done = set(applied)
+        mine = [e for c in changes if c.item.id in done for e in c.events]
         first_mine = last_seq - len(mine)
         if first_mine > self._seen_seq:
             await self._deliver_foreign(until=first_mine)
