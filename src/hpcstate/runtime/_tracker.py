@@ -972,7 +972,7 @@ class Tracker:
         soon = now + timedelta(seconds=2 * self.fast_interval)  # see next_interval
         for entry in polled:
             item = entry.item
-            if entry.extra.get("self_reports") is True and not item.has_marker(cancel):
+            if _reports_itself(entry) and not item.has_marker(cancel):
                 reporting = True
             else:
                 silent = True
@@ -988,21 +988,26 @@ class Tracker:
     def _reporting_anywhere(self) -> bool:
         """A job that reports its own end is queued or running (the loop runs fast)."""
         return any(
-            e.item.state in _POLLED
-            and e.item.state is not State.SETTLING
-            and e.extra.get("self_reports") is True
+            e.item.state in _POLLED and e.item.state is not State.SETTLING and _reports_itself(e)
             for e in self._entries.values()
         )
 
     def _queue_pace(self, name: str, now: datetime) -> float:
         """The adaptive interval of the loop, per backend: fast after a submit, then 1.5x
         per queue call that changed nothing, up to ``max_interval``."""
-        if (
+        if self._recent_submit(now):
+            return self.fast_interval
+        return self._backoff(self._queue_quiet.get(name, 0))
+
+    def _recent_submit(self, now: datetime) -> bool:
+        """Within ten fast intervals of a submit: its first sightings come soon."""
+        return (
             self._last_submit_at is not None
             and (now - self._last_submit_at).total_seconds() < 10 * self.fast_interval
-        ):
-            return self.fast_interval
-        quiet = self._queue_quiet.get(name, 0)
+        )
+
+    def _backoff(self, quiet: int) -> float:
+        """The interval after ``quiet`` polls that changed nothing: 1.5x each, capped."""
         pace: float = self.fast_interval * 1.5 ** float(quiet)
         return min(self.max_interval, pace)
 
@@ -1678,18 +1683,14 @@ class Tracker:
                     oldest_settling[item.backend] = since
             elif item.state is State.PENDING:
                 pending = True
-            elif item.state in _POLLED and entry.extra.get("self_reports") is True:
+            elif item.state in _POLLED and _reports_itself(entry):
                 reporting = True
-        recent_submit = (
-            self._last_submit_at is not None
-            and (now - self._last_submit_at).total_seconds() < 10 * self.fast_interval
-        )
         base: float
         if self._error_polls:
             base = min(
                 self.max_error_interval, self.fast_interval * 2.0 ** float(self._error_polls)
             )
-        elif recent_submit or reporting or self._correctable_soon(now):
+        elif self._recent_submit(now) or reporting or self._correctable_soon(now):
             base = self.fast_interval
         elif oldest_settling:
             due = self._accounting_due_in(oldest_settling, now)
@@ -1700,7 +1701,7 @@ class Tracker:
                 due.append((first_deadline - now).total_seconds() - lead)
             base = max(self.fast_interval, min(due))
         else:
-            base = min(self.max_interval, self.fast_interval * 1.5 ** float(self._quiet_polls))
+            base = self._backoff(self._quiet_polls)
             if pending:
                 base = min(base, 5 * self.fast_interval)
         interval = base * (0.8 + 0.4 * self._random.random())
@@ -1752,6 +1753,11 @@ class Tracker:
             for task in (sleeper, waker):
                 task.cancel()
             self._wake.clear()
+
+
+def _reports_itself(entry: _Entry) -> bool:
+    """The job writes its own report file when its payload ends (decided at submit)."""
+    return entry.extra.get("self_reports") is True
 
 
 @contextlib.contextmanager
