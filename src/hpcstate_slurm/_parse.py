@@ -950,6 +950,18 @@ def _json_step_name(step: Mapping[str, Any], job_id: str) -> str:
     return job_id
 
 
+def _json_time_block(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """A job's or step's ``time`` object; {} when it is missing or not an object."""
+    time = record.get("time")
+    return time if isinstance(time, dict) else {}
+
+
+def _json_elapsed(time: Mapping[str, Any]) -> float | None:
+    """``time.elapsed`` in seconds; None when unset or negative (never a duration)."""
+    elapsed = _number(time.get("elapsed"))
+    return float(elapsed) if elapsed is not None and elapsed >= 0 else None
+
+
 def _json_cpu(time: Any) -> float | None:
     if not isinstance(time, dict):
         return None
@@ -1033,9 +1045,7 @@ def _json_job_rows(
         text = state_info.get("reason") if isinstance(state_info, dict) else None
         if isinstance(text, str) and text:
             reason = parse_slurm_reason(text)
-    time = job.get("time") if isinstance(job.get("time"), dict) else {}
-    assert isinstance(time, dict)
-    elapsed = _number(time.get("elapsed"))
+    time = _json_time_block(job)
     row = AccountingRow(
         job_id=job_id,
         raw_id=str(_number(job.get("job_id"))),
@@ -1059,7 +1069,7 @@ def _json_job_rows(
         submitted_at=_json_time(time.get("submission")),
         started_at=_json_time(time.get("start")),
         finished_at=_json_time(time.get("end")),
-        elapsed_s=float(elapsed) if elapsed is not None and elapsed >= 0 else None,
+        elapsed_s=_json_elapsed(time),
         cpu_time_s=_json_cpu(time),
         nodes=parse_nodes(_text(job.get("nodes"))),
         name=_text(job.get("name")),
@@ -1091,9 +1101,7 @@ def _json_job_rows(
         if not isinstance(step, dict):
             raise ParseError("a step is not an object", command=command, field="steps")
         step_state, step_text = _json_state(step.get("state"), command=command)
-        step_time = step.get("time") if isinstance(step.get("time"), dict) else {}
-        assert isinstance(step_time, dict)
-        step_elapsed = _number(step_time.get("elapsed"))
+        step_time = _json_time_block(step)
         rows.append(
             AccountingRow(
                 job_id=job_id,
@@ -1109,9 +1117,7 @@ def _json_job_rows(
                 ),
                 started_at=_json_time(step_time.get("start")),
                 finished_at=_json_time(step_time.get("end")),
-                elapsed_s=(
-                    float(step_elapsed) if step_elapsed is not None and step_elapsed >= 0 else None
-                ),
+                elapsed_s=_json_elapsed(step_time),
                 cpu_time_s=_json_cpu(step_time),
                 max_rss_bytes=_json_rss(step),
             )
