@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import re
 import statistics
 import subprocess
 import sys
@@ -28,6 +27,14 @@ import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+from _slurm_rpcs import (  # bench/ is on sys.path when a bench runs
+    CTLD_QUERY_TYPES,
+    DBD_QUERY_TYPES,
+    queries_only,
+    reset_counters,
+)
+from _slurm_rpcs import read_counters as read_all_counters
 
 import hpcstate
 from hpcstate import TERMINAL, SchedulerUnavailable, Source, State
@@ -37,50 +44,16 @@ from hpcstate_slurm._io import SlurmBackend
 
 UTC = timezone.utc
 ROOT = Path(__file__).resolve().parents[1]
-#: slurmctld RPC types a job-state query causes (squeue, scontrol, sacct's lookups).
-CTLD_QUERY_TYPES = {
-    "REQUEST_JOB_INFO",
-    "REQUEST_JOB_INFO_SINGLE",
-    "REQUEST_JOB_USER_INFO",
-    "REQUEST_PARTITION_INFO",
-    "REQUEST_FED_INFO",
-    "REQUEST_NODE_INFO",
-    "REQUEST_NODE_INFO_SINGLE",
-    "REQUEST_BUILD_INFO",
-}
-#: slurmdbd RPC types a sacct call causes.
-DBD_QUERY_TYPES = {
-    "SLURM_PERSIST_INIT",
-    "DBD_GET_JOBS_COND",
-    "DBD_FINI",
-    "DBD_GET_CLUSTERS",
-    "DBD_GET_TRES",
-    "DBD_GET_ASSOCS",
-    "DBD_GET_QOS",
-    "DBD_GET_USERS",
-}
-_RPC_LINE = re.compile(r"^\s+([A-Z_]+)\s+\(\s*\d+\)\s+count:(\d+)", re.MULTILINE)
 
 
 def run(*argv: str) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=120).stdout
 
 
-def rpc_counts(text: str, types: set[str]) -> dict[str, int]:
-    # Only the "by message type" section: it comes before the "by user" one.
-    section = text.split("statistics by user")[0]
-    return {name: int(count) for name, count in _RPC_LINE.findall(section) if name in types}
-
-
-def reset_counters() -> None:
-    run("sdiag", "--reset")
-    run("sacctmgr", "-i", "clear", "stats")
-
-
 def read_counters() -> tuple[dict[str, int], dict[str, int]]:
-    ctld = rpc_counts(run("sdiag"), CTLD_QUERY_TYPES)
-    dbd = rpc_counts(run("sacctmgr", "show", "stats"), DBD_QUERY_TYPES)
-    return ctld, dbd
+    """The query RPCs only, by type: (slurmctld, slurmdbd)."""
+    ctld, dbd = read_all_counters()
+    return queries_only(ctld, CTLD_QUERY_TYPES), queries_only(dbd, DBD_QUERY_TYPES)
 
 
 async def track(args: argparse.Namespace, work: Path) -> dict[str, object]:

@@ -29,7 +29,6 @@ import asyncio
 import json
 import math
 import os
-import re
 import statistics
 import subprocess
 import sys
@@ -38,6 +37,13 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from _slurm_rpcs import (  # bench/ is on sys.path when a bench runs
+    CTLD_QUERY_TYPES,
+    DBD_QUERY_TYPES,
+    read_counters,
+    reset_counters,
+)
 
 from hpcstate import Corrected, Event, ExitStatus, Finished, MarkerCode, State
 from hpcstate.backend import AccountingQuery, Command, CommandResult, JobSpec, Runner
@@ -49,34 +55,6 @@ from hpcstate_slurm._io import SlurmBackend
 PSIJ_CONTROLLER_RPCS = 14
 SUBMITIT_SACCT_QUERIES = 7
 TARGET_DELAY_S = 5.0
-#: slurmctld RPC types a job-state query causes (squeue); the rest is the jobs' own
-#: traffic (batch script completion, epilog...) and submissions.
-CTLD_QUERY_TYPES = frozenset(
-    {
-        "REQUEST_JOB_INFO",
-        "REQUEST_JOB_INFO_SINGLE",
-        "REQUEST_JOB_USER_INFO",
-        "REQUEST_PARTITION_INFO",
-        "REQUEST_FED_INFO",
-        "REQUEST_NODE_INFO",
-        "REQUEST_NODE_INFO_SINGLE",
-        "REQUEST_BUILD_INFO",
-    }
-)
-#: slurmdbd RPC types a sacct call causes; the rest is slurmctld's own job records.
-DBD_QUERY_TYPES = frozenset(
-    {
-        "SLURM_PERSIST_INIT",
-        "DBD_GET_JOBS_COND",
-        "DBD_FINI",
-        "DBD_GET_CLUSTERS",
-        "DBD_GET_TRES",
-        "DBD_GET_ASSOCS",
-        "DBD_GET_QOS",
-        "DBD_GET_USERS",
-    }
-)
-_RPC_LINE = re.compile(r"^\s+([A-Z_]+)\s+\(\s*\d+\)\s+count:(\d+)", re.MULTILINE)
 #: The settings compared. The jobs write their own reports (``self_report_wrapper``), so
 #: with the Tracker's defaults the report files are read every ``fast_interval`` (no
 #: RPC), the queue is a safety net every ``queue_interval`` (60 s), and one batched sacct
@@ -124,20 +102,6 @@ def run(*argv: str) -> str:
     env = {**os.environ, "SLURM_TIME_FORMAT": "%s", "TZ": "UTC"}
     done = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=120, env=env)
     return done.stdout
-
-
-def rpc_counts(text: str) -> dict[str, int]:
-    section = text.split("statistics by user")[0]  # "by message type" comes first
-    return {name: int(count) for name, count in _RPC_LINE.findall(section)}
-
-
-def reset_counters() -> None:
-    run("sdiag", "--reset")
-    run("sacctmgr", "-i", "clear", "stats")
-
-
-def read_counters() -> tuple[dict[str, int], dict[str, int]]:
-    return rpc_counts(run("sdiag")), rpc_counts(run("sacctmgr", "show", "stats"))
 
 
 def percentile(values: list[float], fraction: float) -> float:
