@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import shlex
+import warnings
 from collections.abc import Sequence
 from types import ModuleType
 from typing import Any, Final
@@ -88,12 +89,25 @@ def split_group_line(stderr: str) -> tuple[int | None, str]:
 
 def _asyncssh() -> ModuleType:
     try:
-        import asyncssh
+        with warnings.catch_warnings():
+            # asyncssh registers DSA and other legacy algorithms at import time, and
+            # cryptography (>= 48) warns about each; the user asked for none of them.
+            # Only cryptography's own deprecation class, only from asyncssh's import.
+            _ignore_cryptography_deprecations()
+            import asyncssh
     except ImportError as exc:
         raise ConfigError(
             "running commands over SSH needs asyncssh: pip install 'hpcstate[ssh]'"
         ) from exc
     return asyncssh
+
+
+def _ignore_cryptography_deprecations() -> None:
+    try:
+        from cryptography.utils import CryptographyDeprecationWarning
+    except ImportError:  # pragma: no cover - asyncssh requires cryptography
+        return
+    warnings.filterwarnings("ignore", category=CryptographyDeprecationWarning)
 
 
 class SshRunner:
