@@ -40,7 +40,11 @@ from ._clock import SystemClock as SystemClock
 from ._errors import AuthenticationFailed as AuthenticationFailed
 from ._errors import CorruptRow as CorruptRow
 from ._errors import HostKeyRejected as HostKeyRejected
+from ._errors import StoreEnvironmentError as StoreEnvironmentError
 from ._errors import StoreError as StoreError
+from ._errors import StoreFull as StoreFull
+from ._errors import StoreReadOnly as StoreReadOnly
+from ._errors import StoreUnsafeFilesystem as StoreUnsafeFilesystem
 from ._output import ErrorPattern as ErrorPattern
 from ._output import OutputCheck as OutputCheck
 from ._output import OutputSnapshot as OutputSnapshot
@@ -92,7 +96,11 @@ __all__ = [
     "SelfReport",
     "SshRunner",
     "Store",
+    "StoreEnvironmentError",
     "StoreError",
+    "StoreFull",
+    "StoreReadOnly",
+    "StoreUnsafeFilesystem",
     "StoredEvent",
     "SuccessMarker",
     "SweepReport",
