@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 CAPABILITIES = Capabilities(
     array_jobs=True,
     steps=True,
-    lossless_signals=True,  # the controller's raw wait status; sacct's code:signal
+    lossless_signals=True,  # the controller's exit status (squeue -O); sacct's code:signal
     accounting=True,
     cancel=True,
     requeue=True,

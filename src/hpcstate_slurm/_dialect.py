@@ -6,8 +6,10 @@ between versions comes from :class:`~hpcstate_slurm._versions.SlurmBehaviour`.
 Sources and what they are worth:
 
 * ``squeue -O ...,exit_code,DerivedEC,...`` is the queue AND the controller record in one
-  call: while a finished job is still in slurmctld (MinJobAge), its raw wait status is
-  lossless, on every version. An observation that carries it has source CONTROLLER.
+  call: while a finished job is still in slurmctld (MinJobAge), its exit status is
+  lossless, on every version (22.05 prints the raw wait status, 23.02 on ``code:signal``;
+  either is read whatever the detected version). An observation that carries it has
+  source CONTROLLER.
 * ``sacct -P -D`` is the authoritative, final record. On versions whose sacct subtracts
   128 from exit codes >= 128 its exit code is marked ambiguous; the state machine keeps
   the controller's exact value over it.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone, tzinfo
@@ -31,6 +32,7 @@ from hpcstate._fast import positional_builder
 
 UTC: Final = timezone.utc
 _T = TypeVar("_T")
+_log = logging.getLogger("hpcstate_slurm")
 
 # -- job states ------------------------------------------------------------------------
 
@@ -286,6 +288,59 @@ def parse_wait_status(
         ) from None
 
 
+def parse_code_signal(
+    text: str, *, command: str = "", field: str = "exit_code"
+) -> ExitStatus | None:
+    """squeue's ``code:signal`` (23.02 and later: ``137:0`` is exit 137, ``0:15`` SIGTERM).
+
+    Lossless, unlike sacct's text on older releases: squeue never subtracts 128.
+    """
+    value = text.strip()
+    if value in ("", "N/A"):
+        return None
+    try:
+        return ExitStatus.from_slurm(value, high_codes_lossy=False)
+    except ParseError:
+        raise ParseError(
+            "expected an exit status CODE:SIGNAL", command=command, field=field, line=text
+        ) from None
+
+
+def parse_queue_exit(
+    text: str,
+    *,
+    wait_status: bool,
+    command: str = "",
+    field: str = "exit_code",
+) -> ExitStatus | None:
+    """``squeue -O exit_code``/``DerivedEC`` in either of its two formats.
+
+    ``wait_status`` says which format the detected release prints: the raw wait status
+    (22.05: one integer, ``35072``) or ``code:signal`` (23.02 on: ``137:0``). The two
+    cannot be confused (only ``code:signal`` has a colon), so an answer in the other
+    format is read by the format it has, with a logged note (a misdetected or mixed
+    release), never an error.
+    """
+    value = text.strip()
+    colon = ":" in value
+    if colon is not wait_status or value in ("", "N/A"):
+        return (parse_wait_status if wait_status else parse_code_signal)(
+            value, command=command, field=field
+        )
+    _log.info(
+        "%s %s printed %r, the %s format, where the detected Slurm release prints %s; "
+        "read by the format it has",
+        command or "squeue",
+        field,
+        value[:40],
+        "code:signal" if colon else "raw wait status",
+        "a raw wait status" if wait_status else "code:signal",
+    )
+    return (parse_code_signal if colon else parse_wait_status)(
+        value, command=command, field=field
+    )
+
+
 def accounting_state(
     text: str, *, command: str = "", line: str | None = None
 ) -> tuple[State | None, Reason | None]:
@@ -482,12 +537,19 @@ def _queue_rows(
     derived: ExitStatus | None = None
     # The controller's status is the job's only once it ended after running, and not
     # when Slurm itself set it (NODE_FAIL/BOOT_FAIL store 1, which reads as SIGHUP).
-    if exit_raw and finished and ran and state not in SLURM_SET_EXIT_STATES:
-        exit_ = parse_wait_status(fields.get("exit", ""), command=command)
-        derived = parse_wait_status(fields.get("derived", ""), command=command, field="DerivedEC")
+    if finished and ran and state not in SLURM_SET_EXIT_STATES and "exit" in fields:
+        exit_ = parse_queue_exit(fields["exit"], wait_status=exit_raw, command=command)
+        derived = parse_queue_exit(
+            fields.get("derived", ""), wait_status=exit_raw, command=command, field="DerivedEC"
+        )
     restarts_text = fields.get("restarts", "").strip()
-    if restarts_text and not restarts_text.isdecimal():
-        raise ParseError("expected a restart count", command=command, field="RestartCnt")
+    # A restart count past 9 digits is no count (and int() refuses > 4,300 digits).
+    if restarts_text and not (
+        restarts_text.isascii() and restarts_text.isdecimal() and len(restarts_text) <= 9
+    ):
+        raise ParseError(
+            "expected a restart count", command=command, field="RestartCnt", line=restarts_text
+        )
     base = QueueRow(
         job_id=job_id,
         raw_id=fields.get("raw_id", "").strip(),

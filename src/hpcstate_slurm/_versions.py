@@ -1,9 +1,9 @@
 """What each Slurm release does differently, as data.
 
 Every fact here is one a tracker's correctness depends on. Each carries where it was
-seen: *measured* (real 22.05.8 outputs in ``tests/golden/slurm/22.05.8``), *recorded*
-(real 26.05.3 outputs in ``tests/golden/slurm/26.05.3``) or *source* (read in Slurm's
-source, not seen running). Releases between the two recorded ones that nobody verified
+seen (:data:`EVIDENCE`): *measured* (real 22.05.8 outputs in ``tests/golden/slurm/22.05.8``),
+*recorded* (real 26.05.3 outputs in ``tests/golden/slurm/26.05.3`` and
+``26.05.3-production``) or *source* (read in Slurm's source, not seen running). Releases between the two recorded ones that nobody verified
 get the cautious answer: an exit code is called ambiguous rather than presented as fact.
 """
 
@@ -81,6 +81,68 @@ _SQUEUE_JSON_FILTERS_FROM = _v("23.02.0")
 #: A script killed by a signal gets Reason RaisedSignal:N(...) from 23.02 (source,
 #: commit c1185c6d20; recorded on 26.05.3); 22.05.8 says JobLaunchFailure (measured).
 _RAISED_SIGNAL_REASON_FROM = _v("23.02.0")
+#: ``squeue -O exit_code``/``DerivedEC`` print ``code:signal`` from 23.02 on (the issue
+#: report and the 23.02 release notes; recorded on 26.05.3: ``137:0``, ``0:15``); 22.05.8
+#: prints the raw wait status (measured: ``35072``, ``15``).
+_SQUEUE_EXIT_CODE_SIGNAL_FROM = _v("23.02.0")
+
+
+@frozen(kw_only=True)
+class Evidence:
+    """Where one row of the behaviour table was seen, per side of its boundary."""
+
+    flag: str
+    #: The first release with the newer behaviour (None: every supported release).
+    changes_at: SlurmVersion | None
+    #: Releases whose real output shows the OLD behaviour, and how it was seen.
+    before: str
+    #: Releases whose real output shows the NEW behaviour, and how it was seen.
+    after: str
+
+
+#: Each row of :class:`SlurmBehaviour` and the releases it was measured on. "measured":
+#: the real Debian 22.05.8 cluster (tests/golden/slurm/22.05.8, and the live tests);
+#: "recorded": real 26.05.3 output of the backend's own commands
+#: (tests/golden/slurm/26.05.3-production) or of other formats (tests/golden/slurm/26.05.3);
+#: "source": read in Slurm's source or release notes, not seen running.
+EVIDENCE: tuple[Evidence, ...] = (
+    Evidence(
+        flag="squeue_exit_code_is_wait_status",
+        changes_at=_SQUEUE_EXIT_CODE_SIGNAL_FROM,
+        before="measured on 22.05.8: raw wait status (exit 137 -> 35072, SIGTERM -> 15)",
+        after="recorded on 26.05.3: code:signal (137:0, 0:15); 23.02-25.x: source only",
+    ),
+    Evidence(
+        flag="sacct_exit_high_codes_lossy",
+        changes_at=_SACCT_TEXT_LOSSLESS_FROM,
+        before="measured on 22.05.8: exit 137 -> 9:0; 23.02 source still subtracts 128",
+        after="recorded on 26.05.3: exit 137 -> 137:0; 23.02-25.x unverified (treated lossy)",
+    ),
+    Evidence(
+        flag="sacct_json_exit_faulty",
+        changes_at=_SACCT_JSON_EXIT_FIXED_FROM,
+        before="measured on 22.05.8 (dbv0.0.38: SUCCESS/0 for exit 3); source for 21.08, 23.02",
+        after="recorded on 26.05.3 (data_parser v0.0.42-v0.0.45)",
+    ),
+    Evidence(
+        flag="squeue_json_ignores_filters",
+        changes_at=_SQUEUE_JSON_FILTERS_FROM,
+        before="measured on 22.05.8: the whole queue whatever -j/-t say",
+        after="recorded on 26.05.3: squeue --json -j ID lists that job only",
+    ),
+    Evidence(
+        flag="raised_signal_reason",
+        changes_at=_RAISED_SIGNAL_REASON_FROM,
+        before="measured on 22.05.8: JobLaunchFailure for a script killed by a signal",
+        after="recorded on 26.05.3: RaisedSignal:15(Terminated); source from 23.02",
+    ),
+    Evidence(
+        flag="epoch_time_format",
+        changes_at=None,
+        before="",
+        after="measured on 22.05.8 and recorded on 26.05.3 (squeue and sacct)",
+    ),
+)
 
 
 @frozen(kw_only=True)
@@ -99,9 +161,11 @@ class SlurmBehaviour:
     squeue_json_ignores_filters: bool
     #: Reason RaisedSignal:N for scripts killed by a signal (else JobLaunchFailure).
     raised_signal_reason: bool
-    #: ``squeue -O exit_code`` prints the controller's raw wait status (lossless), which
-    #: makes the one queue call also the controller record: measured on 22.05.8
-    #: (exit 137 -> 35072, SIGINT -> 2); the same print code in current source.
+    #: ``squeue -O exit_code``/``DerivedEC`` print the controller's raw wait status
+    #: (measured on 22.05.8: exit 137 -> 35072, SIGINT -> 2); from 23.02 on they print
+    #: ``code:signal`` (recorded on 26.05.3: ``137:0``, ``0:15``). Both are lossless,
+    #: which makes the one queue call also the controller record. An answer in the other
+    #: format is read by the format it has (see ``_parse.parse_queue_exit``).
     squeue_exit_code_is_wait_status: bool = True
     #: SLURM_TIME_FORMAT=%s gives epoch seconds (measured on 22.05.8 for sacct and squeue).
     epoch_time_format: bool = True
@@ -119,4 +183,5 @@ def behaviour_for(version: SlurmVersion) -> SlurmBehaviour:
         sacct_json_exit_faulty=version < _SACCT_JSON_EXIT_FIXED_FROM,
         squeue_json_ignores_filters=version < _SQUEUE_JSON_FILTERS_FROM,
         raised_signal_reason=version >= _RAISED_SIGNAL_REASON_FROM,
+        squeue_exit_code_is_wait_status=version < _SQUEUE_EXIT_CODE_SIGNAL_FROM,
     )
