@@ -336,9 +336,7 @@ def parse_queue_exit(
         "code:signal" if colon else "raw wait status",
         "a raw wait status" if wait_status else "code:signal",
     )
-    return (parse_code_signal if colon else parse_wait_status)(
-        value, command=command, field=field
-    )
+    return (parse_code_signal if colon else parse_wait_status)(value, command=command, field=field)
 
 
 def accounting_state(

@@ -3,8 +3,9 @@
 Every fact here is one a tracker's correctness depends on. Each carries where it was
 seen (:data:`EVIDENCE`): *measured* (real 22.05.8 outputs in ``tests/golden/slurm/22.05.8``),
 *recorded* (real 26.05.3 outputs in ``tests/golden/slurm/26.05.3`` and
-``26.05.3-production``) or *source* (read in Slurm's source, not seen running). Releases between the two recorded ones that nobody verified
-get the cautious answer: an exit code is called ambiguous rather than presented as fact.
+``26.05.3-production``) or *source* (read in Slurm's source, not seen running).
+Releases between the two recorded ones that nobody verified get the cautious answer: an
+exit code is called ambiguous rather than presented as fact.
 """
 
 from __future__ import annotations
