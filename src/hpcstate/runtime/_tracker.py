@@ -501,32 +501,67 @@ class Tracker:
 
     async def _cancel(self, run_id: str) -> Run:
         run = self.store.get_run(run_id)
-        now = self.clock.now()
-        rows, _ = self.store.items_by_id(i.id for i in run.items)
-        changes: list[Change] = []
-        to_cancel: dict[str, list[str]] = defaultdict(list)
+        to_cancel: dict[str, dict[str, None]] = defaultdict(dict)  # ordered sets
         marker = Marker(code=MarkerCode.CANCEL_REQUESTED.value, text="cancel requested")
-        for row in rows:
+
+        def cancelling(row: ItemRow) -> Change | None:
             item = row.item
             if item.state in TERMINAL:
-                continue
+                return None
+            now = self.clock.now()
             if item.state is State.PENDING and row.submit_started_at is None:
                 step = cancel_before_submit(item, at=now)
             else:
+                # Submitted, or being submitted (claimed): the submitter re-reads on its
+                # conflict, sees the marker and cancels the job it created.
                 step = add_marker(item, marker, at=now)
                 if item.native_id is not None:
-                    to_cancel[item.backend].append(item.native_id)
-            if step.item is not item:
-                changes.append(
-                    Change(item=step.item, expected_version=item.version, events=step.events)
-                )
-        result = self.store.commit(changes)
-        await self._dispatch_committed(changes, result.applied, result.last_seq)
+                    to_cancel[item.backend][item.native_id] = None
+            if step.item is item:
+                return None
+            return Change(item=step.item, expected_version=item.version, events=step.events)
+
+        rows, _ = self.store.items_by_id(i.id for i in run.items)
+        changes = [c for row in rows if (c := cancelling(row)) is not None]
+        _, lost = await self._commit_redoing(changes, cancelling)
         for backend_name, ids in to_cancel.items():
-            await self.backend(backend_name).cancel(ids)
+            await self.backend(backend_name).cancel(list(ids))
         await self._refresh()
         self.wake()
+        if lost:
+            raise StoreError(
+                f"run {run_id}: other writers kept changing item(s) {', '.join(lost)}; "
+                f"their cancel request was not stored after {_MARKER_ATTEMPTS} attempts "
+                "(the jobs already known were asked to cancel)"
+            )
         return self.store.get_run(run_id)
+
+    async def _commit_redoing(
+        self, changes: Sequence[Change], redo: Callable[[ItemRow], Change | None]
+    ) -> tuple[list[Change], list[str]]:
+        """Commit ``changes`` as compare-and-sets. An item another writer changed first
+        is re-read and ``redo(row)`` rebuilds its change on what that writer stored
+        (None: nothing left to do there), for up to ``_MARKER_ATTEMPTS`` rounds. Returns
+        the changes that landed and the ids still conflicting after the last round (the
+        caller reports them); a conflict is never dropped silently."""
+        landed: list[Change] = []
+        pending = list(changes)
+        for _ in range(_MARKER_ATTEMPTS):
+            if not pending:
+                break
+            result = self.store.commit(pending)
+            await self._dispatch_committed(pending, result.applied, result.last_seq)
+            applied = set(result.applied)
+            landed += [c for c in pending if c.item.id in applied]
+            if not result.conflicts:
+                return landed, []
+            self.conflicts += len(result.conflicts)
+            self._force_refresh = True
+            rows, bad = self.store.items_by_id(result.conflicts)
+            for problem in bad:
+                log.error("%s: cannot re-apply a change to it", problem)
+            pending = [c for row in rows if (c := redo(row)) is not None]
+        return landed, [c.item.id for c in pending]
 
     async def add_marker(self, item_id: str, marker: Marker) -> RunItem:
         """Attach ``marker`` to one item (a no-op if it is already there), with its
@@ -1421,9 +1456,22 @@ class Tracker:
 
     async def _rejected(self, group: list[_Entry], message: str) -> int:
         now = self.clock.now()
+        text = message[:2000]
+
+        def rejecting(row: ItemRow) -> Change | None:
+            if row.item.state is not State.PENDING:
+                return None  # another writer ended it (a cancel): nothing was created
+            step = submit_rejected(row.item, at=now, message=text)
+            return Change(
+                item=step.item,
+                expected_version=row.item.version,
+                events=step.events,
+                clear_submit=True,
+            )
+
         changes = []
         for entry in group:
-            step = submit_rejected(entry.item, at=now, message=message[:2000])
+            step = submit_rejected(entry.item, at=now, message=text)
             changes.append(
                 Change(
                     item=step.item,
@@ -1432,14 +1480,15 @@ class Tracker:
                     clear_submit=True,
                 )
             )
-        await self._commit_entries(changes)
+        await self._commit_entries(changes, rejecting, "its refused submission")
         return 0
 
     async def _submitted(self, group: list[_Entry], answer: Submission, *, whole: bool) -> int:
         now = self.clock.now()
         changes = []
-        to_cancel: list[str] = []
+        to_cancel: dict[str, None] = {}  # an ordered set
         task_ids = answer.array_task_ids
+        natives: dict[str, str] = {}
         for position, entry in enumerate(group):
             if not whole:
                 native = answer.native_id
@@ -1447,6 +1496,7 @@ class Tracker:
                 native = task_ids[position]
             else:
                 native = f"{answer.native_id}_{entry.item.array_index}"
+            natives[entry.item.id] = native
             step = submitted(entry.item, native_id=native, at=now, submitted_at=answer.submitted_at)
             changes.append(
                 Change(
@@ -1457,29 +1507,59 @@ class Tracker:
                 )
             )
             if entry.item.has_marker(MarkerCode.CANCEL_REQUESTED.value):
-                to_cancel.append(native)
-        await self._commit_entries(changes)
+                to_cancel[native] = None
+
+        def recording(row: ItemRow) -> Change | None:
+            # Another writer changed the item while it was being submitted (a cancel
+            # request, a marker): record the job on top of what it wrote.
+            item, native = row.item, natives[row.item.id]
+            if item.state is State.PENDING:
+                if item.has_marker(MarkerCode.CANCEL_REQUESTED.value):
+                    to_cancel[native] = None
+                step = submitted(item, native_id=native, at=now, submitted_at=answer.submitted_at)
+                return Change(
+                    item=step.item,
+                    expected_version=item.version,
+                    events=step.events,
+                    clear_submit=True,
+                )
+            if item.native_id != native:
+                # Ended meanwhile (cancelled before its claim was seen): the job we
+                # just created must not run on untracked.
+                log.warning(
+                    "item %s became %s while it was submitted as %s; cancelling that job",
+                    item.id,
+                    item.state.value,
+                    native,
+                )
+                to_cancel[native] = None
+            return None
+
+        await self._commit_entries(changes, recording, "the job it was submitted as")
         if to_cancel:
-            await self.backend(group[0].item.backend).cancel(to_cancel)
+            await self.backend(group[0].item.backend).cancel(list(to_cancel))
         return len(group)
 
-    async def _commit_entries(self, changes: list[Change]) -> None:
-        result = self.store.commit(changes)
-        applied = set(result.applied)
-        for change in changes:
+    async def _commit_entries(
+        self, changes: list[Change], redo: Callable[[ItemRow], Change | None], what: str
+    ) -> None:
+        landed, lost = await self._commit_redoing(changes, redo)
+        for change in landed:
             entry = self._entries.get(change.item.id)
             if entry is None:
                 continue
-            if change.item.id in applied:
-                entry.item = change.item
-                entry.version = change.item.version
-                if change.clear_submit:
-                    entry.submit_started_at = None
-                if change.item.state in TERMINAL:
-                    self._entries.pop(change.item.id, None)
-        if result.conflicts:
-            self.conflicts += len(result.conflicts)
-        await self._dispatch_committed(changes, result.applied, result.last_seq)
+            entry.item = change.item
+            entry.version = change.item.version
+            if change.clear_submit:
+                entry.submit_started_at = None
+            if change.item.state in TERMINAL:
+                self._entries.pop(change.item.id, None)
+        if lost:
+            # The claim stays: the next try looks the tag up before anything else.
+            self._failed(
+                f"item(s) {', '.join(lost)}: {what} not stored",
+                StoreError(f"other writers kept changing them for {_MARKER_ATTEMPTS} attempts"),
+            )
 
     async def _resolve_in_doubt(self, name: str, backend: Backend, entry: _Entry) -> int:
         """A claim with no stored answer: look the tag up before submitting again."""
