@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from hpcstate import ConfigError
 from hpcstate.backend import BackendConfig
-from hpcstate.cli._config import Config, locate, parse_config
+from hpcstate.config import Config, load_config, locate, parse_config
 
 PATH = "/home/alice/.config/hpcstate/config.toml"
 GOOD = """
@@ -85,7 +88,7 @@ def test_a_file_may_redefine_local() -> None:
             'defualt_backend = "x"\n',
             {},
             f"{PATH}: unknown top-level key 'defualt_backend' (known keys: default_backend, "
-            "database, backends; backend settings go in [backends.NAME])",
+            "database, backends, tracker; backend settings go in [backends.NAME])",
         ),
         (
             'default_backend = "nope"\n',
@@ -96,7 +99,8 @@ def test_a_file_may_redefine_local() -> None:
         (
             None,
             {"HPCSTATE_BACKEND": "cluster"},
-            f"$HPCSTATE_BACKEND='cluster' names no backend (defined in {PATH}: local)",
+            f"$HPCSTATE_BACKEND='cluster' names no backend (defined in {PATH}: local; or an "
+            "installed kind, see `hpcstate backends`)",
         ),
         (
             'backends = "slurm"\n',
@@ -142,7 +146,11 @@ def test_invalid_toml_names_the_file_line_and_column() -> None:
 
 
 def test_unknown_backend_by_name() -> None:
-    with pytest.raises(ConfigError, match=r"no backend named 'gpu' is configured \(configured: "):
+    with pytest.raises(
+        ConfigError,
+        match=r"no backend named 'gpu': it is neither configured nor an installed kind "
+        r"\(usable: cluster, flux, flux-test, k8s, local, slurm\)",
+    ):
         load(GOOD).backend("gpu")
 
 
@@ -168,5 +176,98 @@ def test_any_text_loads_or_raises_config_error(text: str) -> None:
     except ConfigError as exc:
         message = str(exc)
     else:
-        assert config.default_backend in config.backends
+        assert config.default_backend in config.names()
     assert "\n" not in message
+
+
+# -- zero-config backends (issue 18) -------------------------------------------------------
+
+
+def test_every_installed_kind_is_usable_by_its_name_without_a_table() -> None:
+    config = load(None)
+    assert config.backends.keys() == {"local"}  # nothing configured...
+    for kind in ("slurm", "flux", "k8s"):  # ...yet every installed kind works by name
+        assert config.backend(kind) == BackendConfig(name=kind, kind=kind)
+    assert load(None, HPCSTATE_BACKEND="slurm").backend(None) == BackendConfig(
+        name="slurm", kind="slurm"
+    )
+    assert load('default_backend = "flux"\n').default_backend == "flux"
+
+
+def test_a_table_named_after_a_kind_only_changes_its_options() -> None:
+    config = load('[backends.slurm]\npartition = "debug"\n')
+    assert config.backend("slurm") == BackendConfig(
+        name="slurm", kind="slurm", options={"partition": "debug"}
+    )
+
+
+# -- [tracker] (issue 18: the cadence knobs, with units, checked at load) -------------------
+
+
+def test_tracker_table_with_units() -> None:
+    config = load(
+        '[tracker]\ngrace = "10m"\nqueue_interval = "1m30s"\naccounting_lag = 2\n'
+        'fast_interval = "0.5s"\nretention = "30d"\n'
+    )
+    assert config.tracker.kwargs() == {
+        "grace": timedelta(minutes=10),
+        "queue_interval": 90.0,
+        "accounting_lag": 2.0,
+        "fast_interval": 0.5,
+        "retention": timedelta(days=30),
+    }
+    assert load(None).tracker.kwargs() == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[tracker]\ngrase = "5m"\n',
+            f"{PATH}: tracker.grase: unknown key (known keys: grace, fast_interval, "
+            "max_interval, max_error_interval, queue_interval, accounting_lag, "
+            "accounting_interval, late_check_interval, late_check_window, retention)",
+        ),
+        (
+            '[tracker]\ngrace = "5 minutes"\n',
+            f"{PATH}: tracker.grace: cannot read duration '5 minutes': expected e.g. 90s, "
+            "15m, 1h30m, 2d, 1:30:00",
+        ),
+        (
+            "[tracker]\nfast_interval = true\n",
+            f"{PATH}: tracker.fast_interval: expected a duration with its unit (e.g. "
+            'fast_interval = "30s"), got boolean True',
+        ),
+        (
+            "[tracker]\naccounting_lag = -1\n",
+            f"{PATH}: tracker.accounting_lag: -1 is not a duration >= 0",
+        ),
+        (
+            "[tracker]\nqueue_interval = nan\n",
+            f"{PATH}: tracker.queue_interval: nan is not a duration >= 0",
+        ),
+        (
+            'tracker = "fast"\n',
+            f'{PATH}: tracker: expected a table ([tracker] with grace = "10m" ...), '
+            "got string 'fast'",
+        ),
+    ],
+)
+def test_tracker_errors_name_file_and_key(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(text)
+    assert str(info.value) == message
+
+
+def test_load_config_reads_the_file_the_cli_reads(tmp_path: Path) -> None:
+    path = tmp_path / "config" / "hpcstate" / "config.toml"
+    path.parent.mkdir(parents=True)
+    path.write_text('[tracker]\ngrace = "1m"\n[backends.c]\nkind = "slurm"\n', encoding="utf-8")
+    env = {"HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path / "config")}
+    config = load_config(env=env)
+    assert config.path == str(path)
+    assert config.tracker.kwargs() == {"grace": timedelta(minutes=1)}
+    assert config.backend("c").kind == "slurm"
+    assert load_config(path, env={}).path == str(path)
+    with pytest.raises(ConfigError, match="file not found"):
+        load_config(tmp_path / "missing.toml", env={})

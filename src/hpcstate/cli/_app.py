@@ -19,8 +19,9 @@ from hpcstate import (
     HpcStateError,
     ParseError,
 )
+from hpcstate.config import Config
+from hpcstate.config import load_config as _load_config
 
-from ._config import Config, locate, parse_config
 from ._exitcodes import ToolExit
 from ._parser import PROG, UsageError, build_parser, split_command
 
@@ -57,22 +58,7 @@ class Console:
 
 def load_config(console: Console, explicit: str | None) -> Config:
     """Read the configuration file the environment or --config names (the only I/O)."""
-    location = locate(console.env, explicit)
-    if location is None:
-        return parse_config(None, env=console.env)
-    try:
-        with open(location.path, encoding="utf-8") as handle:
-            text: str | None = handle.read()
-    except FileNotFoundError:
-        if location.required:
-            raise ConfigError(
-                f"{location.path} (named by {location.origin}): file not found; create it, "
-                "fix the path, or unset it to use the embedded local backend"
-            ) from None
-        text = None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{location.path}: cannot read it: {exc}") from None
-    return parse_config(text, env=console.env, path=location.path if text is not None else None)
+    return _load_config(explicit, env=console.env)
 
 
 def _silence(stream: TextIO) -> None:

@@ -102,16 +102,11 @@ class Session:
         """One tracker per command, knowing the configured backends it needs."""
         if self._tracker is None:
             configs = {name: self.backend_config(name) for name in dict.fromkeys(backends)}
-            if interval is None:
-                self._tracker = Tracker(store=self.store, backends=configs)
-            else:
+            settings = self.config.tracker.kwargs()  # the file's [tracker] table
+            if interval is not None:
                 # A fixed interval: the user asked for exactly this pace.
-                self._tracker = Tracker(
-                    store=self.store,
-                    backends=configs,
-                    fast_interval=interval,
-                    max_interval=interval,
-                )
+                settings.update(fast_interval=interval, max_interval=interval)
+            self._tracker = Tracker(store=self.store, backends=configs, **settings)
         else:
             for name in backends:
                 self._tracker.add_backend(name, self.backend_config(name))

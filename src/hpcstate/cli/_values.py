@@ -8,45 +8,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
-from datetime import timedelta
 from typing import Final
 
 from attrs import frozen
 
-_UNITS: Final = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-_DURATION_PARTS: Final = re.compile(r"([0-9]+(?:\.[0-9]+)?)([smhdw])")
-_CLOCK: Final = re.compile(r"\A(?:([0-9]+)-)?(?:([0-9]+):)?([0-9]+):([0-9]+)\Z")
-_NUMBER: Final = re.compile(r"\A[0-9]+(?:\.[0-9]+)?\Z")
-
-
-def parse_duration(text: str) -> timedelta:
-    """``90``, ``90s``, ``1.5m``, ``1h30m``, ``2d``, ``1w``, ``1:30:00``, ``2-00:00:00``.
-
-    A bare number is seconds. ``D-HH:MM:SS`` / ``HH:MM:SS`` / ``MM:SS`` as Slurm writes them.
-    """
-    value = text.strip().lower()
-    if not value:
-        raise ValueError("expected a duration such as 90s, 15m, 1h30m, 2d or 1:30:00")
-    if _NUMBER.match(value):
-        return timedelta(seconds=float(value))
-    clock = _CLOCK.match(value)
-    if clock is not None:
-        # "MM:SS" leaves the hours group empty: the two numbers are minutes and seconds.
-        days, hours, minutes, seconds = (int(g) if g else 0 for g in clock.groups())
-        return timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
-    position = 0
-    total = 0.0
-    for match in _DURATION_PARTS.finditer(value):
-        if match.start() != position:
-            break
-        total += float(match.group(1)) * _UNITS[match.group(2)]
-        position = match.end()
-    if position != len(value) or position == 0:
-        raise ValueError(
-            f"cannot read duration {text!r}: expected e.g. 90s, 15m, 1h30m, 2d, 1:30:00"
-        )
-    return timedelta(seconds=total)
-
+from hpcstate.config import parse_duration as parse_duration
 
 _MEMORY: Final = re.compile(r"\A([0-9]+(?:\.[0-9]+)?)\s*([kmgtp]?)(i?b)?\Z")
 _POWERS: Final = {"": 2**20, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50}
