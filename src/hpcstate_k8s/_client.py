@@ -14,6 +14,7 @@ import importlib
 import json
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
@@ -55,6 +56,7 @@ from ._objects import (
     read_pod,
 )
 from ._tracking import NamespaceTracker, PodListRequest
+from ._wire import decode_json, parse_list, parse_watch_event, status_message
 
 log = logging.getLogger("hpcstate.k8s")
 
@@ -74,6 +76,7 @@ BACKEND_OPTIONS: Final = frozenset(
 _SELECTOR_NAMES_MAX = 100  # beyond this many names, select pods by label existence
 _SELECTOR_UIDS_MAX = 100  # uids per `controller-uid in (...)` (keeps the URL short)
 _MANAGED_SELECTOR = f"{MANAGED_LABEL}=true"
+_VERDICTS_KEPT = 100_000  # watch-carried verdicts kept for queue(), oldest dropped first
 
 
 def _jobs_path(namespace: str) -> str:
@@ -105,12 +108,7 @@ class Forbidden(BackendError):
 
 
 def _status_message(response: httpx2.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:300]
-    message = body.get("message") if isinstance(body, dict) else None
-    return message if isinstance(message, str) else response.text[:300]
+    return status_message(response.content)
 
 
 class KubeApi:
@@ -159,9 +157,11 @@ class KubeApi:
 
     async def _json(self, response: httpx2.Response, where: str) -> dict[str, Any]:
         try:
-            body = response.json()
-        except ValueError:
-            raise SchedulerUnavailable(f"{where}: the API server sent no JSON") from None
+            body = decode_json(response.content, what=where)
+        except ParseError as error:
+            raise SchedulerUnavailable(
+                f"{where}: the API server sent no readable JSON: {error}"
+            ) from None
         if not isinstance(body, dict):
             raise SchedulerUnavailable(f"{where}: the API server sent {type(body).__name__}")
         return body
@@ -179,16 +179,14 @@ class KubeApi:
         while True:
             response = await self._send("GET", path, params=params)
             self._check(response, "GET", path)
-            body = await self._json(response, f"GET /{path}")
-            chunk = body.get("items")
-            meta = body.get("metadata")
-            if not isinstance(chunk, list) or not isinstance(meta, dict):
-                raise SchedulerUnavailable(f"GET /{path}: not a list response")
-            items.extend(chunk)
-            token = meta.get("continue")
-            if not token:
-                return items, str(meta.get("resourceVersion") or "")
-            params["continue"] = str(token)
+            try:
+                answer = parse_list(response.content, what=f"GET /{path}")
+            except ParseError as error:
+                raise SchedulerUnavailable(f"GET /{path}: not a readable list: {error}") from None
+            items.extend(answer.items)
+            if not answer.continue_token:
+                return items, answer.resource_version
+            params["continue"] = answer.continue_token
 
     async def get(self, path: str) -> dict[str, Any] | None:
         response = await self._send("GET", path)
@@ -244,22 +242,14 @@ class KubeApi:
 
 def _watch_event(line: str, path: str) -> tuple[str, dict[str, Any]]:
     try:
-        event = json.loads(line)
-    except ValueError:
-        raise _StreamBroken(f"watch /{path}: undecodable line {line[:120]!r}") from None
-    if not isinstance(event, dict):
-        raise _StreamBroken(f"watch /{path}: event is not an object")
-    kind, obj = event.get("type"), event.get("object")
-    if not isinstance(kind, str) or not isinstance(obj, dict):
-        raise _StreamBroken(f"watch /{path}: event without type or object")
-    if kind == "ERROR":
-        code = obj.get("code")
-        if code == 410:
-            raise _Expired(str(obj.get("message", "resource version too old")))
-        raise _StreamBroken(f"watch /{path}: ERROR event {obj.get('code')}: {obj.get('message')}")
-    if kind not in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK"):
-        raise _StreamBroken(f"watch /{path}: unknown event type {kind!r}")
-    return kind, obj
+        event = parse_watch_event(line, what=f"watch /{path}")
+    except ParseError as error:
+        raise _StreamBroken(str(error)) from None
+    if event.type == "ERROR":
+        if event.code == 410:
+            raise _Expired(event.message or "resource version too old")
+        raise _StreamBroken(f"watch /{path}: ERROR event {event.code}: {event.message}")
+    return event.type, event.object
 
 
 def _resource_version(obj: Mapping[str, Any]) -> str | None:
@@ -418,6 +408,8 @@ class _Follower:
                 "k8s watch in %s: skipping an unreadable object: %s", self.namespace, problem
             )
         for obs in observations:
+            if obs.final and obs.state is not None:
+                self.backend.remember_verdict(obs)
             self.out.put_nowait(obs)
 
     async def _pods_of(self, wanted: Sequence[PodListRequest]) -> list[Any] | None:
@@ -585,6 +577,16 @@ class K8sBackend:
         self._cancelled: dict[tuple[str, str], str | None] = {}
         self._unlabeled: set[tuple[str, str]] = set()  # adopted Jobs without our label
         self._followers: set[_Follower] = set()
+        # Verdicts a watch event carried, by native id: queue() serves them as they were
+        # (a Job removed by ttlSecondsAfterFinished: 0 is gone by the next LIST).
+        self._verdicts: OrderedDict[str, Observation] = OrderedDict()
+
+    def remember_verdict(self, obs: Observation) -> None:
+        """Keep a final observation a watch event carried, for the next queue() call."""
+        self._verdicts[obs.native_id] = obs
+        self._verdicts.move_to_end(obs.native_id)
+        while len(self._verdicts) > _VERDICTS_KEPT:
+            self._verdicts.popitem(last=False)
 
     @classmethod
     def from_config(cls, config: BackendConfig, capabilities: Capabilities) -> K8sBackend:
@@ -753,6 +755,10 @@ class K8sBackend:
         problems: Sequence[str],
         observed_at: datetime,
     ) -> Observation:
+        kept = self._verdicts.get(native_id)
+        if kept is not None:
+            # Told by a watch event (DELETED included): never re-derived from a later LIST.
+            return kept
         job = views.get(ref.name)
         if job is None and problems:
             return unreadable(native_id, problems, observed_at=observed_at)  # it exists

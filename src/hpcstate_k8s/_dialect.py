@@ -183,6 +183,8 @@ def _latest(pods: Iterable[PodView]) -> PodView | None:
 def killed_by_deletion(pod: PodView) -> bool:
     """The pod ended because it was deleted (by the Job controller when the Job failed, by
     a cancel, by GC): it was still running when the deletion was asked for."""
+    if pod.deleted_while_running:
+        return True
     if pod.ended_before_deletion:
         return False
     asked = pod.meta.deletion_requested_at
@@ -195,6 +197,38 @@ def killed_by_deletion(pod: PodView) -> bool:
 def _own_failures(pods: Sequence[PodView]) -> list[PodView]:
     """Pods that failed by themselves: the controller's kills are not the job's failures."""
     return [p for p in pods if p.phase == "Failed" and not killed_by_deletion(p)]
+
+
+def _decisive(pods: Sequence[PodView], decided_at: datetime | None) -> PodView | None:
+    """The pod whose failure decided: the latest own failure that ended by the time the
+    Job controller decided (``decided_at``, its FailureTarget or Failed time). Pods that
+    ended after that were killed for it, even when their last object (the final grace-0
+    DELETE rewrites ``deletionTimestamp``) no longer shows that their deletion came first.
+    In a tie (whole seconds), a pod nobody deleted wins over one being deleted."""
+    failures = _own_failures(pods)
+    if decided_at is not None:
+        before = [p for p in failures if p.finished_at is not None and p.finished_at <= decided_at]
+        failures = before or failures
+
+    def key(pod: PodView) -> tuple[float, bool, float]:
+        finished = pod.finished_at
+        created = pod.meta.created_at
+        return (
+            finished.timestamp() if finished is not None else float("-inf"),
+            pod.meta.deleting_since is None,
+            created.timestamp() if created is not None else float("-inf"),
+        )
+
+    chosen = None
+    for pod in failures:
+        if chosen is None or key(pod) >= key(chosen):
+            chosen = pod
+    return chosen
+
+
+def _decided_at(job: JobView) -> datetime | None:
+    cond = job.condition("FailureTarget") or job.condition("Failed")
+    return cond.last_transition if cond is not None else None
 
 
 def _failures_unseen(job: JobView, own: Sequence[PodView]) -> bool:
@@ -227,8 +261,29 @@ def _infrastructure(pod: PodView) -> tuple[State, Reason] | None:
     return None
 
 
-def _pod_failure(pod: PodView, base: Reason) -> tuple[State, Reason]:
-    """Why this pod's failure failed the job: infrastructure, OOM, never started, or base."""
+def exit_reason(status: ExitStatus | None, base: Reason) -> Reason:
+    """The reason a pod's own exit gives (the Job's condition, e.g. BackoffLimitExceeded,
+    is bookkeeping: it goes in ``detail``); ``base`` when the exit says nothing."""
+    if status is None:
+        return base
+    if status.signal is not None:
+        return Reason(
+            kind=ReasonKind.RAISED_SIGNAL,
+            text=status.describe(),
+            signal=status.signal,
+            detail=base.text,
+        )
+    if status.code:
+        text = f"exit {status.code}"
+        if status.ambiguous:
+            text += " (ambiguous: maybe 128+signal)" if status.code > 128 else " (ambiguous)"
+        return Reason(kind=ReasonKind.NON_ZERO_EXIT_CODE, text=text, detail=base.text)
+    return base
+
+
+def _pod_failure(pod: PodView, base: Reason, *, wrapper: bool = False) -> tuple[State, Reason]:
+    """Why this pod's failure failed the job: infrastructure, OOM, never started, or its
+    exit (``base``, the Job condition's reason, when the exit is not known)."""
     infra = _infrastructure(pod)
     if infra is not None:
         state, reason = infra
@@ -245,6 +300,9 @@ def _pod_failure(pod: PodView, base: Reason) -> tuple[State, Reason]:
     if term is not None and term.reason in _NEVER_RAN:
         text = term.reason + (f": {term.message}" if term.message else "")
         return State.FAILED, Reason(kind=ReasonKind.JOB_LAUNCH_FAILURE, text=text, detail=base.text)
+    if term is not None:
+        status, _ = decode_exit(term, wrapper=wrapper or pod.wrapper)
+        return State.FAILED, exit_reason(status, base)
     return State.FAILED, base
 
 
@@ -285,7 +343,7 @@ def _job_verdict(job: JobView, scope: Sequence[PodView] | None) -> _Verdict | No
     if failed.reason == "DeadlineExceeded":
         return _deadline_verdict(failed, pods, detail)
     base = _failed_reason(failed)
-    last = _latest(_own_failures(pods))
+    last = _decisive(pods, _decided_at(job))
     if last is None:
         return _Verdict(
             state=State.FAILED,
@@ -294,7 +352,7 @@ def _job_verdict(job: JobView, scope: Sequence[PodView] | None) -> _Verdict | No
             finished_at=failed.last_transition,
             detail=detail,
         )
-    state, reason = _pod_failure(last, base)
+    state, reason = _pod_failure(last, base, wrapper=job.wrapper)
     return _Verdict(
         state=state,
         reason=reason,
@@ -336,7 +394,7 @@ def _index_verdict(job: JobView, index: int, scope: Sequence[PodView] | None) ->
             kind=ReasonKind.BACKOFF_LIMIT,
             text=f"index {index} failed (listed in status.failedIndexes)",
         )
-        last = _latest(_own_failures(pods))
+        last = _decisive(pods, _decided_at(job))
         if last is None:
             return _Verdict(
                 state=State.FAILED,
@@ -345,7 +403,7 @@ def _index_verdict(job: JobView, index: int, scope: Sequence[PodView] | None) ->
                 finished_at=failed.last_transition if failed is not None else None,
                 detail=f"index {index} is in status.failedIndexes",
             )
-        state, reason = _pod_failure(last, base)
+        state, reason = _pod_failure(last, base, wrapper=job.wrapper)
         return _Verdict(
             state=state,
             reason=reason,
@@ -371,9 +429,9 @@ def _index_verdict(job: JobView, index: int, scope: Sequence[PodView] | None) ->
     if failed.reason == "DeadlineExceeded":
         return _deadline_verdict(failed, pods, detail)
     base = _failed_reason(failed)
-    last = _latest(_own_failures(pods))
+    last = _decisive(pods, _decided_at(job))
     if last is not None:
-        state, reason = _pod_failure(last, base)
+        state, reason = _pod_failure(last, base, wrapper=job.wrapper)
         return _Verdict(
             state=state,
             reason=reason,

@@ -432,6 +432,10 @@ class PodView:
     termination: Termination | None  # how the payload (or a failed init container) ended
     wrapper: bool
     ended_before_deletion: bool = False  # a watch saw it end before anyone deleted it
+    # A watch saw a deletion asked for while it still ran (the Job controller killing a
+    # sibling, a cancel, GC): the final grace-0 DELETE rewrites deletionTimestamp, so the
+    # last object alone can make the kill look like the pod's own end.
+    deleted_while_running: bool = False
 
     @property
     def name(self) -> str:

@@ -272,6 +272,13 @@ class NamespaceTracker:
                 # Seen ended, then deleted (TTL, GC): the deletion did not kill it. The
                 # timestamps alone (whole seconds) could not always tell.
                 pod = evolve(pod, ended_before_deletion=True)
+            if not pod.ended_before_deletion and (
+                (before is not None and before.deleted_while_running)
+                or (pod.meta.deleting_since is not None and not pod.ended)
+            ):
+                # Seen being deleted while it ran: killed (the final grace-0 DELETE will
+                # rewrite deletionTimestamp to a time after the container's end).
+                pod = evolve(pod, deleted_while_running=True)
             self._pods[key] = pod
             touched.add(name)
         return touched

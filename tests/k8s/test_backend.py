@@ -105,7 +105,10 @@ async def test_exit_3(backend: Any) -> None:
     assert verdict.state is State.FAILED
     assert verdict.stats.exit == ExitStatus.exited(3)
     assert verdict.stats.reason is not None
-    assert verdict.stats.reason.kind is ReasonKind.BACKOFF_LIMIT
+    # Issue 13: the reason follows the container's exit, not the Job's backoff bookkeeping.
+    assert verdict.stats.reason.kind is ReasonKind.NON_ZERO_EXIT_CODE
+    assert verdict.stats.reason.text == "exit 3"
+    assert verdict.stats.reason.detail.startswith("BackoffLimitExceeded")
     item = core_item(native_id, seen)
     assert (item.state, item.confirmed, item.exit) == (State.FAILED, True, ExitStatus.exited(3))
 
@@ -240,9 +243,16 @@ async def test_ttl_deletion_after_the_verdict_keeps_it(backend: Any, cluster: Fa
     ns, name = native_id.split("/")
     await wait_for(lambda: cluster.job(ns, name) is None)
     [queued] = await backend.queue([native_id])
-    assert queued.absence is Absence.UNKNOWN  # the API forgot it...
+    # Issue 13: the API forgot the Job, but the watch carried the verdict: the next poll
+    # (the runtime only wakes on the watch, then LISTs) gets that verdict, not "gone".
+    assert queued.absence is None
+    assert (queued.state, queued.final, queued.stats.exit) == (
+        State.FAILED,
+        True,
+        ExitStatus.exited(3),
+    )
     item = core_item(native_id, [*seen, queued])
-    assert (item.state, item.exit) == (State.FAILED, ExitStatus.exited(3))  # ...hpcstate did not
+    assert (item.state, item.exit) == (State.FAILED, ExitStatus.exited(3))
 
 
 async def test_ttl_deletion_before_any_verdict_is_gone_not_failed(

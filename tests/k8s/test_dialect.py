@@ -96,7 +96,10 @@ def test_backoff_limit_131_is_failed_with_the_last_pods_exit() -> None:
     obs = observe("backoff_131").observation
     assert (obs.state, obs.final) == (State.FAILED, True)
     assert obs.stats.reason is not None
-    assert obs.stats.reason.kind is ReasonKind.BACKOFF_LIMIT
+    # The reason is the pod's exit; the Job's backoff bookkeeping is only its detail.
+    assert obs.stats.reason.kind is ReasonKind.NON_ZERO_EXIT_CODE
+    assert obs.stats.reason.text == "exit 1"
+    assert obs.stats.reason.detail.startswith("BackoffLimitExceeded")
     assert obs.stats.exit == ExitStatus.exited(1)
     assert obs.stats.finished_at == at("2026-04-26T18:47:32Z")
     assert "sim-f7" in obs.detail
