@@ -65,7 +65,15 @@ from hpcstate.serial import (
     make_converter,
 )
 
-from ._errors import CorruptRow, StoreError
+from ._errors import (
+    CorruptRow,
+    StoreEnvironmentError,
+    StoreError,
+    StoreFull,
+    StoreReadOnly,
+    StoreUnsafeFilesystem,
+)
+from ._store_fs import network_filesystem
 
 log = logging.getLogger("hpcstate.runtime.store")
 
@@ -195,6 +203,9 @@ class RunSummary:
     status: State
     item_count: int
     counts: Mapping[State, int] = field(factory=dict)
+    #: Set when the run's own row is damaged: what is wrong, in one sentence (the text
+    #: fields then show undecodable bytes as ``\\xNN``; ``get_run`` raises CorruptRow).
+    damage: str | None = None
 
 
 @frozen(kw_only=True)
@@ -567,6 +578,97 @@ def repair_item(item: RunItem) -> RunItem:
     return evolve(item, **changes) if changes else item
 
 
+# -- damage and the environment --------------------------------------------------------
+
+
+class _Undecodable(str):
+    """A text column whose bytes are not valid UTF-8 (decoded with surrogateescape, so
+    no byte is lost). Decoders treat such a value as a damaged row."""
+
+    __slots__ = ()
+
+
+def _text(raw: bytes) -> str:
+    """The connection's text_factory: a damaged text column never fails a whole query."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return _Undecodable(raw.decode("utf-8", "surrogateescape"))
+
+
+def _shown(value: object) -> str:
+    """``value`` as printable text (an undecodable byte becomes ``\\xNN``)."""
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return str(value)
+
+
+def _damaged(columns: Mapping[str, object]) -> str | None:
+    """A plain sentence naming the first column that is not valid UTF-8 text."""
+    for name, value in columns.items():
+        if isinstance(value, _Undecodable):
+            return f"its {name} column holds bytes that are not valid UTF-8 text"
+    return None
+
+
+#: SQLite primary result codes (the low byte of an extended code).
+_SQLITE_PERM, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_CORRUPT = 3, 8, 10, 11
+_SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 13, 14, 26
+
+
+def _sqlite_code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    if isinstance(code, int):
+        return code & 0xFF
+    text = str(exc)  # Python 3.10: the message is all there is
+    for words, value in (
+        ("disk is full", _SQLITE_FULL),
+        ("readonly database", _SQLITE_READONLY),
+        ("disk I/O error", _SQLITE_IOERR),
+        ("malformed", _SQLITE_CORRUPT),
+        ("not a database", _SQLITE_NOTADB),
+        ("unable to open", _SQLITE_CANTOPEN),
+    ):
+        if words in text:
+            return value
+    return None
+
+
+def _has_surrogates(value: object) -> bool:
+    if isinstance(value, _Undecodable):
+        return True
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _run_damage(backend: object, name: object, created: object) -> str | None:
+    """What is wrong with a runs row's own columns, or None."""
+    damage = _damaged({"backend": backend, "name": name, "created_at": created})
+    if damage is not None:
+        return damage
+    for column, value in (("backend", backend), ("name", name)):
+        if not isinstance(value, str):
+            return f"its {column} column is {value!r}, not text"
+    try:
+        parse_time(created)  # type: ignore[arg-type]
+    except (ValueError, TypeError):
+        return f"its created_at column is {_shown(created)!r}, not a time"
+    return None
+
+
+def _disk_full(directory: Path) -> bool:
+    try:
+        stats = os.statvfs(directory)
+    except OSError:
+        return False
+    return stats.f_bavail == 0 or (stats.f_files > 0 and stats.f_favail == 0)
+
+
 # -- the store -------------------------------------------------------------------------
 
 
@@ -575,6 +677,16 @@ class Store:
 
     ``sweep`` runs the invariant sweep when the file is opened. Safe to share between
     threads (calls are serialized) and between processes (SQLite locking + CAS).
+
+    The environment's problems are :class:`StoreEnvironmentError` subclasses, each
+    naming the file or directory: a state directory that cannot be created; a file
+    (or directory) that can be read but not written, which is opened read-only so that
+    reads work and every write raises :class:`StoreReadOnly`; a full disk
+    (:class:`StoreFull`, the transaction is rolled back, nothing stored is lost); a
+    network file system (:class:`StoreUnsafeFilesystem`, unless ``allow_network_fs``
+    or ``HPCSTATE_ALLOW_NETWORK_FS=1``: then the file is used without WAL, safe only
+    while one host at a time uses it). A damaged file is a :class:`StoreError` naming
+    it; a damaged row is a :class:`CorruptRow` naming it, and never hides the others.
     """
 
     def __init__(
@@ -583,38 +695,156 @@ class Store:
         *,
         sweep: bool = True,
         busy_timeout: float = 5.0,
+        allow_network_fs: bool | None = None,
     ) -> None:
         self.path = Path(path) if path is not None else default_db_path()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.location = str(self.path)
         self._lock = threading.RLock()
         self._random = random.Random()
         #: How many times a write waited on another process's lock and retried.
         self.lock_retries = 0
-        try:
-            self._db = sqlite3.connect(
-                str(self.path),
-                timeout=busy_timeout,
-                isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
-                check_same_thread=False,
-            )
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open state database {self.path}: {exc}") from exc
-        self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        #: Why the store is read-only (None: it is writable).
+        self.read_only: str | None = None
+        #: Runs whose own row is damaged, as list_runs showed them: id -> what is wrong.
+        self._damaged_runs: dict[str, str] = {}
+        if allow_network_fs is None:
+            allow_network_fs = os.environ.get("HPCSTATE_ALLOW_NETWORK_FS", "") == "1"
+        journal = self._check_environment(allow_network_fs)
+        self._db = self._connect(busy_timeout)
         try:
             # Only a new, empty file takes it (SQLite ignores it once the file exists).
             self._db.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
-            self._retry_locked(lambda: self._db.execute("PRAGMA journal_mode = WAL").fetchone())
-            self._db.execute("PRAGMA synchronous = NORMAL")
+            if self.read_only is None:
+                self._retry_locked(
+                    lambda: self._db.execute(f"PRAGMA journal_mode = {journal}").fetchone()
+                )
+                self._db.execute("PRAGMA synchronous = NORMAL")
             self._migrate()
+            self._read("SELECT COUNT(*) FROM sqlite_master")  # the schema pages are sound
         except sqlite3.DatabaseError as exc:
             self._db.close()
-            raise StoreError(f"{self.path} is not a usable hpcstate database: {exc}") from exc
+            raise self._error(exc, "is not a usable hpcstate database") from exc
+        except StoreError as exc:
+            self._db.close()
+            cause = exc.__cause__
+            if type(exc) is StoreError and isinstance(cause, sqlite3.DatabaseError):
+                raise self._error(cause, "is not a usable hpcstate database") from cause
+            raise
         except BaseException:
             self._db.close()
             raise
         self.last_sweep: SweepReport | None = None
         if sweep:
             self.last_sweep = self.sweep()
+
+    def _check_environment(self, allow_network_fs: bool) -> str:
+        """Create the state directory, decide read-only or not, refuse a network file
+        system. Returns the journal mode to use."""
+        directory = self.path.parent
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            if self.path.exists():  # an existing file in a directory we cannot touch
+                pass
+            else:
+                raise StoreEnvironmentError(
+                    f"cannot create the state directory {directory} "
+                    f"({exc.strerror or exc}); set HPCSTATE_DB or XDG_STATE_HOME to a "
+                    "writable place",
+                    location=str(directory),
+                ) from exc
+        unsafe = network_filesystem(self.path)
+        journal = "WAL"
+        if unsafe is not None:
+            name, mount = unsafe
+            if not allow_network_fs:
+                raise StoreUnsafeFilesystem(
+                    f"{self.path} is on {name} ({mount.fstype} mounted at "
+                    f"{mount.mount_point}): SQLite's locking is not safe on a network file "
+                    "system and the store could be damaged silently. Put the store on a "
+                    "local disk (HPCSTATE_DB=/path/on/local/disk), or use a PostgreSQL "
+                    "store (HPCSTATE_DB=postgresql://...); HPCSTATE_ALLOW_NETWORK_FS=1 "
+                    "uses it anyway, without WAL, if only one host ever uses it",
+                    location=str(self.path),
+                )
+            log.warning(
+                "%s is on %s; used without WAL because HPCSTATE_ALLOW_NETWORK_FS=1: only "
+                "one host at a time may use it",
+                self.path,
+                name,
+            )
+            journal = "DELETE"
+        if self.path.exists():
+            if not os.access(self.path, os.W_OK):
+                self.read_only = f"the file {self.path} is not writable"
+            elif not os.access(directory, os.W_OK | os.X_OK):
+                self.read_only = f"its directory {directory} is not writable"
+        elif not os.access(directory, os.W_OK | os.X_OK):
+            raise StoreEnvironmentError(
+                f"cannot create the state database {self.path}: the directory {directory} "
+                "is not writable",
+                location=str(directory),
+            )
+        return journal
+
+    def _connect(self, busy_timeout: float) -> sqlite3.Connection:
+        target, uri = str(self.path), False
+        if self.read_only is not None:
+            target, uri = f"{self.path.absolute().as_uri()}?mode=ro", True
+            wal = self.path.with_name(self.path.name + "-wal")
+            if not os.access(self.path.parent, os.W_OK) and not wal.exists():
+                # WAL readers need the -shm file, which nobody can create here: and
+                # since nobody can write the WAL either, the file cannot change.
+                target += "&immutable=1"
+            log.info("%s opened read-only: %s", self.path, self.read_only)
+        try:
+            db = sqlite3.connect(
+                target,
+                timeout=busy_timeout,
+                isolation_level=None,  # we issue BEGIN IMMEDIATE / COMMIT ourselves
+                check_same_thread=False,
+                uri=uri,
+            )
+        except sqlite3.Error as exc:
+            raise self._error(exc, "cannot be opened") from exc
+        db.text_factory = _text
+        try:
+            db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        except sqlite3.Error as exc:
+            db.close()
+            raise self._error(exc, "cannot be opened") from exc
+        return db
+
+    def _error(self, exc: sqlite3.Error, what: str = "cannot be used") -> StoreError:
+        """The StoreError (or environment error) for an SQLite failure, naming the file."""
+        code = _sqlite_code(exc)
+        where = str(self.path)
+        if code == _SQLITE_FULL or (code == _SQLITE_IOERR and _disk_full(self.path.parent)):
+            return StoreFull(
+                f"the disk holding the state database {where} is full ({exc}); the change "
+                "was not stored and nothing stored before is lost: free some space and retry",
+                location=where,
+            )
+        if code == _SQLITE_READONLY:
+            return StoreReadOnly(
+                f"the state database {where} cannot be written ({exc}); reading it works",
+                location=where,
+            )
+        if code in (_SQLITE_CANTOPEN, _SQLITE_PERM):
+            return StoreEnvironmentError(
+                f"the state database {where} cannot be opened ({exc})", location=where
+            )
+        if code == _SQLITE_IOERR:
+            return StoreEnvironmentError(
+                f"reading or writing the state database {where} failed ({exc})",
+                location=where,
+            )
+        if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+            return StoreError(
+                f"the state database {where} {what}: the file is damaged or is not an "
+                f"hpcstate database ({exc}); copy it aside before changing it"
+            )
+        return StoreError(f"the state database {where} {what}: {exc}")
 
     # -- plumbing -----------------------------------------------------------------------
 
@@ -630,7 +860,7 @@ class Store:
 
     def _retry_locked(self, action: Callable[[], T]) -> T:
         """Run ``action``; if another process holds the lock past busy_timeout, back off
-        (with jitter) and try again."""
+        (with jitter) and try again. Any other SQLite failure is a StoreError."""
         delay = 0.01
         for attempt in range(_LOCKED_ATTEMPTS):
             try:
@@ -638,7 +868,7 @@ class Store:
             except sqlite3.OperationalError as exc:  # noqa: PERF203 (retry loop)
                 text = str(exc)
                 if "locked" not in text and "busy" not in text:
-                    raise
+                    raise self._error(exc) from exc
                 if attempt == _LOCKED_ATTEMPTS - 1:
                     raise StoreError(
                         f"state database {self.path} stayed locked by another process: {exc}"
@@ -647,20 +877,37 @@ class Store:
                 log.debug("database locked (attempt %d), retrying", attempt + 1)
                 time.sleep(delay * (0.5 + self._random.random()))
                 delay = min(1.0, delay * 2)
+            except sqlite3.Error as exc:
+                raise self._error(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction (takes the write lock up front)."""
+        """One IMMEDIATE transaction (takes the write lock up front). An SQLite failure
+        inside rolls it back and is raised as a StoreError (StoreFull, StoreReadOnly...)."""
+        if self.read_only is not None:
+            raise StoreReadOnly(
+                f"the state database {self.path} is read-only ({self.read_only}): "
+                "reading works, changing it does not",
+                location=str(self.path),
+            )
         with self._lock:
             self._retry_locked(lambda: self._db.execute("BEGIN IMMEDIATE"))
             try:
                 yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
+                    raise self._error(exc) from exc
                 raise
             else:
-                self._retry_locked(lambda: self._db.execute("COMMIT"))
+                try:
+                    self._retry_locked(lambda: self._db.execute("COMMIT"))
+                except BaseException:
+                    with contextlib.suppress(sqlite3.Error):
+                        self._db.execute("ROLLBACK")
+                    raise
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
@@ -668,7 +915,7 @@ class Store:
 
     def _migrate(self) -> None:
         with self._lock:
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            version = self._read("PRAGMA user_version")[0][0]
             if version > STORE_SCHEMA_VERSION:
                 raise StoreError(
                     f"{self.path} has store schema {version}, newer than this hpcstate "
@@ -676,6 +923,12 @@ class Store:
                 )
             if version == STORE_SCHEMA_VERSION:
                 return
+            if self.read_only is not None:
+                raise StoreReadOnly(
+                    f"{self.path} has store schema {version} and must be upgraded to "
+                    f"{STORE_SCHEMA_VERSION}, but it is read-only ({self.read_only})",
+                    location=str(self.path),
+                )
             with self._write() as db:
                 # Re-read under the write lock: another process may have migrated.
                 version = db.execute("PRAGMA user_version").fetchone()[0]
@@ -699,16 +952,21 @@ class Store:
 
     @staticmethod
     def _item_from_row(row_id: str, version: int, doc: str) -> RunItem:
+        damage = _damaged({"id": row_id, "document": doc})
+        if damage is not None:
+            raise CorruptRow("items", _shown(row_id), damage)
         try:
             item = item_from_dict(json.loads(doc))
         except (ValueError, SchemaError, TypeError) as exc:
-            raise CorruptRow("items", row_id, str(exc)) from exc
+            raise CorruptRow("items", row_id, f"its document cannot be read: {exc}") from exc
+        except Exception as exc:  # whatever the decoder raises, the row is unreadable
+            raise CorruptRow("items", row_id, f"its document cannot be read: {exc!r}") from exc
         if item.id != row_id or item.version != version:
             raise CorruptRow(
                 "items",
                 row_id,
-                f"document says id {item.id!r} version {item.version}, "
-                f"columns say id {row_id!r} version {version}",
+                f"its document says id {item.id!r} version {item.version}, "
+                f"its columns say id {row_id!r} version {version!r}",
             )
         return item
 
@@ -724,25 +982,34 @@ class Store:
         bad: list[CorruptRow] = []
         for row_id, version, doc, extra, tag, started in rows:
             try:
-                item = self._item_from_row(row_id, version, doc)
-                extra_doc = json.loads(extra) if extra else {}
-                if not isinstance(extra_doc, dict):
-                    raise CorruptRow("items", row_id, "column extra is not a JSON object")
-            except CorruptRow as exc:
+                good.append(self._item_row(row_id, version, doc, extra, tag, started))
+            except CorruptRow as exc:  # noqa: PERF203 (one bad row must not hide the others)
                 bad.append(exc)
-                continue
-            except ValueError as exc:
-                bad.append(CorruptRow("items", row_id, f"column extra: {exc}"))
-                continue
-            good.append(
-                ItemRow(
-                    item=item,
-                    extra=extra_doc,
-                    submit_tag=tag,
-                    submit_started_at=parse_time(started) if started else None,
-                )
-            )
         return good, bad
+
+    @classmethod
+    def _item_row(
+        cls, row_id: str, version: int, doc: str, extra: str, tag: str | None, started: str | None
+    ) -> ItemRow:
+        item = cls._item_from_row(row_id, version, doc)
+        damage = _damaged({"extra": extra, "submit_tag": tag, "submit_started_at": started})
+        if damage is not None:
+            raise CorruptRow("items", row_id, damage)
+        try:
+            extra_doc = json.loads(extra) if extra else {}
+        except ValueError as exc:
+            raise CorruptRow("items", row_id, f"its extra column cannot be read: {exc}") from exc
+        if not isinstance(extra_doc, dict):
+            raise CorruptRow("items", row_id, "its extra column is not a JSON object")
+        if tag is not None and not isinstance(tag, str):
+            raise CorruptRow("items", row_id, f"its submit_tag column is {tag!r}, not text")
+        try:
+            started_at = parse_time(started) if started else None
+        except (ValueError, TypeError) as exc:
+            raise CorruptRow(
+                "items", row_id, f"its submit_started_at column is {started!r}, not a time"
+            ) from exc
+        return ItemRow(item=item, extra=extra_doc, submit_tag=tag, submit_started_at=started_at)
 
     # -- runs -----------------------------------------------------------------------------
 
@@ -799,20 +1066,29 @@ class Store:
     def get_run(self, run_id: str) -> Run:
         """The run with all its items. Raises StoreError if unknown, CorruptRow if one
         of its rows cannot be read (the message names the row)."""
+        damage = self._damaged_runs.get(run_id)
+        if damage is not None or _has_surrogates(run_id):
+            raise CorruptRow("runs", _shown(run_id), damage or "its id is not valid UTF-8 text")
         rows = self._read("SELECT backend, name, created_at FROM runs WHERE id = ?", (run_id,))
         if not rows:
             raise StoreError(f"no run with id {run_id!r} in {self.path}")
         backend, name, created = rows[0]
+        damage = _run_damage(backend, name, created)
+        if damage is not None:
+            raise CorruptRow("runs", run_id, damage)
         good, bad = self._item_rows("run_id = ?", (run_id,))
         if bad:
             raise bad[0]
-        return Run(
-            id=run_id,
-            backend=backend,
-            name=name,
-            created_at=parse_time(created),
-            items=tuple(r.item for r in good),
-        )
+        try:
+            return Run(
+                id=run_id,
+                backend=backend,
+                name=name,
+                created_at=parse_time(created),
+                items=tuple(r.item for r in good),
+            )
+        except Exception as exc:  # the items do not belong together (ids, backends)
+            raise CorruptRow("runs", run_id, f"its items do not form a run: {exc}") from exc
 
     def has_run(self, run_id: str) -> bool:
         return bool(self._read("SELECT 1 FROM runs WHERE id = ?", (run_id,)))
@@ -823,21 +1099,27 @@ class Store:
             raise StoreError(f"no run with id {run_id!r} in {self.path}")
         if rows[0][0] is None:
             return None
+        damage = _damaged({"spec": rows[0][0]})
+        if damage is not None:
+            raise CorruptRow("runs", run_id, damage)
         try:
             return spec_from_json(rows[0][0])
         except Exception as exc:
-            raise CorruptRow("runs", run_id, f"column spec: {exc}") from exc
+            raise CorruptRow("runs", run_id, f"its job description cannot be read: {exc}") from exc
 
     def run_options(self, run_id: str) -> dict[str, Any]:
         rows = self._read("SELECT options FROM runs WHERE id = ?", (run_id,))
         if not rows:
             raise StoreError(f"no run with id {run_id!r} in {self.path}")
+        damage = _damaged({"options": rows[0][0]})
+        if damage is not None:
+            raise CorruptRow("runs", run_id, damage)
         try:
             options = json.loads(rows[0][0])
-        except ValueError as exc:
-            raise CorruptRow("runs", run_id, f"column options: {exc}") from exc
+        except (ValueError, TypeError) as exc:
+            raise CorruptRow("runs", run_id, f"its options column cannot be read: {exc}") from exc
         if not isinstance(options, dict):
-            raise CorruptRow("runs", run_id, "column options is not a JSON object")
+            raise CorruptRow("runs", run_id, "its options column is not a JSON object")
         return options
 
     def list_runs(self, *, active_only: bool = False, limit: int | None = None) -> list[RunSummary]:
@@ -852,7 +1134,7 @@ class Store:
             sql += " LIMIT ?"
             params.append(limit)
         runs = self._read(sql, params)
-        counts: dict[str, dict[State, int]] = {r[0]: {} for r in runs}
+        counts: dict[object, dict[State, int]] = {r[0]: {} for r in runs}
         if runs:
             for run_id, state, count in self._read(
                 "SELECT run_id, state, COUNT(*) FROM items GROUP BY run_id, state"
@@ -860,18 +1142,31 @@ class Store:
                 if run_id in counts:
                     with contextlib.suppress(ValueError):
                         counts[run_id][State(state)] = count
-        return [
-            RunSummary(
-                id=run_id,
-                backend=backend,
-                name=name,
-                created_at=parse_time(created),
-                status=_status_of(counts[run_id]),
-                item_count=sum(counts[run_id].values()),
-                counts=counts[run_id],
+        out: list[RunSummary] = []
+        for run_id, backend, name, created in runs:
+            damage = _run_damage(backend, name, created) or (
+                "its id is not valid UTF-8 text" if _has_surrogates(run_id) else None
             )
-            for run_id, backend, name, created in runs
-        ]
+            try:
+                created_at = parse_time(created)
+            except (ValueError, TypeError):
+                created_at = datetime(1970, 1, 1, tzinfo=timezone.utc)
+            if damage is not None:
+                # Listed (never hidden) with printable text; get_run names the damage.
+                self._damaged_runs[_shown(run_id)] = damage
+            out.append(
+                RunSummary(
+                    id=_shown(run_id),
+                    backend=_shown(backend),
+                    name=_shown(name),
+                    created_at=created_at,
+                    status=_status_of(counts.get(run_id, {})),
+                    item_count=sum(counts.get(run_id, {}).values()),
+                    counts=counts.get(run_id, {}),
+                    damage=damage,
+                )
+            )
+        return out
 
     # -- items ----------------------------------------------------------------------------
 
@@ -898,9 +1193,14 @@ class Store:
         return self._item_rows(where, params)
 
     def items_by_id(self, ids: Iterable[str]) -> tuple[list[ItemRow], list[CorruptRow]]:
-        wanted = list(ids)
+        wanted: list[str] = []
         good: list[ItemRow] = []
         bad: list[CorruptRow] = []
+        for item_id in ids:
+            if _has_surrogates(item_id):  # a damaged id (from active_versions): cannot be bound
+                bad.append(CorruptRow("items", _shown(item_id), "its id is not valid UTF-8 text"))
+            else:
+                wanted.append(item_id)
         for start in range(0, len(wanted), 500):
             chunk = wanted[start : start + 500]
             g, b = self._item_rows(f"id IN ({','.join('?' * len(chunk))})", chunk)
@@ -916,8 +1216,9 @@ class Store:
 
     def versions_of(self, ids: Sequence[str]) -> dict[str, int]:
         found: dict[str, int] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
+        clean = [i for i in ids if not _has_surrogates(i)]
+        for start in range(0, len(clean), 500):
+            chunk = clean[start : start + 500]
             found.update(
                 self._read(
                     f"SELECT id, version FROM items WHERE id IN ({','.join('?' * len(chunk))})",
@@ -965,7 +1266,9 @@ class Store:
         params = [format_time(since)]
         try:
             rows, bad = self._item_rows(where, params)
-        except sqlite3.OperationalError:  # an SQLite built without JSON functions
+        except StoreError as exc:  # an SQLite built without JSON functions
+            if "json_extract" not in str(exc.__cause__):
+                raise
             rows, bad = self._item_rows(where.rsplit(" AND json_extract", 1)[0], params)
         return [r for r in rows if not r.item.confirmed], bad
 
@@ -1096,9 +1399,14 @@ class Store:
         out: list[StoredEvent] = []
         for seq, row_item, doc in self._read(sql, params):
             try:
+                damage = _damaged({"item_id": row_item, "document": doc})
+                if damage is not None:
+                    raise ValueError(damage)
                 event = event_from_dict(json.loads(doc))
             except Exception as exc:  # whatever the decoder raises, the row is unreadable
-                problem = CorruptRow("events", str(seq), f"event of item {row_item!r}: {exc}")
+                problem = CorruptRow(
+                    "events", str(seq), f"this event of item {_shown(row_item)!r}: {exc}"
+                )
                 if not skip_corrupt:
                     raise problem from exc
                 log.error("%s (skipped)", problem)
@@ -1127,9 +1435,19 @@ class Store:
             "SELECT id, run_id, item_id, reported_at, doc FROM self_reports "
             "WHERE consumed_at IS NULL ORDER BY id"
         ):
+            damage = _damaged(
+                {"run_id": run_id, "item_id": item_id, "reported_at": reported, "doc": doc}
+            )
+            try:
+                if damage is not None:
+                    raise ValueError(damage)
+                at = parse_time(reported)
+            except (ValueError, TypeError) as exc:
+                log.warning("self-report %s cannot be read (%s); ignored", row_id, exc)
+                continue
             try:
                 parsed = json.loads(doc)
-            except ValueError:
+            except (ValueError, TypeError):
                 log.warning("self_reports row %s is not JSON; ignored", row_id)
                 parsed = {}
             out.append(
@@ -1137,7 +1455,7 @@ class Store:
                     id=row_id,
                     run_id=run_id,
                     item_id=item_id,
-                    reported_at=parse_time(reported),
+                    reported_at=at,
                     doc=parsed if isinstance(parsed, dict) else {},
                 )
             )
@@ -1164,8 +1482,8 @@ class Store:
         corrupt: list[str] = []
         try:
             rows = self._read("SELECT id, version, doc FROM items ORDER BY rowid")
-        except sqlite3.Error as exc:
-            log.error("invariant sweep could not read %s: %s", self.path, exc)
+        except StoreError as exc:
+            log.error("could not check the stored jobs in %s: %s", self.path, exc)
             return SweepReport(checked=0)
         changes: list[Change] = []
         for row_id, version, doc in rows:
@@ -1174,7 +1492,7 @@ class Store:
                 item = self._item_from_row(row_id, version, doc)
             except CorruptRow as exc:
                 log.error("%s", exc)
-                corrupt.append(row_id)
+                corrupt.append(_shown(row_id))
                 continue
             problems = check_invariants(item)
             if not problems:
@@ -1183,7 +1501,9 @@ class Store:
             remaining = check_invariants(fixed)
             if remaining or fixed == item:
                 log.error(
-                    "item %s breaks invariants, cannot repair: %s", row_id, "; ".join(problems)
+                    "stored job %s is inconsistent and cannot be repaired: %s",
+                    row_id,
+                    "; ".join(problems),
                 )
                 unrepairable.append(row_id)
                 continue
@@ -1198,14 +1518,21 @@ class Store:
                 source=Source.TRACKER,
                 state=fixed.state,
             )
-            log.warning("item %s repaired: %s", row_id, "; ".join(problems))
+            log.warning("stored job %s was inconsistent, repaired: %s", row_id, "; ".join(problems))
             changes.append(Change(item=fixed, expected_version=item.version, events=(event,)))
-        if changes:
+        if changes and self.read_only is not None:
+            log.warning(
+                "%d stored job(s) in %s need a repair that cannot be written: %s",
+                len(changes),
+                self.path,
+                self.read_only,
+            )
+        elif changes:
             try:
                 result = self.commit(changes)
                 repaired = list(result.applied)
-            except (sqlite3.Error, StoreError) as exc:
-                log.error("invariant sweep could not write repairs: %s", exc)
+            except StoreError as exc:
+                log.error("could not store the repairs of %s: %s", self.path, exc)
         report = SweepReport(
             checked=checked,
             repaired=tuple(repaired),
@@ -1214,9 +1541,10 @@ class Store:
         )
         if repaired or unrepairable or corrupt:
             log.warning(
-                "invariant sweep of %s: %d checked, %d repaired, %d unrepairable, %d corrupt",
-                self.path,
+                "checked the %d stored jobs in %s: %d repaired, %d could not be repaired, "
+                "%d cannot be read",
                 checked,
+                self.path,
                 len(repaired),
                 len(unrepairable),
                 len(corrupt),
