@@ -7,12 +7,13 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from hpcstate import TransportError
+from hpcstate import ConfigError, TransportError
 from hpcstate.backend import BackendConfig, Command
 from hpcstate.runtime import HostKeyRejected, SshRunner, make_runner
 
@@ -179,3 +180,220 @@ async def test_connection_refused_is_a_transport_error() -> None:
     with pytest.raises(TransportError, match="cannot connect"):
         await ssh.run(Command(argv=["true"]))
     await ssh.close()
+
+
+# -- host-key checking can never be turned off (issue 14) ------------------------------
+#
+# asyncssh reads ~/.ssh/config when it is not given known_hosts, and takes
+# `UserKnownHostsFile none` as "check nothing". These run against the real sshd, whose key
+# is NOT in the (temporary) user's known_hosts: connecting would be the vulnerability.
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temporary HOME with an empty ~/.ssh (no known_hosts, no config yet)."""
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    monkeypatch.setenv("HOME", str(home))
+    return home
+
+
+def _ssh_config(home: Path, text: str) -> None:
+    (home / ".ssh" / "config").write_text(text)
+
+
+HOSTILE = [
+    "Host *\n    UserKnownHostsFile none\n",
+    "Host *\n    StrictHostKeyChecking no\n",
+    "Host *\n    StrictHostKeyChecking off\n    UserKnownHostsFile /dev/null\n",
+    "Host 127.0.0.1\n    UserKnownHostsFile none\n    StrictHostKeyChecking no\n",
+]
+
+
+@pytest.mark.parametrize("config", HOSTILE)
+async def test_a_user_ssh_config_that_turns_checking_off_is_refused(
+    sshd: Sshd, home: Path, tmp_path: Path, config: str
+) -> None:
+    _ssh_config(home, config)
+    marker = tmp_path / "ran"
+    ssh = SshRunner("127.0.0.1", port=sshd.port, username="root", client_keys=[sshd.key])
+    try:
+        with pytest.raises(ConfigError, match="turns host-key checking off") as refused:
+            await ssh.run(Command(argv=["touch", str(marker)]))
+    finally:
+        await ssh.close()
+    assert str(home / ".ssh" / "config") in str(refused.value)
+    assert not marker.exists()
+    assert ssh.connections_opened == 0
+
+
+async def test_the_hostile_config_is_refused_even_with_our_own_known_hosts(
+    sshd: Sshd, home: Path, tmp_path: Path
+) -> None:
+    _ssh_config(home, HOSTILE[0])
+    marker = tmp_path / "ran"
+    ssh = SshRunner(
+        "127.0.0.1",
+        port=sshd.port,
+        username="root",
+        known_hosts=sshd.known_hosts,
+        client_keys=[sshd.key],
+    )
+    try:
+        with pytest.raises(ConfigError, match="UserKnownHostsFile none"):
+            await ssh.run(Command(argv=["touch", str(marker)]))
+    finally:
+        await ssh.close()
+    assert not marker.exists()
+
+
+async def test_without_known_hosts_the_default_file_is_used_and_an_unknown_host_refused(
+    sshd: Sshd, home: Path, tmp_path: Path
+) -> None:
+    # A harmless ssh config (asyncssh would otherwise read it): checking still happens.
+    _ssh_config(home, "Host *\n    ServerAliveInterval 30\n")
+    marker = tmp_path / "ran"
+    ssh = SshRunner("127.0.0.1", port=sshd.port, username="root", client_keys=[sshd.key])
+    try:
+        with pytest.raises(HostKeyRejected, match="host key not verifiable"):
+            await ssh.run(Command(argv=["touch", str(marker)]))
+        assert not marker.exists()
+        # The user's default ~/.ssh/known_hosts is the one read: with the key there, it works.
+        (home / ".ssh" / "known_hosts").write_text(Path(sshd.known_hosts).read_text())
+        assert (await ssh.run(Command(argv=["echo", "known"]))).stdout == "known\n"
+    finally:
+        await ssh.close()
+
+
+@pytest.mark.parametrize("value", ["none", "None", "", "  "])
+async def test_our_own_known_hosts_cannot_turn_checking_off(
+    sshd: Sshd, home: Path, tmp_path: Path, value: str
+) -> None:
+    marker = tmp_path / "ran"
+    ssh = SshRunner(
+        "127.0.0.1", port=sshd.port, username="root", known_hosts=value, client_keys=[sshd.key]
+    )
+    try:
+        with pytest.raises(ConfigError, match="would turn SSH host-key checking off"):
+            await ssh.run(Command(argv=["touch", str(marker)]))
+    finally:
+        await ssh.close()
+    assert not marker.exists()
+
+
+async def test_a_missing_known_hosts_file_is_a_config_error(sshd: Sshd, tmp_path: Path) -> None:
+    ssh = SshRunner(
+        "127.0.0.1",
+        port=sshd.port,
+        username="root",
+        known_hosts=str(tmp_path / "nope"),
+        client_keys=[sshd.key],
+    )
+    try:
+        with pytest.raises(ConfigError, match="does not exist"):
+            await ssh.run(Command(argv=["true"]))
+    finally:
+        await ssh.close()
+
+
+async def test_a_proxyjump_of_the_ssh_config_cannot_skip_checking(
+    sshd: Sshd, home: Path, tmp_path: Path
+) -> None:
+    # The jump host (the same sshd under an alias) has checking off in the user's config;
+    # asyncssh would open that hop by itself, with that config's rules.
+    _ssh_config(
+        home,
+        f"Host jumpbox\n    Hostname 127.0.0.1\n    Port {sshd.port}\n    User root\n"
+        f"    IdentityFile {sshd.key}\n    UserKnownHostsFile none\n"
+        "Host 127.0.0.1\n    ProxyJump jumpbox\n",
+    )
+    marker = tmp_path / "ran"
+    ssh = SshRunner(
+        "127.0.0.1",
+        port=sshd.port,
+        username="root",
+        known_hosts=sshd.known_hosts,
+        client_keys=[sshd.key],
+    )
+    try:
+        with pytest.raises(ConfigError, match="for host jumpbox"):
+            await ssh.run(Command(argv=["touch", str(marker)]))
+    finally:
+        await ssh.close()
+    assert not marker.exists()
+
+
+async def test_a_proxyjump_of_the_ssh_config_is_followed_with_our_known_hosts(
+    sshd: Sshd, home: Path
+) -> None:
+    _ssh_config(home, f"Host 127.0.0.1\n    ProxyJump root@127.0.0.1:{sshd.port}\n")
+    ssh = SshRunner(
+        "127.0.0.1",
+        port=sshd.port,
+        username="root",
+        known_hosts=sshd.known_hosts,
+        client_keys=[sshd.key],
+    )
+    try:
+        assert (await ssh.run(Command(argv=["echo", "hop"]))).stdout == "hop\n"
+        assert len(ssh._jumps) == 1  # the hop was opened by us, with our known_hosts
+    finally:
+        await ssh.close()
+
+
+async def test_a_refused_host_key_is_permanent_for_a_backend(
+    sshd: Sshd, home: Path, tmp_path: Path
+) -> None:
+    # Through CommandBackend (what the CLI and the tracker use): no retry, HostKeyRejected.
+    from hpcstate.runtime import CommandBackend
+
+    from .fakes import VirtualClock
+    from .test_command_backend import make_backend
+
+    _ssh_config(home, "Host *\n    ServerAliveInterval 30\n")
+    ssh = SshRunner("127.0.0.1", port=sshd.port, username="root", client_keys=[sshd.key])
+    backend = make_backend(tmp_path, VirtualClock(), ssh)
+    assert isinstance(backend, CommandBackend)
+    try:
+        with pytest.raises(HostKeyRejected):
+            await backend.queue(["1"])
+        assert backend.commands_run == 1  # never retried
+    finally:
+        await backend.close()
+
+
+def test_the_cli_refuses_a_hostile_ssh_config(sshd: Sshd, home: Path, tmp_path: Path) -> None:
+    _ssh_config(home, HOSTILE[0])
+    marker = tmp_path / "ran"
+    config = tmp_path / "config.toml"
+    config.write_text(
+        'default_backend = "remote"\n[backends.remote]\nkind = "slurm"\n'
+        f'host = "root@127.0.0.1:{sshd.port}"\nclient_keys = ["{sshd.key}"]\n'
+    )
+    env = {
+        **os.environ,
+        "HOME": str(home),
+        "HPCSTATE_CONFIG": str(config),
+        "HPCSTATE_DB": str(tmp_path / "state.db"),
+    }
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hpcstate",
+            "submit",
+            "--backend",
+            "remote",
+            "--",
+            "touch",
+            str(marker),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert not marker.exists()
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "turns host-key checking off" in done.stderr

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import logging
+import os
 import shlex
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from types import ModuleType
 from typing import Any, Final
 
@@ -112,8 +115,15 @@ def _ignore_cryptography_deprecations() -> None:
 
 class SshRunner:
     """Runs commands on ``host`` over ONE SSH connection, opened on first use and
-    reopened after a drop. Host keys are checked against known_hosts (yours by
-    default); authentication uses the given keys, else the agent and ~/.ssh keys."""
+    reopened after a drop. Host keys are ALWAYS checked: against ``known_hosts`` if
+    given, else ``~/.ssh/known_hosts`` (never the ssh config's ``UserKnownHostsFile``);
+    a configuration that would turn checking off (``known_hosts = "none"``, or
+    ``UserKnownHostsFile none`` / ``StrictHostKeyChecking no`` in ``~/.ssh/config`` for
+    the host or a jump host) is refused with :class:`hpcstate.ConfigError`. An unknown or
+    changed host key is :class:`HostKeyRejected` (permanent). The ssh config's other
+    settings (user, identity files, ProxyJump) apply; ProxyJump hops are opened by us,
+    with the same checks. Authentication uses the given keys, else the agent and ~/.ssh
+    keys."""
 
     def __init__(
         self,
@@ -136,7 +146,7 @@ class SshRunner:
         self.connect_timeout = connect_timeout
         self.keepalive_interval = keepalive_interval
         self._conn: Any = None
-        self._jump: Any = None
+        self._jumps: list[Any] = []  # the open jump-host connections, in order
         self._lock = asyncio.Lock()
         #: How many connections this runner opened (1 unless it had to reconnect).
         self.connections_opened = 0
@@ -146,34 +156,62 @@ class SshRunner:
         user = f"{self.username}@" if self.username else ""
         return f"{user}{self.host}:{self.port}"
 
-    def _options(self) -> dict[str, Any]:
+    def _options(self, ssh: ModuleType) -> dict[str, Any]:
         options: dict[str, Any] = {
             "connect_timeout": self.connect_timeout,
             "keepalive_interval": self.keepalive_interval,
+            # ALWAYS our own choice: left out, asyncssh would take the user's ssh config,
+            # where `UserKnownHostsFile none` means "check nothing".
+            "known_hosts": known_hosts_choice(ssh, self.known_hosts),
         }
-        # Omitting known_hosts keeps asyncssh's default (~/.ssh/known_hosts, checked);
-        # we never pass None, which would turn host-key checking off.
-        if self.known_hosts is not None:
-            options["known_hosts"] = self.known_hosts
         if self.client_keys is not None:
             options["client_keys"] = list(self.client_keys)
         return options
 
+    def _hops(self) -> list[str]:
+        """The jump hosts to go through, in order: ours, else the ssh config's ProxyJump
+        for this host. We open each hop ourselves (asyncssh would open a ProxyJump with
+        the ssh config's host-key settings, not ours)."""
+        if self.jump_host is not None:
+            return [h for h in self.jump_host.split(",") if h.strip()]
+        proxy = _user_ssh_config(self.host, self.port, self.username).get("ProxyJump")
+        if isinstance(proxy, str) and proxy.strip() and proxy.strip().lower() != "none":
+            return [h for h in proxy.split(",") if h.strip()]
+        return []
+
     async def _open(self) -> Any:
         ssh = _asyncssh()
-        options = self._options()
+        options = self._options(ssh)
         where = self.target
+        refuse_unchecked_host_keys(self.host, self.port, self.username)
+        hops = self._hops()
         try:
-            if self.jump_host is not None:
-                if self._jump is None or self._jump.is_closed():
+            tunnel: Any = None
+            if hops:
+                if not self._jumps or self._jumps[-1].is_closed():
                     from ._runner import parse_target
 
-                    j_user, j_host, j_port = parse_target(self.jump_host)
-                    self._jump = await ssh.connect(
-                        j_host, port=j_port or 22, **_user(j_user or self.username), **options
-                    )
-                options["tunnel"] = self._jump
-            conn = await ssh.connect(self.host, port=self.port, **_user(self.username), **options)
+                    self._close_jumps()
+                    for hop in hops:
+                        j_user, j_host, j_port = parse_target(hop)
+                        where = f"{hop} (jump host)"
+                        refuse_unchecked_host_keys(j_host, j_port or 22, j_user or self.username)
+                        self._jumps.append(
+                            await ssh.connect(
+                                j_host,
+                                port=j_port or 22,
+                                tunnel=self._jumps[-1] if self._jumps else None,
+                                **_user(j_user or self.username),
+                                **options,
+                            )
+                        )
+                    where = self.target
+                tunnel = self._jumps[-1]
+            # tunnel is always given (None: direct) so that asyncssh never opens a
+            # ProxyJump of the ssh config by itself, with that config's host-key rules.
+            conn = await ssh.connect(
+                self.host, port=self.port, tunnel=tunnel, **_user(self.username), **options
+            )
         except ssh.HostKeyNotVerifiable as exc:
             raise HostKeyRejected(
                 f"ssh {where}: host key not verifiable ({exc.reason}); check the server's key "
@@ -273,14 +311,109 @@ class SshRunner:
         with contextlib.suppress(Exception):
             conn.close()
 
+    def _close_jumps(self) -> None:
+        for conn in reversed(self._jumps):
+            with contextlib.suppress(Exception):
+                conn.close()
+        self._jumps = []
+
     async def close(self) -> None:
-        for conn in (self._conn, self._jump):
+        for conn in (self._conn, *reversed(self._jumps)):
             if conn is not None:
                 conn.close()
                 with contextlib.suppress(Exception):
                     await conn.wait_closed()
         self._conn = None
-        self._jump = None
+        self._jumps = []
+
+
+# -- host-key checking: never off ----------------------------------------------------
+
+#: StrictHostKeyChecking values that connect to a host whose key is not known.
+_UNCHECKED: Final = frozenset({"no", "off"})
+
+
+def _default_known_hosts() -> Path:
+    return Path("~", ".ssh", "known_hosts").expanduser()
+
+
+def known_hosts_choice(ssh: ModuleType, configured: str | None) -> Any:
+    """What hpcstate passes to asyncssh as ``known_hosts``: the configured file, else the
+    user's default ``~/.ssh/known_hosts`` (an empty list of known hosts when that file
+    does not exist: every host is then unknown, and refused). Never None, never left out
+    (either would let asyncssh, or the user's ssh config, turn checking off). A configured
+    value that would turn checking off is a :class:`ConfigError`."""
+    if configured is not None:
+        if configured.strip().lower() in {"", "none"}:
+            raise ConfigError(
+                f"known_hosts = {configured!r} would turn SSH host-key checking off, which "
+                "hpcstate never does: give the known_hosts file that holds the server's key"
+            )
+        path = Path(configured).expanduser()
+        if not path.is_file():
+            raise ConfigError(
+                f"known_hosts file {configured!r} does not exist or is not a file "
+                "(add the server's key to it after checking it, e.g. with ssh-keyscan)"
+            )
+        return str(path)
+    default = _default_known_hosts()
+    if default.is_file():
+        return str(default)
+    return ssh.import_known_hosts("")
+
+
+def _config_class() -> Any:
+    """asyncssh's ssh config reader, taught to keep StrictHostKeyChecking (which
+    asyncssh itself ignores) so that we can refuse it."""
+    from asyncssh.config import SSHClientConfig, SSHConfig
+
+    class _Config(SSHClientConfig):
+        _handlers = {  # noqa: RUF012 - asyncssh's own layout
+            **SSHClientConfig._handlers,
+            "stricthostkeychecking": ("StrictHostKeyChecking", SSHConfig._set_string),
+        }
+
+    return _Config
+
+
+def _user_config_path() -> Path:
+    return Path("~", ".ssh", "config").expanduser()
+
+
+def _user_ssh_config(host: str, port: int, username: str | None) -> Any:
+    """The user's ssh config (``~/.ssh/config``, as asyncssh reads it) for this host."""
+    ssh = _asyncssh()
+    path = _user_config_path()
+    paths = [path] if os.access(path, os.R_OK) else []
+    try:
+        local_user = getpass.getuser()
+    except (KeyError, OSError):
+        local_user = ""
+    try:
+        return _config_class().load(
+            None, paths, False, False, False, local_user, username or (), host, port
+        )
+    except (ssh.ConfigParseError, OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"ssh config {path}: cannot read it: {exc}") from None
+
+
+def refuse_unchecked_host_keys(host: str, port: int, username: str | None) -> None:
+    """Raise :class:`ConfigError` if the user's ssh config would turn host-key checking
+    off for ``host`` (``UserKnownHostsFile none``, ``StrictHostKeyChecking no``).
+    hpcstate would check anyway (it always passes its own known_hosts), but a user who
+    wrote that expects unknown hosts to be accepted: say plainly that they are not."""
+    config = _user_ssh_config(host, port, username)
+    where = f"ssh config {_user_config_path()}"
+    tail = (
+        f"for host {host}: that turns host-key checking off, which hpcstate never does; "
+        f"remove it for {host} (a `Host` block that excludes it: `Host * !{host}`) and "
+        "keep the server's key in known_hosts"
+    )
+    if config.get("UserKnownHostsFile", ()) == []:
+        raise ConfigError(f"{where} sets UserKnownHostsFile none {tail}")
+    strict = config.get("StrictHostKeyChecking")
+    if isinstance(strict, str) and strict.lower() in _UNCHECKED:
+        raise ConfigError(f"{where} sets StrictHostKeyChecking {strict} {tail}")
 
 
 def _user(name: str | None) -> dict[str, str]:
