@@ -23,6 +23,7 @@ from hpcstate.config import Config
 from hpcstate.config import load_config as _load_config
 
 from ._exitcodes import ToolExit
+from ._human import printable
 from ._parser import PROG, UsageError, build_parser, split_command
 
 
@@ -44,12 +45,13 @@ class Console:
     env: Mapping[str, str]
 
     def out(self, text: str) -> None:
-        self.stdout.write(text + "\n")
+        # Callers escape what they embed; this keeps any escape sequence off the terminal.
+        self.stdout.write(printable(text, keep_newlines=True) + "\n")
         self.stdout.flush()
 
     def error(self, text: str) -> None:
         self.stdout.flush()
-        self.stderr.write(f"{PROG}: {text}\n")
+        self.stderr.write(f"{PROG}: {printable(text, keep_newlines=True)}\n")
         self.stderr.flush()
 
     def warn(self, text: str) -> None:

@@ -75,6 +75,21 @@ def _seconds(option: str, text: str | None) -> float | None:
         raise UsageError(f"{option}: {exc}") from None
 
 
+@attrs.frozen
+class WatchSettings:
+    """``--timeout`` and ``--interval``, read (and refused) before anything is done."""
+
+    timeout: float | None
+    interval: float | None
+
+
+def _watch_settings(args: argparse.Namespace) -> WatchSettings:
+    interval = _seconds("--interval", args.interval)
+    if interval is not None and interval <= 0:
+        raise UsageError(f"--interval: must be more than 0 seconds, got {args.interval!r}")
+    return WatchSettings(timeout=_seconds("--timeout", args.timeout), interval=interval)
+
+
 def _json_line(console: Console, document: object) -> None:
     console.out(json.dumps(document, separators=(",", ":"), ensure_ascii=False))
 
@@ -209,7 +224,9 @@ def _spec(args: argparse.Namespace) -> tuple[JobSpec, str]:
 
 
 async def _submit(args: argparse.Namespace, session: Session) -> int:
+    # Every option is read before anything is stored or submitted.
     spec, name = _spec(args)
+    watching = _watch_settings(args)
     backend = args.backend or session.config.default_backend
     session.backend_config(backend)  # a one-line ConfigError before anything is stored
     tracker = session.tracker([backend])
@@ -226,7 +243,7 @@ async def _submit(args: argparse.Namespace, session: Session) -> int:
         else:
             session.console.out(run.id)
     if args.watch:
-        return await _watch(session, [run.id], args)
+        return await _watch(session, [run.id], args, watching)
     return ToolExit.OK
 
 
@@ -244,6 +261,7 @@ def _rejection(run: Run) -> str | None:
 
 
 async def _track(args: argparse.Namespace, session: Session) -> int:
+    watching = _watch_settings(args)
     try:
         backend, native_id = parse_native_ref(args.ref, session.config.backends)
     except ValueError as exc:
@@ -256,7 +274,7 @@ async def _track(args: argparse.Namespace, session: Session) -> int:
         else:
             session.console.out(run.id)
     if args.watch:
-        return await _watch(session, [run.id], args)
+        return await _watch(session, [run.id], args, watching)
     return ToolExit.OK
 
 
@@ -271,10 +289,11 @@ def _unreachable(tracker: Tracker, runs: Sequence[Run]) -> bool:
     )
 
 
-async def _watch(session: Session, run_ids: Sequence[str], args: argparse.Namespace) -> int:
+async def _watch(
+    session: Session, run_ids: Sequence[str], args: argparse.Namespace, watching: WatchSettings
+) -> int:
     console = session.console
-    timeout = _seconds("--timeout", args.timeout)
-    interval = _seconds("--interval", args.interval)
+    timeout, interval = watching.timeout, watching.interval
     runs = [session.get_run(run_id) for run_id in run_ids]
     tracker = session.tracker([run.backend for run in runs], interval=interval)
     states: dict[str, State] = {item.id: item.state for run in runs for item in run.items}
@@ -337,8 +356,9 @@ async def _watch(session: Session, run_ids: Sequence[str], args: argparse.Namesp
 
 
 async def _watch_command(args: argparse.Namespace, session: Session) -> int:
+    watching = _watch_settings(args)
     run_ids = list(dict.fromkeys(session.resolve(ref) for ref in args.refs))
-    return await _watch(session, run_ids, args)
+    return await _watch(session, run_ids, args, watching)
 
 
 # -- status / list / cancel ------------------------------------------------------------

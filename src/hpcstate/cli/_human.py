@@ -1,7 +1,13 @@
-"""Text for people: verdict lines, the status view, tables. Pure (strings out)."""
+"""Text for people: verdict lines, the status view, tables. Pure (strings out).
+
+Text that comes from elsewhere (job names, scheduler messages, markers) goes through
+:func:`printable` before it reaches a terminal: a job name must not be able to move the
+cursor, clear the screen or start a new line that looks like ours.
+"""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime
@@ -12,6 +18,31 @@ from hpcstate import TERMINAL, Run, RunItem, State
 from hpcstate.backend import BackendInfo, Capabilities
 
 from ._record import is_array, iso
+
+# C0 and C1 controls, DEL, the line/paragraph separators and the bidirectional
+# overrides and isolates (which reorder what follows them on screen).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_UNPRINTABLE_BUT_NEWLINE = re.compile(
+    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(match: re.Match[str]) -> str:
+    char = match.group()
+    named = _NAMED.get(char)
+    if named is not None:
+        return named
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` with every control character written as an escape (``\\n``,
+    ``\\x1b``, ``\\u202e``); printable text, accents included, is unchanged."""
+    pattern = _UNPRINTABLE_BUT_NEWLINE if keep_newlines else _UNPRINTABLE
+    return pattern.sub(_escape, text)
+
 
 # The order in which counts are shown: where things are going, left to right (the
 # State enum is declared in that order).
@@ -60,13 +91,13 @@ def verdict_lines(run: Run) -> list[str]:
     if not is_array(run) and run.items:
         item = run.items[0]
         lines = [_final_line(item, label=run.id)]
-        lines.extend(f"  {m.code}: {m.text}" for m in item.markers)
+        lines.extend(f"  {m.code}: {printable(m.text)}" for m in item.markers)
         return lines
     lines = [f"{run.id} {run.status}: {counts_text([i.state for i in run.items])}"]
     for item in sorted(run.items, key=lambda i: (i.array_index or 0, i.id)):
         label = f"  [{item.array_index}]" if item.array_index is not None else f"  {item.id}"
         lines.append(_final_line(item, label=label))
-        lines.extend(f"      {m.code}: {m.text}" for m in item.markers)
+        lines.extend(f"      {m.code}: {printable(m.text)}" for m in item.markers)
     return lines
 
 
@@ -119,13 +150,13 @@ def _item_block(item: RunItem) -> list[str]:
     if item.restarts:
         rows.append(("restarts", str(item.restarts)))
     rows.extend(("marker", f"{m.code}: {m.text}") for m in item.markers)
-    return [f"{key:<12} {value}" for key, value in rows]
+    return [f"{key:<12} {printable(value)}" for key, value in rows]
 
 
 def status_text(run: Run) -> str:
     lines = [f"{'run':<12} {run.id}", f"{'backend':<12} {run.backend}"]
     if run.name:
-        lines.append(f"{'name':<12} {run.name}")
+        lines.append(f"{'name':<12} {printable(run.name)}")
     if not is_array(run) and run.items:
         lines.extend(_item_block(run.items[0]))
         return "\n".join(lines)
@@ -138,7 +169,8 @@ def status_text(run: Run) -> str:
 
 
 def table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> str:
-    """Left-aligned columns; the last one is not padded."""
+    """Left-aligned columns; the last one is not padded. Cells are made printable."""
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [len(h) for h in header]
     for row in rows:
         for i, cell in enumerate(row):

@@ -15,6 +15,7 @@ from attrs import frozen
 from hpcstate.config import parse_duration as parse_duration
 
 _MEMORY: Final = re.compile(r"\A([0-9]+(?:\.[0-9]+)?)\s*([kmgtp]?)(i?b)?\Z")
+_MAX_MEMORY: Final = 2**60  # 1024 PiB: more than any node has, and fits an int64
 _POWERS: Final = {"": 2**20, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50}
 
 
@@ -27,9 +28,14 @@ def parse_memory(text: str) -> int:
     if match is None:
         raise ValueError(f"cannot read memory size {text!r}: expected e.g. 512M, 4G, 1.5GiB")
     number, unit, suffix = match.groups()
+    value = float(number)
+    if not value < _MAX_MEMORY:  # also inf, from a number of 309 digits or more
+        raise ValueError(f"memory size {text[:40]!r} is too large")
     if suffix == "b" and not unit:
-        return int(float(number))  # "100b": bytes
-    size = int(float(number) * _POWERS[unit])
+        return int(value)  # "100b": bytes
+    size = int(value * _POWERS[unit])
+    if size > _MAX_MEMORY:
+        raise ValueError(f"memory size {text!r} is too large (at most 1024 PiB)")
     if size <= 0:
         raise ValueError(f"memory size {text!r} must be more than 0")
     return size
