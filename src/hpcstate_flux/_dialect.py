@@ -73,20 +73,27 @@ done
 
 # Finds jobs of this user carrying an hpcstate tag: job-list does not expose jobspec
 # user attributes, so the newest LIMIT jobs' jobspecs are read (in parallel RPCs).
+# job_info_lookup() returns a future on every flux-core this was checked on (0.88.0);
+# job_kvs_lookup() there is synchronous and returns a dict. A job purged between the
+# listing and the lookup (ENOENT), or not readable by this user (EPERM), is skipped;
+# any other error fails the script (a traceback, a non-zero exit): a lookup that could
+# not look is never "not found".
 FIND_SCRIPT: Final = """\
-import json, sys
+import errno, json, sys
 import flux, flux.job
 tag, limit = sys.argv[1], int(sys.argv[2])
 handle = flux.Flux()
 jobs = flux.job.JobList(
     handle, filters=["pending", "running", "inactive"], max_entries=limit
 ).jobs()
-lookups = [(job.id, flux.job.job_kvs_lookup(handle, job.id, keys=["jobspec"])) for job in jobs]
+lookups = [(job.id, flux.job.job_info_lookup(handle, job.id, keys=["jobspec"])) for job in jobs]
 for jobid, future in lookups:
     try:
-        jobspec = future.get()["jobspec"]
-    except (OSError, KeyError, TypeError):
-        continue
+        jobspec = future.get_decode()["jobspec"]
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.EPERM):
+            continue
+        raise
     value = jobspec.get("attributes", {}).get("user", {}).get("hpcstate_tag")
     if value is not None:
         print(json.dumps({"id": int(jobid), "tag": value}))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Final
@@ -107,16 +108,45 @@ def looks_transient(text: str) -> bool:
 
 # -- small readers ---------------------------------------------------------------------
 
+_FLOAT_MAX: Final = int(sys.float_info.max)
+
+
+def _shorten(value: int) -> str:
+    """An int for an error message: itself when short, else its size (str() of an int
+    over 4300 digits raises ValueError)."""
+    if value.bit_length() <= 64:
+        return str(value)
+    return f"{'-' if value < 0 else ''}an integer of {value.bit_length()} bits"
+
+
+def _show(value: Any) -> str:
+    """``repr(value)`` for an error message, bounded, and total: repr() raises
+    ValueError on an int over 4300 digits (also nested in a list or dict)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _shorten(value)
+    try:
+        text = repr(value)
+    except (ValueError, RecursionError):
+        return f"a {type(value).__name__} that cannot be shown"
+    return text if len(text) <= 200 else text[:200] + "..."
+
 
 def _number(value: Any, *, command: str, field_name: str) -> float | None:
     """A finite JSON number, or None when absent. bool is not a number here."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ParseError(f"expected a number, got {value!r}", command=command, field=field_name)
+        raise ParseError(
+            f"expected a number, got {_show(value)}", command=command, field=field_name
+        )
+    if isinstance(value, int) and not -_FLOAT_MAX <= value <= _FLOAT_MAX:
+        # math.isfinite() on an int too large for a float raises OverflowError.
+        raise ParseError(
+            f"number out of range: {_shorten(value)}", command=command, field=field_name
+        )
     if not math.isfinite(value):
         raise ParseError(
-            f"expected a finite number, got {value!r}", command=command, field=field_name
+            f"expected a finite number, got {_show(value)}", command=command, field=field_name
         )
     return value
 
@@ -125,7 +155,9 @@ def _integer(value: Any, *, command: str, field_name: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ParseError(f"expected an integer, got {value!r}", command=command, field=field_name)
+        raise ParseError(
+            f"expected an integer, got {_show(value)}", command=command, field=field_name
+        )
     return value
 
 
@@ -133,7 +165,9 @@ def _text(value: Any, *, command: str, field_name: str) -> str:
     if value is None:
         return ""
     if not isinstance(value, str):
-        raise ParseError(f"expected a string, got {value!r}", command=command, field=field_name)
+        raise ParseError(
+            f"expected a string, got {_show(value)}", command=command, field=field_name
+        )
     return value
 
 
@@ -248,10 +282,17 @@ class FluxJob:
     t_cleanup: datetime | None = None
     t_inactive: datetime | None = None
     runtime: float | None = None
+    #: The job's own ``FLUX_URI`` (its ``uri`` memo): set when the job is itself a Flux
+    #: instance (``flux batch``, ``flux alloc``), whose one task is that instance's broker.
+    uri: str = ""
 
     @property
     def inactive(self) -> bool:
         return self.state == "INACTIVE"
+
+    @property
+    def instance(self) -> bool:
+        return bool(self.uri)
 
 
 def _state_name(value: Any, *, command: str) -> str:
@@ -261,7 +302,7 @@ def _state_name(value: Any, *, command: str) -> str:
             return name
     elif isinstance(value, int) and not isinstance(value, bool) and value in STATE_NAMES:
         return STATE_NAMES[value]
-    raise ParseError(f"unknown Flux job state {value!r}", command=command, field="state")
+    raise ParseError(f"unknown Flux job state {_show(value)}", command=command, field="state")
 
 
 def _result_name(value: Any, *, command: str) -> str | None:
@@ -271,7 +312,7 @@ def _result_name(value: Any, *, command: str) -> str | None:
         return value.upper()
     if isinstance(value, int) and not isinstance(value, bool) and value in RESULT_NAMES:
         return RESULT_NAMES[value]
-    raise ParseError(f"unknown Flux job result {value!r}", command=command, field="result")
+    raise ParseError(f"unknown Flux job result {_show(value)}", command=command, field="result")
 
 
 def _exception(job: Mapping[str, Any], *, command: str) -> FluxException:
@@ -283,12 +324,16 @@ def _exception(job: Mapping[str, Any], *, command: str) -> FluxException:
         occurred, severity = job.get("exception_occurred"), job.get("exception_severity")
         kind, note = job.get("exception_type"), job.get("exception_note")
     else:
-        raise ParseError(f"expected an object, got {raw!r}", command=command, field="exception")
+        raise ParseError(
+            f"expected an object, got {_show(raw)}", command=command, field="exception"
+        )
     if occurred is None:
         occurred = False
     if not isinstance(occurred, bool):
         raise ParseError(
-            f"expected true/false, got {occurred!r}", command=command, field="exception.occurred"
+            f"expected true/false, got {_show(occurred)}",
+            command=command,
+            field="exception.occurred",
         )
     level = _integer(severity, command=command, field_name="exception.severity")
     if level is not None and not 0 <= level <= 7:
@@ -315,7 +360,9 @@ def parse_job(job: Any, *, command: str = JOBS_COMMAND) -> FluxJob:
     else:
         number = _integer(raw_id, command=command, field_name="id")
         if number is None or not 0 <= number < 2**64:
-            raise ParseError(f"missing or invalid job id {raw_id!r}", command=command, field="id")
+            raise ParseError(
+                f"missing or invalid job id {_show(raw_id)}", command=command, field="id"
+            )
         jobid = number
     ntasks = _integer(job.get("ntasks"), command=command, field_name="ntasks")
     runtime = _number(job.get("runtime"), command=command, field_name="runtime")
@@ -334,6 +381,7 @@ def parse_job(job: Any, *, command: str = JOBS_COMMAND) -> FluxJob:
         t_cleanup=epoch_time(job.get("t_cleanup"), command=command, field_name="t_cleanup"),
         t_inactive=epoch_time(job.get("t_inactive"), command=command, field_name="t_inactive"),
         runtime=runtime if runtime is not None and runtime >= 0 else None,
+        uri=_text(job.get("uri"), command=command, field_name="uri"),
     )
 
 
@@ -397,12 +445,29 @@ def unknown_job_ids(stderr: str) -> dict[int, str]:
 # -- exit status and reason --------------------------------------------------------------
 
 
-def exit_from_waitstatus(waitstatus: int, *, command: str = JOBS_COMMAND) -> ExitStatus:
+def instance_ambiguity(code: int) -> str:
+    """Why a Flux instance's (``flux batch``/``flux alloc``) exit code ``code`` > 128
+    stays ambiguous: it is its broker's exit code, and the broker turns a signal that
+    killed the script into an exit code 128+N (measured on flux-core 0.88.0)."""
+    signal = signal_name(code - 128)
+    return (
+        f"the batch job's exit code {code} is its Flux instance's broker's: a script that "
+        f"ran 'exit {code}' and a script killed by {signal} ({code - 128}) both make the "
+        "broker exit with it (the broker itself was not signalled); no record hpcstate "
+        "reads says which (the broker's log line in the job's output file does)"
+    )
+
+
+def exit_from_waitstatus(
+    waitstatus: int, *, command: str = JOBS_COMMAND, instance: bool = False
+) -> ExitStatus:
     """Decode job-list's ``waitstatus``: the raw wait status of the job *shell*.
 
     A signalled shell is exact. An exited shell's code is the largest task code, where
     a task killed by signal N counts as 128+N: above 128 it stays an exit code, marked
-    ambiguous, until a lossless source (the exec eventlog) says which it was.
+    ambiguous, until a lossless source (the exec eventlog) says which it was. For a
+    job that is a Flux ``instance`` the one task is the instance's broker, which itself
+    exits 128+N when the batch script dies of signal N: its ambiguity says so.
     """
     try:
         status = ExitStatus.from_wait_status(waitstatus)
@@ -410,7 +475,10 @@ def exit_from_waitstatus(waitstatus: int, *, command: str = JOBS_COMMAND) -> Exi
         raise ParseError(str(exc), command=command, field="waitstatus") from None
     if status.code is None:
         return status
-    return ExitStatus.from_shell_code(status.code, source="the job shell's exit code")
+    shell = ExitStatus.from_shell_code(status.code, source="the job shell's exit code")
+    if instance and shell.ambiguous is not None:
+        return ExitStatus.exited(status.code, ambiguous=instance_ambiguity(status.code))
+    return shell
 
 
 def exit_reason(exit_status: ExitStatus | None) -> Reason | None:
@@ -429,16 +497,27 @@ def exit_reason(exit_status: ExitStatus | None) -> Reason | None:
     return None
 
 
+#: The job shell's note on an ``exec`` exception when a task could not be started
+#: (flux-core 0.88.0: "task 0 (host node1): start failed: CMD: No such file or directory").
+_START_FAILED: Final = re.compile(r"\bstart failed\b")
+
+
 def exception_reason(exception: FluxException) -> Reason:
-    """A fatal exception as a Reason: cancel and timeout get their own kinds."""
+    """A fatal exception as a Reason, the exception's note as its text and its type as
+    its detail: ``cancel`` is CANCELLED, ``timeout`` TIME_LIMIT, an ``exec`` exception
+    for a task that could not start JOB_LAUNCH_FAILURE, any other type EXCEPTION."""
     if exception.type == "cancel":
         return Reason(kind=ReasonKind.CANCELLED, text=exception.note, detail="cancel")
     if exception.type == "timeout":
         return Reason(kind=ReasonKind.TIME_LIMIT, text=exception.note, detail="timeout")
+    if exception.type == "exec" and _START_FAILED.search(exception.note):
+        return Reason(kind=ReasonKind.JOB_LAUNCH_FAILURE, text=exception.note, detail="exec")
     return Reason(kind=ReasonKind.EXCEPTION, text=exception.note, detail=exception.type)
 
 
 def _inactive_reason(job: FluxJob, state: State, exit_status: ExitStatus | None) -> Reason | None:
+    """An INACTIVE job's reason, from its final record only (job-list's result, its
+    fatal exception, its exit status): never anything said while it was pending."""
     if job.exception.fatal:
         return exception_reason(job.exception)
     if state is State.CANCELLED:
@@ -446,7 +525,7 @@ def _inactive_reason(job: FluxJob, state: State, exit_status: ExitStatus | None)
     if state is State.TIMEOUT:
         return Reason(kind=ReasonKind.TIME_LIMIT)
     if state is State.COMPLETED:
-        return None
+        return Reason(kind=ReasonKind.NONE)
     return exit_reason(exit_status)
 
 
@@ -480,8 +559,14 @@ def job_observation(job: FluxJob, *, native_id: str, observed_at: datetime) -> O
             f"job {job.id} is INACTIVE but has no result", command=JOBS_COMMAND, field="result"
         )
     state = RESULTS[job.result]
-    exit_status = None if job.waitstatus is None else exit_from_waitstatus(job.waitstatus)
+    exit_status = (
+        None
+        if job.waitstatus is None
+        else exit_from_waitstatus(job.waitstatus, instance=job.instance)
+    )
     details = [f"flux job-list: INACTIVE {job.result}"]
+    if job.instance:
+        details.append("a Flux instance (flux batch/alloc): its exit status is its broker's")
     if job.waitstatus is not None:
         details.append(f"waitstatus {job.waitstatus}")
     else:
@@ -694,6 +779,9 @@ class JobEvidence:
     exception_exit: ExitStatus | None = None  # wait_status of the first fatal exception
     oom_messages: tuple[str, ...] = ()
     errors: tuple[str, ...] = ()
+    #: the main eventlog's ``memo`` ``uri``: the job is itself a Flux instance
+    #: (flux batch/alloc), so its task exits are its broker's, not the script's
+    instance_uri: str = ""
 
     def merged(self, other: JobEvidence) -> JobEvidence:
         return JobEvidence(
@@ -704,13 +792,14 @@ class JobEvidence:
             exception_exit=self.exception_exit or other.exception_exit,
             oom_messages=self.oom_messages + other.oom_messages,
             errors=self.errors + other.errors,
+            instance_uri=self.instance_uri or other.instance_uri,
         )
 
 
 #: Which eventlog each evidence kind reads (``flux job info ID KEY``).
 EVIDENCE_KEYS: Final[Mapping[str, str]] = {
     "exec": "guest.exec.eventlog",  # shell.task-exit: lossless, first task only
-    "main": "eventlog",  # the fatal exception's wait_status (exec exceptions)
+    "main": "eventlog",  # the fatal exception's wait_status; an instance's uri memo
     "output": "guest.output",  # the shell oom plugin's log lines
 }
 SECTION_BEGIN: Final = "@@hpcstate-begin"
@@ -728,6 +817,7 @@ def _section_evidence(
     fatal_seen = False
     oom: list[str] = []
     errors: list[str] = []
+    instance_uri = ""
     for line in lines:
         if not line.startswith("{"):
             errors.append(f"{EVIDENCE_KEYS[kind]}: {line}")
@@ -750,6 +840,8 @@ def _section_evidence(
                     )
                     if status is not None:
                         exception_exit = ExitStatus.from_wait_status(status)
+            elif kind == "main" and entry.name == "memo" and isinstance(context.get("uri"), str):
+                instance_uri = instance_uri or context["uri"]
             elif kind == "output" and entry.name == "log" and context.get("component") == "oom":
                 message = context.get("message")
                 if isinstance(message, str) and _OOM_MESSAGE.search(message):
@@ -767,6 +859,7 @@ def _section_evidence(
         exception_exit=exception_exit,
         oom_messages=tuple(oom),
         errors=tuple(errors),
+        instance_uri=instance_uri,
     )
 
 
@@ -838,7 +931,10 @@ def evidence_kinds(observation: Observation) -> frozenset[str]:
     if status.ambiguous and status.code is not None:
         kinds.add("exec")
         reason = observation.stats.reason
-        if reason is not None and reason.kind is ReasonKind.EXCEPTION:
+        if reason is not None and reason.kind in (
+            ReasonKind.EXCEPTION,
+            ReasonKind.JOB_LAUNCH_FAILURE,
+        ):
             kinds.add("main")
     if observation.state is State.FAILED:
         kinds.add("output")
@@ -854,7 +950,15 @@ def refine_exit(code: int, evidence: JobEvidence, current: ExitStatus) -> ExitSt
     matching = [task for task in evidence.task_exits if task.exit.shell_code == code]
     outcomes = {(task.exit.code, task.exit.signal) for task in matching}
     if len(outcomes) == 1:
-        return matching[0].exit
+        found = matching[0].exit
+        if found.signal is not None:
+            return found  # the task (for an instance: its broker) was killed: lossless
+        if evidence.instance_uri or current.ambiguous == instance_ambiguity(code):
+            # The job is a Flux instance (job-list's uri, or the main eventlog's uri
+            # memo): its task is the broker, which EXITED 128+N; the script may have
+            # died of signal N. A plain exit of the broker explains nothing more.
+            return ExitStatus.exited(code, ambiguous=instance_ambiguity(code))
+        return found
     signal = signal_name(code - 128) if 128 < code <= 128 + 64 else "a signal"
     if len(outcomes) > 1:
         said = ", ".join(task.describe() for task in matching)

@@ -71,7 +71,7 @@ SIG = ReasonKind.RAISED_SIGNAL
 # case -> what the job did (hand-written from the case definitions).
 EXPECTED: dict[str, Expected] = {
     # bash -c 'exit N'
-    "exit_0": Expected(State.COMPLETED, exited(0), None),
+    "exit_0": Expected(State.COMPLETED, exited(0), ReasonKind.NONE),
     "exit_13": Expected(State.FAILED, exited(13), NZ),
     "exit_137": Expected(State.FAILED, exited(137), NZ),  # a real exit 137, not SIGKILL
     "exit_200": Expected(State.FAILED, exited(200), NZ),
@@ -105,12 +105,12 @@ EXPECTED: dict[str, Expected] = {
     # flux batch: the script's own exit status (last step 2; set -e stops at 7)
     "batch_steps_7_3_2": Expected(State.FAILED, exited(2), NZ),
     "batch_set_e": Expected(State.FAILED, exited(7), NZ),
-    "name_special_chars": Expected(State.COMPLETED, exited(0), None),
-    # /nonexistent/cmd: exec exception, shell exit 127
+    "name_special_chars": Expected(State.COMPLETED, exited(0), ReasonKind.NONE),
+    # /nonexistent/cmd: exec exception "start failed", shell exit 127: a launch failure
     "command_not_found": Expected(
         State.FAILED,
         exited(127),
-        ReasonKind.EXCEPTION,
+        ReasonKind.JOB_LAUNCH_FAILURE,
         "exec",
         "task 0 (host vm): start failed: /nonexistent/cmd: No such file or directory",
     ),
