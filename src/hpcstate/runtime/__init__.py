@@ -22,7 +22,8 @@ Store
     :class:`Change` and :class:`CommitResult` for ``Store.commit`` (compare-and-set).
 Tracker
     :class:`Tracker` (asyncio), :class:`SyncTracker` (blocking facade),
-    :class:`PollReport`, :class:`BackendStatus`.
+    :class:`PollReport`, :class:`BackendStatus`, :class:`SubmitRefused` (``submit``
+    could not hand the run to its backend: refused, or unreachable).
 Self-report
     :func:`report` (call it from inside a job), :class:`SelfReport`, the environment
     variable names :data:`REPORT_FILE_ENV`, :data:`RUN_ID_ENV`, :data:`ITEM_ID_ENV`,
@@ -69,6 +70,7 @@ from ._store import SweepReport as SweepReport
 from ._store import default_db_path as default_db_path
 from ._tracker import BackendStatus as BackendStatus
 from ._tracker import PollReport as PollReport
+from ._tracker import SubmitRefused as SubmitRefused
 from ._tracker import Tracker as Tracker
 from ._tracker_sync import SyncTracker as SyncTracker
 
@@ -102,6 +104,7 @@ __all__ = [
     "StoreReadOnly",
     "StoreUnsafeFilesystem",
     "StoredEvent",
+    "SubmitRefused",
     "SuccessMarker",
     "SweepReport",
     "SyncTracker",

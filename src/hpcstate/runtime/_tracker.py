@@ -72,7 +72,7 @@ from hpcstate import (
 from hpcstate.backend import AccountingQuery, Backend, BackendConfig, JobSpec, Submission
 
 from ._clock import Clock, SystemClock
-from ._errors import StoreError
+from ._errors import AuthenticationFailed, HostKeyRejected, StoreError
 from ._output import OutputCheck, OutputSnapshot, check_from_dict, check_to_dict
 from ._report import DB_ENV, ITEM_ID_ENV, REPORT_FILE_ENV, RUN_ID_ENV, SelfReport, report_file_name
 from ._store import ACTIVE_STATES, Change, CommitResult, ItemRow, Store, StoredEvent
@@ -85,6 +85,26 @@ _POLLED: Final = frozenset({State.QUEUED, State.RUNNING, State.SETTLING})
 _CLAIM_STALE: Final = timedelta(seconds=300)
 #: Compare-and-set attempts of add_marker against concurrent writers.
 _MARKER_ATTEMPTS: Final = 20
+
+
+class SubmitRefused(BackendError):
+    """``Tracker.submit`` could not hand the run to its backend: the scheduler refused
+    it (``CommandFailed``), the transport refused us for good (``HostKeyRejected``,
+    ``AuthenticationFailed``), or the backend could not be reached and nothing was
+    found under the submission's tag. The refused items are stored as FAILED (reason
+    ``submit_rejected``, confirmed: they never ran); ``run`` is the run as stored,
+    ``reason`` the backend's or transport's message, ``__cause__`` the original error.
+    ``unreachable`` is True when the backend could not be reached (a transient cause:
+    submitting again later may work). The CLI exits 69 (EX_UNAVAILABLE) for it."""
+
+    def __init__(self, run: Run, reason: str, *, unreachable: bool = False) -> None:
+        self.run = run
+        self.reason = reason
+        self.unreachable = unreachable
+        if unreachable:
+            super().__init__(f"{run.backend} could not be reached to submit: {reason}")
+        else:
+            super().__init__(f"{run.backend} rejected the submission: {reason}")
 
 
 @frozen(kw_only=True)
@@ -155,6 +175,13 @@ class _NativeIndex:
 
     def native_ids(self) -> tuple[str, ...]:
         return tuple(self.first)
+
+
+@frozen
+class _Refusal:
+    reason: str
+    cause: BaseException | None
+    unreachable: bool
 
 
 class _Watcher:
@@ -413,9 +440,16 @@ class Tracker:
         self.store.create_run(run, spec=spec, options=options, extras=extras)
         self._last_submit_at = now
         await self._refresh()
-        await self._submit_pending(backend, target, only_run=run_id)
+        refusals: dict[str, _Refusal] = {}
+        await self._submit_pending(backend, target, only_run=run_id, refusals=refusals)
         self.wake()
-        return self.store.get_run(run_id)
+        stored = self.store.get_run(run_id)
+        if refusals:
+            first = next(iter(refusals.values()))
+            raise SubmitRefused(
+                stored, first.reason, unreachable=first.unreachable
+            ) from first.cause
+        return stored
 
     def _item_extra(
         self, backend: Backend, spec: JobSpec, run_id: str, item: RunItem
@@ -1328,8 +1362,17 @@ class Tracker:
         )
 
     async def _submit_pending(
-        self, name: str, backend: Backend, *, only_run: str | None = None
+        self,
+        name: str,
+        backend: Backend,
+        *,
+        only_run: str | None = None,
+        refusals: dict[str, _Refusal] | None = None,
     ) -> int:
+        """Submit the PENDING items of backend ``name`` as far as the caps allow. With
+        ``refusals`` (a submit() call is waiting for the answer), a backend that cannot
+        be reached ends the item as refused (once its tag is not found) instead of
+        keeping it for a later try, and each refusal is recorded there by item id."""
         pending = [
             e
             for e in self._entries.values()
@@ -1368,7 +1411,7 @@ class Tracker:
                 # %N); it may overshoot the cap, which then holds further submissions.
                 submitted_now = await self._guarded(
                     f"run {run_id}: submitting",
-                    self._submit_group(name, backend, run_id, group, whole=True),
+                    self._submit_group(name, backend, run_id, group, whole=True, refusals=refusals),
                 )
                 count += submitted_now
                 if free is not None:
@@ -1387,7 +1430,9 @@ class Tracker:
                     break
                 submitted_now = await self._guarded(
                     f"item {entry.item.id}: submitting",
-                    self._submit_group(name, backend, run_id, [entry], whole=False),
+                    self._submit_group(
+                        name, backend, run_id, [entry], whole=False, refusals=refusals
+                    ),
                 )
                 count += submitted_now
                 if free is not None:
@@ -1408,7 +1453,14 @@ class Tracker:
         return list(groups.items())
 
     async def _submit_group(
-        self, name: str, backend: Backend, run_id: str, group: list[_Entry], *, whole: bool
+        self,
+        name: str,
+        backend: Backend,
+        run_id: str,
+        group: list[_Entry],
+        *,
+        whole: bool,
+        refusals: dict[str, _Refusal] | None = None,
     ) -> int:
         """Submit one job (one item, or a whole array in one go). Returns items submitted."""
         spec = self.store.run_spec(run_id)
@@ -1438,15 +1490,21 @@ class Tracker:
         self._last_submit_at = now
         try:
             answer = await backend.submit(job)
-        except CommandFailed as exc:
-            return await self._rejected(group, str(exc))
+        except (CommandFailed, HostKeyRejected, AuthenticationFailed) as exc:
+            # Refused for good (HostKeyRejected and AuthenticationFailed are transport
+            # errors that no retry can fix): a failed submission, never a queued one.
+            return await self._rejected(group, str(exc), refusals=refusals, cause=exc)
         except BackendError as exc:
+            if refusals is not None:
+                return await self._unreachable(
+                    name, backend, group, tag, exc, refusals, whole=whole
+                )
             # Transient: the answer may be lost. Keep the claim: the next try looks the
             # tag up first and only submits again if nothing was created.
             log.warning("run %s: submit failed (will look up tag %s): %s", run_id, tag, exc)
             return 0
         except (HpcStateError, ValueError, TypeError) as exc:
-            return await self._rejected(group, str(exc))
+            return await self._rejected(group, str(exc), refusals=refusals, cause=exc)
         except Exception as exc:
             # A bug in the backend: the job may or may not exist. Keep the claim, like a
             # lost answer: the tag is looked up before anything is submitted again.
@@ -1454,9 +1512,53 @@ class Tracker:
             return 0
         return await self._submitted(group, answer, whole=whole)
 
-    async def _rejected(self, group: list[_Entry], message: str) -> int:
+    async def _unreachable(
+        self,
+        name: str,
+        backend: Backend,
+        group: list[_Entry],
+        tag: str,
+        exc: BackendError,
+        refusals: dict[str, _Refusal],
+        *,
+        whole: bool,
+    ) -> int:
+        """A submit() call's backend could not be reached (after the backend's own
+        retries). Look the tag up once: a job found is recorded as submitted; otherwise
+        the items end refused, so the caller hears it now and no later tracker submits
+        them behind its back."""
+        finder = getattr(backend, "find_submission", None)
+        found: Submission | None = None
+        detail = ""
+        if finder is not None:
+            try:
+                found = await finder(tag)
+            except Exception as lookup:
+                detail = (
+                    f"; looking up its tag {tag} failed too ({lookup}): if the job was "
+                    f"created anyway, adopt it with track() (its job name or comment "
+                    f"carries {tag})"
+                )
+        if found is not None:
+            log.info("submit of tag %s: answer lost, found as %s", tag, found.native_id)
+            return await self._submitted(group, found, whole=whole)
+        message = f"backend {name!r} unreachable at submit: {exc}{detail}"
+        return await self._rejected(group, message, refusals=refusals, cause=exc, unreachable=True)
+
+    async def _rejected(
+        self,
+        group: list[_Entry],
+        message: str,
+        *,
+        refusals: dict[str, _Refusal] | None = None,
+        cause: BaseException | None = None,
+        unreachable: bool = False,
+    ) -> int:
         now = self.clock.now()
         text = message[:2000]
+        if refusals is not None:
+            for entry in group:
+                refusals[entry.item.id] = _Refusal(text, cause, unreachable)
 
         def rejecting(row: ItemRow) -> Change | None:
             if row.item.state is not State.PENDING:
