@@ -17,7 +17,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
-    """Under CI, a test that needs the loopback Slurm cluster or sshd must not skip.
+    """Under CI, a test that needs the loopback Slurm cluster, sshd or PostgreSQL must not skip.
 
     .ci/run installs and starts both and sets HPCSTATE_REQUIRE_CLUSTER=1; a skip of a
     test marked ``slurm`` or ``sshd`` there means the setup broke, so it fails loudly.
@@ -27,7 +27,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if (
         report.skipped
         and os.environ.get("HPCSTATE_REQUIRE_CLUSTER") == "1"
-        and any(item.get_closest_marker(name) for name in ("slurm", "sshd"))
+        and any(item.get_closest_marker(name) for name in ("slurm", "sshd", "postgres"))
     ):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
         report.outcome = "failed"
