@@ -24,7 +24,7 @@ import random
 import secrets
 from collections import defaultdict
 from collections.abc import (
-    AsyncIterator,
+    AsyncGenerator,
     Awaitable,
     Callable,
     Iterable,
@@ -240,6 +240,7 @@ class Tracker:
         queue_interval: float = 60.0,
         accounting_lag: float = 1.0,
         accounting_interval: float = 5.0,
+        default_backend: str = "local",
     ) -> None:
         if late_check_window < timedelta(0):
             raise ConfigError(f"late_check_window must not be negative, got {late_check_window}")
@@ -267,6 +268,8 @@ class Tracker:
         )
         self.queue_interval = queue_interval
         self.accounting_lag = accounting_lag
+        #: The backend ``submit`` uses when none is named.
+        self.default_backend = default_backend
         self.accounting_interval = accounting_interval
         self._last_queue_at: dict[str, datetime] = {}  # backend -> its last queue call
         self._queue_quiet: dict[str, int] = {}  # backend -> queue calls in a row, no event
@@ -312,6 +315,35 @@ class Tracker:
         self.failures = 0
         self._failures: list[str] = []  # this poll's, for its PollReport
         self._force_refresh = False
+
+    @classmethod
+    def from_config(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> Tracker:
+        """A tracker configured by the file the ``hpcstate`` command reads: the
+        ``[backends.NAME]`` tables, ``default_backend`` (what ``submit`` uses when no
+        backend is named), ``database`` (the store) and the ``[tracker]`` cadence. The
+        environment applies as for the command (``HPCSTATE_CONFIG``, ``HPCSTATE_DB``,
+        ``HPCSTATE_BACKEND``; ``env`` None: ``os.environ``). ``path`` None: the default
+        location, which may be absent (then every installed backend with its defaults,
+        and ``local`` as the default). ``options`` are Tracker arguments that win over
+        the file (``store=``, ``clock=``, ``grace=``...). Raises ConfigError with one
+        line naming the file and the key."""
+        from hpcstate.config import load_config
+
+        config = load_config(path, env=env)
+        arguments: dict[str, Any] = {
+            "store": config.database,
+            "backends": dict(config.backends),
+            "default_backend": config.default_backend,
+            **config.tracker.kwargs(),
+        }
+        arguments.update(options)
+        return cls(**arguments)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -389,15 +421,20 @@ class Tracker:
         self,
         spec: JobSpec,
         *,
-        backend: str = "local",
+        backend: str | None = None,
         name: str = "",
         output_checks: Sequence[OutputCheck] = (),
         run_id: str | None = None,
     ) -> Run:
         """Create a run (one item, or one per array task) and submit it as far as the
-        concurrency cap allows. Returns the run as stored afterwards."""
+        concurrency cap allows; ``backend`` None is :attr:`default_backend`. Returns the
+        run as stored afterwards. Raises :class:`SubmitRefused` if the backend refused
+        it or could not be reached (the run is stored FAILED: it never ran), and
+        BackendNotFound or ConfigError for a backend that cannot be made."""
         async with self._poll_lock:
-            return await self._submit(spec, backend, name, output_checks, run_id)
+            return await self._submit(
+                spec, backend or self.default_backend, name, output_checks, run_id
+            )
 
     async def _submit(
         self,
@@ -656,7 +693,7 @@ class Tracker:
 
     async def watch(
         self, run_id: str | None = None, *, replay: bool | None = None
-    ) -> AsyncIterator[Event]:
+    ) -> AsyncGenerator[Event, None]:
         """Events as they happen, each once, in order per item (by version). With
         ``replay`` (the default when watching one run), first the stored history. For
         one run, the iteration ends when every item of the run has a verdict."""

@@ -1,24 +1,27 @@
 """A blocking facade over Tracker, for callers without an event loop.
 
 The tracker runs on its own event loop in a background thread; each method submits
-a coroutine to it and waits for the answer.
+a coroutine to it and waits for the answer. Every call of :class:`Tracker` is here,
+blocking; ``watch`` is an ordinary iterator.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from hpcstate import DEFAULT_GRACE, Marker, Run, RunItem
+from hpcstate import DEFAULT_GRACE, Event, Marker, Run, RunItem
 from hpcstate.backend import Backend, BackendConfig, JobSpec
 
+from ._errors import StoreError
 from ._output import OutputCheck
 from ._store import Store
-from ._tracker import PollReport, Tracker
+from ._tracker import BackendStatus, PollReport, Tracker
 
 T = TypeVar("T")
 
@@ -26,17 +29,36 @@ T = TypeVar("T")
 class SyncTracker:
     """``SyncTracker(**tracker_arguments)``: same arguments as :class:`Tracker`; the
     poll loop runs in a background thread until :meth:`close` (or the ``with`` block
-    ends)."""
+    ends). ``start=False`` leaves the loop stopped (drive it with :meth:`poll_once`).
+    Exceptions are those of the Tracker's calls, raised in the caller's thread."""
 
     def __init__(
         self,
         *,
-        store: Store | str | None = None,
+        store: Store | str | os.PathLike[str] | None = None,
         backends: Mapping[str, Backend | BackendConfig] | None = None,
         grace: timedelta = DEFAULT_GRACE,
         start: bool = True,
         **options: Any,
     ) -> None:
+        self._make(lambda: Tracker(store=store, backends=backends, grace=grace, **options), start)
+
+    @classmethod
+    def from_config(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        env: Mapping[str, str] | None = None,
+        start: bool = True,
+        **options: Any,
+    ) -> SyncTracker:
+        """:meth:`Tracker.from_config`, blocking: the file the ``hpcstate`` command reads."""
+        self = cls.__new__(cls)
+        self._make(lambda: Tracker.from_config(path, env=env, **options), start)
+        return self
+
+    def _make(self, factory: Callable[[], Tracker], start: bool) -> None:
+        self._closed = True
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="hpcstate-tracker", daemon=True
@@ -44,7 +66,7 @@ class SyncTracker:
         self._thread.start()
 
         async def make() -> Tracker:
-            tracker = Tracker(store=store, backends=backends, grace=grace, **options)
+            tracker = factory()
             if start:
                 tracker.start()
             return tracker
@@ -57,6 +79,9 @@ class SyncTracker:
         self._closed = False
 
     def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if self._loop.is_closed():
+            coro.close()
+            raise StoreError("this tracker is closed")
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
         return future.result(timeout)
 
@@ -66,16 +91,29 @@ class SyncTracker:
     def __exit__(self, *_: object) -> None:
         self.close()
 
+    @property
+    def store(self) -> Store:
+        return self.tracker.store
+
+    @property
+    def default_backend(self) -> str:
+        return self.tracker.default_backend
+
+    # -- the calls of Tracker, blocking ------------------------------------------------
+
     def submit(
         self,
         spec: JobSpec,
         *,
-        backend: str = "local",
+        backend: str | None = None,
         name: str = "",
         output_checks: Sequence[OutputCheck] = (),
+        run_id: str | None = None,
     ) -> Run:
         return self._call(
-            self.tracker.submit(spec, backend=backend, name=name, output_checks=output_checks)
+            self.tracker.submit(
+                spec, backend=backend, name=name, output_checks=output_checks, run_id=run_id
+            )
         )
 
     def track(self, backend: str, native_id: str, *, name: str = "") -> Run:
@@ -90,21 +128,76 @@ class SyncTracker:
     def wait(self, run_id: str, *, timeout: float | None = None) -> Run:
         return self._call(self.tracker.wait(run_id, timeout=timeout))
 
+    def watch(self, run_id: str | None = None, *, replay: bool | None = None) -> Iterator[Event]:
+        """:meth:`Tracker.watch` as a blocking iterator: each event once, in order per
+        item, as it lands; for one run it ends when every item has a verdict (without
+        a run id it ends when the tracker is closed). Leaving the loop early (``break``)
+        unsubscribes."""
+        events = self.tracker.watch(run_id, replay=replay)
+        done = object()
+
+        async def step() -> object:
+            try:
+                return await events.__anext__()
+            except StopAsyncIteration:
+                return done
+
+        try:
+            while True:
+                event = self._call(step())
+                if event is done:
+                    return
+                assert isinstance(event, Event)
+                yield event
+        finally:
+            if self._thread.is_alive():
+                self._call(events.aclose())
+
     def poll_once(self) -> PollReport:
         return self._call(self.tracker.poll_once())
 
     def get_run(self, run_id: str) -> Run:
-        return self.tracker.get_run(run_id)
+        return self._call(self._run_here(lambda: self.tracker.get_run(run_id)))
 
     def subscribe(
         self, callback: Callable[[Any], None], *, run_id: str | None = None
     ) -> Callable[[], None]:
-        """``callback(event)`` runs on the tracker's thread."""
+        """``callback(event)`` runs on the tracker's thread. Returns an unsubscribe
+        function (callable from any thread)."""
+        unsubscribe = self._call(
+            self._run_here(lambda: self.tracker.subscribe(callback, run_id=run_id))
+        )
 
-        async def add() -> Callable[[], None]:
-            return self.tracker.subscribe(callback, run_id=run_id)
+        def remove() -> None:
+            if self._thread.is_alive():
+                self._call(self._run_here(unsubscribe))
 
-        return self._call(add())
+        return remove
+
+    def add_backend(self, name: str, backend: Backend | BackendConfig) -> None:
+        self._call(self._run_here(lambda: self.tracker.add_backend(name, backend)))
+
+    def backend(self, name: str) -> Backend:
+        return self._call(self._run_here(lambda: self.tracker.backend(name)))
+
+    def backend_status(self, name: str) -> BackendStatus:
+        return self._call(self._run_here(lambda: self.tracker.backend_status(name)))
+
+    def next_interval(self) -> float:
+        return self._call(self._run_here(self.tracker.next_interval))
+
+    def wake(self) -> None:
+        self._loop.call_soon_threadsafe(self.tracker.wake)
+
+    def start(self) -> None:
+        self._call(self._run_here(self.tracker.start))
+
+    @staticmethod
+    async def _run_here(function: Callable[[], T]) -> T:
+        """Run a plain call on the tracker's thread (its state is not thread-safe)."""
+        return function()
+
+    # -- closing ------------------------------------------------------------------------
 
     def close(self) -> None:
         if self._closed:
