@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import json
 import logging
 import os
+import re
+import sqlite3
 import sys
 from collections.abc import Mapping, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
+import attrs
 from attrs import frozen
 
 import hpcstate
@@ -19,7 +24,7 @@ from hpcstate import (
     HpcStateError,
     ParseError,
 )
-from hpcstate.config import Config
+from hpcstate.config import Config, locate
 from hpcstate.config import load_config as _load_config
 
 from ._exitcodes import ToolExit
@@ -28,11 +33,54 @@ from ._parser import PROG, UsageError, build_parser, split_command
 
 
 class UnknownRun(HpcStateError):
-    """The run reference names nothing in the state database."""
+    """The run reference names nothing in the state database (or, for ``track``, a job
+    the backend has never heard of)."""
+
+    def __init__(self, message: str, *, ref: str) -> None:
+        self.ref = ref
+        super().__init__(message)
 
 
 class DataError(HpcStateError):
-    """A stored record cannot be read (the other records still can)."""
+    """A stored record (or a job's output) cannot be read; the others still can."""
+
+    def __init__(self, message: str, *, run_id: str | None = None) -> None:
+        self.run_id = run_id
+        super().__init__(message)
+
+
+#: The ``error`` field of a JSON error, by exit status.
+ERROR_NAMES: dict[int, str] = {
+    ToolExit.USAGE: "usage",
+    ToolExit.DATA_ERROR: "data_error",
+    ToolExit.UNKNOWN_RUN: "unknown_run",
+    ToolExit.UNAVAILABLE: "unavailable",
+    ToolExit.SOFTWARE: "internal",
+    ToolExit.CANNOT_CREATE: "cannot_create",
+    ToolExit.IO_ERROR: "io_error",
+    ToolExit.CONFIG: "config",
+    ToolExit.INTERRUPTED: "interrupted",
+}
+
+
+@frozen(kw_only=True)
+class Failure:
+    """An error as the user sees it: the exit status, one line, and what it is about
+    (``refers_to``: ``{"kind": "option" | "config" | "run" | "backend" | "path" |
+    "argument", "value": ...}``, or None)."""
+
+    code: int
+    message: str
+    refers_to: dict[str, str] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": 1,
+            "error": ERROR_NAMES.get(self.code, "error"),
+            "code": self.code,
+            "message": self.message,
+            "refers_to": self.refers_to,
+        }
 
 
 @frozen(kw_only=True)
@@ -43,6 +91,7 @@ class Console:
     stderr: TextIO
     tty: bool
     env: Mapping[str, str]
+    json: bool = False  # errors as one JSON object per line on stderr
 
     def out(self, text: str) -> None:
         # Callers escape what they embed; this keeps any escape sequence off the terminal.
@@ -56,6 +105,17 @@ class Console:
 
     def warn(self, text: str) -> None:
         self.error(f"warning: {text}")
+
+    def fail(self, failure: Failure) -> int:
+        """Report an error (plain, or one JSON object under --json); returns its code."""
+        if self.json:
+            self.stdout.flush()
+            document = json.dumps(failure.to_dict(), separators=(",", ":"), ensure_ascii=False)
+            self.stderr.write(document + "\n")
+            self.stderr.flush()
+        else:
+            self.error(f"error: {failure.message}")
+        return failure.code
 
 
 def load_config(console: Console, explicit: str | None) -> Config:
@@ -104,24 +164,76 @@ def _log_handler(stream: TextIO, debug: bool) -> logging.Handler:
     return handler
 
 
-def _exit_code_for(error: BaseException) -> int:
+_OPTION = re.compile(r"\A(?:argument )?(--?[A-Za-z][\w-]*)")
+_SQLITE_IO_WORDS = ("readonly database", "disk is full", "disk i/o error")
+
+
+def _option_of(message: str) -> dict[str, str] | None:
+    found = _OPTION.match(message)
+    return {"kind": "option", "value": found.group(1)} if found else None
+
+
+def failure_for(error: BaseException, *, config_path: str | None = None) -> Failure | None:
+    """The Failure for an error that is not a bug (None: it is one, exit 70)."""
+    from hpcstate.runtime import StoreEnvironmentError, StoreError, StoreFull, StoreReadOnly
+
+    message = str(error)
     if isinstance(error, UnknownRun):
-        return ToolExit.UNKNOWN_RUN
+        return Failure(code=ToolExit.UNKNOWN_RUN, message=message, refers_to=_run(error.ref))
     if isinstance(error, DataError):
-        return ToolExit.DATA_ERROR
+        return Failure(code=ToolExit.DATA_ERROR, message=message, refers_to=_run(error.run_id))
     if isinstance(error, ConfigError):
-        return ToolExit.CONFIG
+        where = {"kind": "config", "value": config_path} if config_path else None
+        return Failure(code=ToolExit.CONFIG, message=message, refers_to=where)
     if isinstance(error, BackendNotFound | BackendError):
         # Not installed, unreachable (SchedulerUnavailable, TransportError) or refused
-        # the command (CommandFailed): the message says which.
-        return ToolExit.UNAVAILABLE
+        # (CommandFailed, the tracker's SubmitRefused): the message says which.
+        run = getattr(error, "run", None)
+        backend = getattr(run, "backend", None)
+        where = {"kind": "backend", "value": backend} if isinstance(backend, str) else None
+        return Failure(code=ToolExit.UNAVAILABLE, message=message, refers_to=where)
     if isinstance(error, UsageError | ParseError):
-        return ToolExit.USAGE
-    from hpcstate.runtime import StoreError
-
+        return Failure(code=ToolExit.USAGE, message=message, refers_to=_option_of(message))
+    if isinstance(error, StoreEnvironmentError):
+        code = ToolExit.IO_ERROR if isinstance(error, StoreReadOnly | StoreFull) else None
+        return Failure(
+            code=code or ToolExit.CANNOT_CREATE,
+            message=message,
+            refers_to={"kind": "path", "value": error.location},
+        )
     if isinstance(error, StoreError):
-        return ToolExit.DATA_ERROR
-    return ToolExit.SOFTWARE
+        return Failure(code=ToolExit.DATA_ERROR, message=message)
+    if isinstance(error, sqlite3.OperationalError) and any(
+        word in message.lower() for word in _SQLITE_IO_WORDS
+    ):
+        return Failure(
+            code=ToolExit.IO_ERROR, message=f"the state database cannot be written: {message}"
+        )
+    if isinstance(error, OSError) and error.filename is not None:
+        # The environment's: a state directory that cannot be made, a file not writable.
+        code = (
+            ToolExit.CANNOT_CREATE
+            if isinstance(
+                error, PermissionError | NotADirectoryError | IsADirectoryError | FileExistsError
+            )
+            or error.errno in (errno.ENOENT, errno.EROFS)
+            else ToolExit.IO_ERROR
+        )
+        return Failure(
+            code=code,
+            message=f"{error.filename}: {error.strerror or error}",
+            refers_to={"kind": "path", "value": os.fsdecode(error.filename)},
+        )
+    return None
+
+
+def _run(ref: str | None) -> dict[str, str] | None:
+    return {"kind": "run", "value": ref} if ref else None
+
+
+def _exit_code_for(error: BaseException) -> int:
+    found = failure_for(error)
+    return ToolExit.SOFTWARE if found is None else found.code
 
 
 def _split_submit(args: list[str]) -> tuple[list[str], list[str] | None]:
@@ -149,14 +261,19 @@ def run_cli(
     )
     parser = build_parser()
     args_list, command_argv = _split_submit(list(argv))
+    if "--json" in args_list:
+        # Known before parsing, so that even a usage error is one JSON object.
+        console = attrs.evolve(console, json=True)
     try:
         args = parser.parse_args(args_list)
         if command_argv is not None:
             args.command_argv = [*args.command_argv, *command_argv]
     except UsageError as exc:
-        stderr.write(exc.usage)
-        console.error(f"error: {exc}")
-        return ToolExit.USAGE
+        if not console.json:
+            stderr.write(exc.usage)
+        return console.fail(
+            Failure(code=ToolExit.USAGE, message=str(exc), refers_to=_option_of(str(exc)))
+        )
     if args.version:
         console.out(f"{PROG} {hpcstate.__version__}")
         return ToolExit.OK
@@ -172,30 +289,33 @@ def run_cli(
     previous_level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if debug else logging.WARNING)
+    location = locate(console.env, args.config)
     try:
         config = (
             None if args.command in _commands.CONFIG_FREE else load_config(console, args.config)
         )
         return asyncio.run(_commands.dispatch(args, config, console))
     except KeyboardInterrupt:
-        console.error("interrupted")
-        return ToolExit.INTERRUPTED
+        return console.fail(Failure(code=ToolExit.INTERRUPTED, message="interrupted"))
     except BrokenPipeError:
         # The reader went away (`hpcstate list --json | head -1`): stop quietly, as a
         # shell tool killed by SIGPIPE would.
         _silence(stdout)
         return ToolExit.BROKEN_PIPE
-    except (HpcStateError, UsageError) as exc:
-        console.error(f"error: {exc}")
-        return _exit_code_for(exc)
-    except Exception as exc:  # a bug: say so in one line, the traceback only on request
+    except Exception as exc:
+        found = failure_for(exc, config_path=location.path if location else None)
+        if found is not None:
+            return console.fail(found)
+        # A bug: say so in one line, the traceback only on request.
         if console.env.get("HPCSTATE_DEBUG"):
             raise
-        console.error(
-            f"internal error: {type(exc).__name__}: {exc} (this is a bug in hpcstate; "
-            "set HPCSTATE_DEBUG=1 for the traceback)"
+        return console.fail(
+            Failure(
+                code=ToolExit.SOFTWARE,
+                message=f"internal error: {type(exc).__name__}: {exc} (this is a bug in "
+                "hpcstate; set HPCSTATE_DEBUG=1 for the traceback)",
+            )
         )
-        return ToolExit.SOFTWARE
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous_level)

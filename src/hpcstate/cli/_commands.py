@@ -16,6 +16,7 @@ import attrs
 
 from hpcstate import (
     TERMINAL,
+    BackendError,
     ConfigError,
     Event,
     ExitStatus,
@@ -37,7 +38,7 @@ from hpcstate.runtime import CorruptRow, Store, StoreError, Tracker, make_runner
 # TODO(runtime): Change is not exported by hpcstate.runtime; asked for in the report.
 from hpcstate.runtime._store import Change
 
-from ._app import Console, DataError, UnknownRun
+from ._app import Console, DataError, Failure, UnknownRun
 from ._config import Config
 from ._decode import Form, decode, decoded_dict, decoded_text
 from ._exitcodes import ToolExit, combine, item_exit_status
@@ -139,7 +140,7 @@ class Session:
         try:
             return self.store.get_run(run_id)
         except CorruptRow as exc:
-            raise DataError(f"run {run_id}: {exc}") from None
+            raise DataError(f"run {run_id}: {exc}", run_id=run_id) from None
 
     def _find_native(self, backend: str, native_id: str) -> str | None:
         # The newest run tracking that job (a recycled id may name older ones too).
@@ -157,14 +158,16 @@ class Session:
             if found is None:
                 raise UnknownRun(
                     f"no run tracks {ref.backend} job {ref.native_id!r}; adopt it with: "
-                    f"hpcstate track {ref.text}"
+                    f"hpcstate track {ref.text}",
+                    ref=ref.text,
                 )
             return found
         assert ref.run_id is not None
         if not self.store.has_run(ref.run_id):
             raise UnknownRun(
                 f"unknown run {ref.run_id!r} (not in {self.store.path}; `hpcstate list` "
-                "shows the runs there)"
+                "shows the runs there)",
+                ref=ref.run_id,
             )
         return ref.run_id
 
@@ -230,13 +233,28 @@ async def _submit(args: argparse.Namespace, session: Session) -> int:
     backend = args.backend or session.config.default_backend
     session.backend_config(backend)  # a one-line ConfigError before anything is stored
     tracker = session.tracker([backend])
-    run = await tracker.submit(spec, backend=backend, name=name)
+    try:
+        run = await tracker.submit(spec, backend=backend, name=name)
+    except BackendError as exc:
+        # The tracker's SubmitRefused: refused by the scheduler or the transport (a
+        # host key, a login), or unreachable; the run is stored as failed, never pending.
+        refused = getattr(exc, "run", None)
+        if not isinstance(refused, Run):
+            raise
+        if args.json:
+            _json_line(session.console, run_record(refused))
+        reason = str(getattr(exc, "reason", exc))
+        what = (
+            f"could not reach {backend} to submit"
+            if getattr(exc, "unreachable", False)
+            else f"{backend} rejected the submission"
+        )
+        return _refused(session.console, backend, f"{what}: {reason}")
     rejected = _rejection(run)
     if rejected is not None:
         if args.json:
             _json_line(session.console, run_record(run))
-        session.console.error(f"error: {backend} rejected the submission: {rejected}")
-        return ToolExit.UNAVAILABLE
+        return _refused(session.console, backend, f"{backend} rejected the submission: {rejected}")
     if not (args.json and args.watch):
         if args.json:
             _json_line(session.console, run_record(run))
@@ -245,6 +263,16 @@ async def _submit(args: argparse.Namespace, session: Session) -> int:
     if args.watch:
         return await _watch(session, [run.id], args, watching)
     return ToolExit.OK
+
+
+def _refused(console: Console, backend: str, message: str) -> int:
+    return console.fail(
+        Failure(
+            code=ToolExit.UNAVAILABLE,
+            message=message,
+            refers_to={"kind": "backend", "value": backend},
+        )
+    )
 
 
 def _rejection(run: Run) -> str | None:

@@ -29,8 +29,10 @@ class ToolExit(enum.IntEnum):
     USAGE = 64  # EX_USAGE: bad arguments or a value that cannot be read
     DATA_ERROR = 65  # EX_DATAERR: a stored record cannot be read (corrupt database row)
     UNKNOWN_RUN = 66  # EX_NOINPUT: no such run id or BACKEND:NATIVE_ID
-    UNAVAILABLE = 69  # EX_UNAVAILABLE: backend not installed, or unreachable past --timeout
+    UNAVAILABLE = 69  # EX_UNAVAILABLE: backend not installed, refused or unreachable
     SOFTWARE = 70  # EX_SOFTWARE: a bug in hpcstate (please report it)
+    CANNOT_CREATE = 73  # EX_CANTCREAT: the state directory or database cannot be created
+    IO_ERROR = 74  # EX_IOERR: the state database cannot be written (read-only, disk full)
     CONFIG = 78  # EX_CONFIG: the configuration file or environment is wrong
     WATCH_TIMEOUT = 124  # --timeout expired before every verdict, as timeout(1) does
     INTERRUPTED = 130  # Ctrl-C while waiting: 128 + SIGINT, as shells do
@@ -123,8 +125,11 @@ DESCRIPTIONS: dict[int, str] = {
     ToolExit.USAGE: "usage error: bad arguments or a value that cannot be read",
     ToolExit.DATA_ERROR: "a stored record cannot be read (corrupt database row)",
     ToolExit.UNKNOWN_RUN: "unknown run: no such run id or BACKEND:NATIVE_ID",
-    ToolExit.UNAVAILABLE: "backend unavailable: not installed, or unreachable past --timeout",
+    ToolExit.UNAVAILABLE: "the backend's problem: not installed, refused the submission, or "
+    "unreachable (at submit, or past --timeout)",
     ToolExit.SOFTWARE: "internal error in hpcstate (a bug: please report it)",
+    ToolExit.CANNOT_CREATE: "the state directory or database cannot be created or opened",
+    ToolExit.IO_ERROR: "the state database cannot be written (read-only, disk full)",
     ToolExit.CONFIG: "configuration error: the message names the file and key",
     ToolExit.WATCH_TIMEOUT: "watch --timeout expired before every verdict was in",
     ToolExit.INTERRUPTED: "interrupted (Ctrl-C)",
