@@ -1,14 +1,26 @@
-"""The SQLite store: real files, real concurrent processes."""
+"""The store: real SQLite files, a real PostgreSQL server, real concurrent processes.
+
+Tests that take the ``store`` (or ``location``) fixture run against BOTH stores: an
+SQLite file and a fresh schema on the PostgreSQL server named by
+``HPCSTATE_TEST_POSTGRES_URL`` (``scripts/postgres-loopback start`` prints one). Without
+that server they skip, saying so; under ``HPCSTATE_REQUIRE_CLUSTER=1`` (CI) a skip fails.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import secrets
 import sqlite3
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import pytest
 from attrs import evolve
@@ -17,9 +29,75 @@ import hpcstate as h
 from hpcstate import Marker, Run, RunItem, State
 from hpcstate.backend import JobSpec
 from hpcstate.runtime import CorruptRow, Store, StoreError, default_db_path
-from hpcstate.runtime._store import STORE_SCHEMA_VERSION, Change
+from hpcstate.runtime._store import STORE_SCHEMA_VERSION, Change, open_store
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+
+# -- both stores -----------------------------------------------------------------------
+
+POSTGRES_URL_ENV = "HPCSTATE_TEST_POSTGRES_URL"
+
+
+def postgres_schema_url() -> Iterator[str]:
+    """A URL of a fresh, empty schema on the test server (dropped afterwards); skips
+    with the reason where there is no server."""
+    url = os.environ.get(POSTGRES_URL_ENV)
+    if not url:
+        pytest.skip(f"{POSTGRES_URL_ENV} is not set (scripts/postgres-loopback start prints it)")
+    try:
+        import psycopg
+    except ImportError:
+        pytest.skip("psycopg is not installed (pip install 'hpcstate[postgres]')")
+    try:
+        admin = psycopg.connect(url, autocommit=True, connect_timeout=10)
+    except psycopg.Error as exc:
+        pytest.skip(f"no PostgreSQL server at {url}: {exc}")
+    schema = f"test_{secrets.token_hex(6)}"
+    with admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+        try:
+            joiner = "&" if "?" in url else "?"
+            yield f"{url}{joiner}options={quote(f'-csearch_path={schema}')}"
+        finally:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def location(request: pytest.FixtureRequest, db_path: Path) -> Iterator[str]:
+    """Where a store is: an SQLite file's path, or a postgresql:// URL."""
+    if request.param == "sqlite":
+        yield str(db_path)
+    else:
+        yield from postgres_schema_url()
+
+
+@pytest.fixture
+def store(location: str) -> Iterator[Store]:
+    with open_store(location) as opened:
+        yield opened
+
+
+@pytest.fixture
+def sqlite_store(db_path: Path) -> Iterator[Store]:
+    with Store(db_path) as opened:
+        yield opened
+
+
+def is_postgres(location: str) -> bool:
+    return location.startswith("postgresql://")
+
+
+def raw_sql(location: str, sql: str, params: Sequence[Any] = ()) -> None:
+    """Change the store behind its back (as a bug, a hand edit or damage would)."""
+    if is_postgres(location):
+        import psycopg
+
+        with psycopg.connect(location, autocommit=True) as server:
+            server.execute(sql.replace("?", "%s"), list(params))
+        return
+    with sqlite3.connect(location) as db:
+        db.execute(sql, params)
+    db.close()
 
 
 def make_run(run_id: str = "r1", count: int = 2) -> Run:
@@ -70,11 +148,10 @@ _WRITER = textwrap.dedent(
     from pathlib import Path
     from datetime import datetime, timezone
     import hpcstate as h
-    from hpcstate.runtime import Store
-    from hpcstate.runtime._store import Change
+    from hpcstate.runtime._store import Change, open_store
 
     db, go, name = sys.argv[1], Path(sys.argv[2]), sys.argv[3]
-    store = Store(db, sweep=False)
+    store = open_store(db, sweep=False)
     item = store.get_item("r1.0")          # both read version 0 before either writes
     print("ready", flush=True)
     while not go.exists():
@@ -94,12 +171,14 @@ _WRITER = textwrap.dedent(
 )
 
 
-def test_two_processes_compare_and_set_exactly_one_wins(store: Store, tmp_path: Path) -> None:
+def test_two_processes_compare_and_set_exactly_one_wins(
+    store: Store, location: str, tmp_path: Path
+) -> None:
     store.create_run(make_run())
     go = tmp_path / "go"
     writers = [
         subprocess.Popen(
-            [sys.executable, "-c", _WRITER, str(store.path), str(go), name],
+            [sys.executable, "-c", _WRITER, location, str(go), name],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -147,14 +226,13 @@ def test_database_locked_is_retried_not_raised(db_path: Path) -> None:
     store.close()
 
 
-def _corrupt(db_path: Path, item_id: str, doc: str) -> None:
-    with sqlite3.connect(db_path) as db:
-        db.execute("UPDATE items SET doc = ? WHERE id = ?", (doc, item_id))
+def _corrupt(location: str, item_id: str, doc: str) -> None:
+    raw_sql(location, "UPDATE items SET doc = ? WHERE id = ?", (doc, item_id))
 
 
-def test_corrupt_row_is_named_and_the_others_survive(store: Store, db_path: Path) -> None:
+def test_corrupt_row_is_named_and_the_others_survive(store: Store, location: str) -> None:
     store.create_run(make_run(count=3))
-    _corrupt(db_path, "r1.1", "{not json")
+    _corrupt(location, "r1.1", "{not json")
     with pytest.raises(CorruptRow, match=r"table 'items', id 'r1\.1'") as info:
         store.get_run("r1")
     assert info.value.row_id == "r1.1"
@@ -167,11 +245,11 @@ def test_corrupt_row_is_named_and_the_others_survive(store: Store, db_path: Path
     assert report.checked == 3
 
 
-def test_row_failing_the_schema_is_a_corrupt_row(store: Store, db_path: Path) -> None:
+def test_row_failing_the_schema_is_a_corrupt_row(store: Store, location: str) -> None:
     store.create_run(make_run(count=2))
     doc = h.serial.item_to_dict(store.get_item("r1.0"))
     doc["state"] = "exploded"
-    _corrupt(db_path, "r1.0", json.dumps(doc))
+    _corrupt(location, "r1.0", json.dumps(doc))
     with pytest.raises(CorruptRow, match=r"r1\.0"):
         store.get_item("r1.0")
     assert store.get_item("r1.1").id == "r1.1"
@@ -236,20 +314,20 @@ def _broken_queued_item() -> RunItem:
     )
 
 
-def test_invariant_sweep_repairs_counts_and_can_be_switched_off(db_path: Path) -> None:
-    with Store(db_path) as store:
+def test_invariant_sweep_repairs_counts_and_can_be_switched_off(location: str) -> None:
+    with open_store(location) as store:
         store.create_run(make_run())
         broken = _broken_queued_item()
         assert h.check_invariants(broken)
-        with sqlite3.connect(db_path) as db:
-            db.execute(
-                "UPDATE items SET doc = ?, version = 1, state = 'queued' WHERE id = 'r1.0'",
-                (json.dumps(h.serial.item_to_dict(broken)),),
-            )
-    with Store(db_path, sweep=False) as untouched:
+        raw_sql(
+            location,
+            "UPDATE items SET doc = ?, version = 1, state = 'queued' WHERE id = 'r1.0'",
+            (json.dumps(h.serial.item_to_dict(broken)),),
+        )
+    with open_store(location, sweep=False) as untouched:
         assert untouched.get_item("r1.0").handle == "123:456:boot"
         assert untouched.last_sweep is None
-    with Store(db_path) as swept:
+    with open_store(location) as swept:
         assert swept.last_sweep is not None
         assert swept.last_sweep.repaired == ("r1.0",)
         assert swept.last_sweep.checked == 2
@@ -288,7 +366,7 @@ def test_list_runs_counts_states(store: Store) -> None:
     assert store.list_runs(active_only=True)[0].id == "a"
 
 
-def test_find_runs_by_native_id_uses_the_index(store: Store) -> None:
+def test_find_runs_by_native_id_uses_the_index(store: Store, location: str) -> None:
     for run_id, native in (("a", "42"), ("b", "43"), ("c", "42")):
         store.create_run(make_run(run_id, count=1))
         step = queued(store.get_item(f"{run_id}.0"), native=native)
@@ -297,6 +375,8 @@ def test_find_runs_by_native_id_uses_the_index(store: Store) -> None:
     assert store.find_runs("local", "43") == ["b"]
     assert store.find_runs("slurm", "42") == []
     assert store.find_runs("local", "4") == []
+    if is_postgres(location):
+        return  # PostgreSQL plans by table size: with 3 rows it scans, as it should
     plan = store._read(  # the lookup is an index search, not a scan of the items
         "EXPLAIN QUERY PLAN SELECT run_id FROM items WHERE backend = ? AND native_id = ?",
         ("local", "42"),
@@ -336,13 +416,12 @@ def test_unconfirmed_verdicts_leave_out_confirmed_and_old_ones(store: Store) -> 
     assert store.unconfirmed_verdicts(later + timedelta(seconds=1)) == ([], [])
 
 
-def test_events_can_skip_a_corrupt_row(store: Store, db_path: Path) -> None:
+def test_events_can_skip_a_corrupt_row(store: Store, location: str) -> None:
     store.create_run(make_run("a", count=2))
     for index in range(2):
         step = queued(store.get_item(f"a.{index}"), native=str(index))
         store.commit([Change(item=step.item, expected_version=0, events=step.events)])
-    with sqlite3.connect(db_path) as db:
-        db.execute("UPDATE events SET doc = '[1, 2]' WHERE item_id = 'a.0'")
+    raw_sql(location, "UPDATE events SET doc = '[1, 2]' WHERE item_id = 'a.0'")
     with pytest.raises(CorruptRow, match="events"):
         store.events()
     assert [e.event.item_id for e in store.events(skip_corrupt=True)] == ["a.1"]
@@ -358,8 +437,8 @@ def test_default_path_follows_env_and_xdg(monkeypatch: pytest.MonkeyPatch, tmp_p
         assert store.path == tmp_path / "explicit.db"
 
 
-def test_wal_mode_is_on(store: Store) -> None:
-    with sqlite3.connect(store.path) as db:
+def test_wal_mode_is_on(sqlite_store: Store) -> None:
+    with sqlite3.connect(sqlite_store.path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
@@ -369,3 +448,93 @@ def test_marker_survives_round_trip(store: Store) -> None:
     step = h.add_marker(item, Marker(code="x", text="ünïcode ✓"), at=T0)
     store.commit([Change(item=step.item, expected_version=0, events=step.events)])
     assert store.get_item("r1.0").markers == (Marker(code="x", text="ünïcode ✓"),)
+
+
+# -- opening either store; PostgreSQL specifics ----------------------------------------
+
+
+def test_open_store_picks_the_store_by_location(
+    location: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hpcstate.runtime._pg_store import PostgresStore
+
+    kind = PostgresStore if is_postgres(location) else Store
+    for opened in (open_store(location), Store(location)):
+        with opened:
+            assert type(opened) is kind
+            opened.create_run(make_run(f"r{secrets.token_hex(3)}", count=1))
+    monkeypatch.setenv("HPCSTATE_DB", location)
+    with open_store() as from_env:
+        assert type(from_env) is kind
+        assert len(from_env.list_runs()) == 2
+        assert from_env.schema_version == STORE_SCHEMA_VERSION
+
+
+@pytest.mark.postgres
+def test_postgres_newer_store_schema_is_refused_clearly() -> None:
+    for url in postgres_schema_url():
+        with open_store(url):
+            pass
+        raw_sql(url, "UPDATE hpcstate_meta SET value = 99 WHERE key = 'schema'")
+        with pytest.raises(StoreError, match="schema 99, newer than this hpcstate"):
+            open_store(url)
+
+
+@pytest.mark.postgres
+def test_postgres_url_password_is_never_shown() -> None:
+    for url in postgres_schema_url():
+        with open_store(url) as store:
+            assert ":***@" in store.location
+            assert "hpcstate:hpcstate@" not in store.location
+            with pytest.raises(StoreError) as info:
+                store.get_run("nope")
+            assert ":***@" in str(info.value)
+
+
+def test_postgres_server_down_is_an_environment_error() -> None:
+    from hpcstate.runtime import StoreEnvironmentError
+
+    pytest.importorskip("psycopg")
+    with pytest.raises(StoreEnvironmentError) as info:
+        open_store("postgresql://u:secret@127.0.0.1:9/none?connect_timeout=2")
+    assert "secret" not in str(info.value)
+    assert info.value.location == "postgresql://u:***@127.0.0.1:9/none?connect_timeout=2"
+
+
+def test_two_processes_creating_one_run_id_one_is_refused(store: Store, location: str) -> None:
+    with open_store(location) as other:
+        store.create_run(make_run("same"))
+        with pytest.raises(StoreError, match="already exists"):
+            other.create_run(make_run("same"))
+        # The failed transaction left nothing half-written, and the store still writes.
+        other.create_run(make_run("next"))
+        assert [r.id for r in store.list_runs()] == ["next", "same"]
+
+
+async def test_a_follower_is_woken_by_a_commit_in_another_process(
+    store: Store, location: str
+) -> None:
+    store.create_run(make_run(count=1))
+    before = store.last_event_seq()
+    assert await store.wait_for_events(before, timeout=0.2) == before  # nothing new: times out
+    writer = textwrap.dedent(
+        """
+        import sys
+        from datetime import datetime, timedelta, timezone
+        import hpcstate as h
+        from hpcstate.runtime._store import Change, open_store
+        with open_store(sys.argv[1], sweep=False) as store:
+            item = store.get_item("r1.0")
+            step = h.submitted(item, native_id="9", at=datetime.now(timezone.utc))
+            store.commit([Change(item=step.item, expected_version=0, events=step.events)])
+        """
+    )
+    waiting = asyncio.ensure_future(store.wait_for_events(before, timeout=60))
+    await asyncio.sleep(0.3)  # the follower is waiting (and listening) before the write
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", writer, location)
+    assert await proc.wait() == 0
+    seq = await asyncio.wait_for(waiting, timeout=60)
+    assert seq > before
+    (event,) = store.events(after=before)
+    assert isinstance(event.event, h.Submitted)
+    assert event.event.native_id == "9"

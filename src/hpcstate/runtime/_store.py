@@ -156,6 +156,23 @@ def default_db_path() -> Path:
     return state_dir() / "hpcstate.db"
 
 
+_URL_SCHEMES: Final = ("postgresql://", "postgres://")
+
+
+def open_store(location: str | os.PathLike[str] | None = None, *, sweep: bool = True) -> Store:
+    """THE way to open a state database: a ``postgresql://`` URL opens a PostgreSQL
+    store (needs ``hpcstate[postgres]``), anything else is the path of an SQLite file;
+    None means ``$HPCSTATE_DB`` (a URL or a path), else the default file
+    (:func:`default_db_path`). Both kinds behave the same (:class:`Store`)."""
+    if location is None:
+        location = os.environ.get("HPCSTATE_DB") or None
+    if isinstance(location, str) and location.startswith(_URL_SCHEMES):
+        from ._pg_store import PostgresStore
+
+        return PostgresStore(location, sweep=sweep)
+    return Store(location, sweep=sweep)
+
+
 def state_dir() -> Path:
     """``$XDG_STATE_HOME/hpcstate`` (default ``~/.local/state/hpcstate``)."""
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
@@ -689,6 +706,14 @@ class Store:
     it; a damaged row is a :class:`CorruptRow` naming it, and never hides the others.
     """
 
+    def __new__(cls, path: str | os.PathLike[str] | None = None, **_: Any) -> Store:
+        # Store("postgresql://...") is a PostgresStore (see open_store).
+        if cls is Store and isinstance(path, str) and path.startswith(_URL_SCHEMES):
+            from ._pg_store import PostgresStore
+
+            return super().__new__(PostgresStore)
+        return super().__new__(cls)
+
     def __init__(
         self,
         path: str | os.PathLike[str] | None = None,
@@ -939,6 +964,31 @@ class Store:
                     log.info("%s: store schema %d -> %d", self.path, step, step + 1)
                 db.execute(f"PRAGMA user_version = {STORE_SCHEMA_VERSION}")
 
+    #: What a duplicate primary key raises (the PostgreSQL store has its own).
+    _duplicate_errors: tuple[type[BaseException], ...] = (sqlite3.IntegrityError,)
+
+    async def wait_for_events(self, after: int, *, timeout: float) -> int:
+        """Wait until the event log holds an event after ``after`` (a ``seq``), or
+        ``timeout`` seconds pass; returns :meth:`last_event_seq`. This store looks at
+        SQLite's data_version (a cheap read of the file header) every 0.1 s: followers
+        on one host need no server. The PostgreSQL store is woken by LISTEN/NOTIFY."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(0.0, timeout)
+        seen = -1
+        while True:
+            version = self.data_version()
+            if version != seen:
+                seen = version
+                last = self.last_event_seq()
+                if last > after:
+                    return last
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return self.last_event_seq()
+            await asyncio.sleep(min(0.1, remaining))
+
     def data_version(self) -> int:
         """Changes whenever ANOTHER connection commits (SQLite's PRAGMA data_version):
         a cache of this store is current while it stays the same."""
@@ -1041,7 +1091,7 @@ class Store:
                         _dumps(dict(options or {})),
                     ),
                 )
-            except sqlite3.IntegrityError:
+            except self._duplicate_errors:
                 raise StoreError(f"a run with id {run.id!r} already exists") from None
             db.executemany(
                 "INSERT INTO items (id, run_id, backend, native_id, state, version, "
@@ -1561,7 +1611,8 @@ class Store:
                 r[0]
                 for r in db.execute(
                     "SELECT run_id FROM items GROUP BY run_id "
-                    f"HAVING SUM(state IN ({marks})) = 0 AND MAX(updated_at) < ?",
+                    f"HAVING SUM(CASE WHEN state IN ({marks}) THEN 1 ELSE 0 END) = 0 "
+                    "AND MAX(updated_at) < ?",
                     [*ACTIVE_STATES, cutoff],
                 )
             ]
