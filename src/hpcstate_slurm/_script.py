@@ -1,39 +1,35 @@
-"""The batch script hpcstate generates for a command spec (pure: text in, text out).
+"""The batch script hpcstate generates for a command spec, and the lines it adds to a
+user's own shell script (pure: text in, text out).
 
 Without a self-report target the script is ``exec <argv>``: the payload *is* the batch
 shell. When the spec's environment names a report file (``HPCSTATE_REPORT_FILE``, set by
-hpcstate's tracker at submit), the script instead runs the payload as a child and, when
-it ends, writes the self-report itself, in the JSON format of
-``hpcstate.runtime.SelfReport`` (temp file + ``mv``), then leaves the way the payload did.
-It needs nothing on the compute node but a POSIX ``sh``, ``date``, ``mkdir`` and ``mv``.
+hpcstate's tracker at submit), the script execs hpcstate's Perl helper instead
+(:mod:`hpcstate_slurm._helper`): the helper is then the batch shell's process, runs the
+payload as its only child, forwards the job's signals to it, reads its wait status with
+``waitpid``, writes the self-report in the JSON format of ``hpcstate.runtime.SelfReport``
+and ends as the payload did: the same exit code, or killed by the same signal. So Slurm's
+record of the job is what it is with ``exec``, and the report is exact (a signal death
+and an ``exit(128+N)`` are told apart by the wait status, which a shell cannot do).
 
-How the payload runs, and why:
+Where ``perl`` is not on the node's PATH the script says so on stderr and falls back to
+``exec <argv>``: no self-report (the tracker's queue safety net then finds the end).
 
-* ``(exec argv)`` in the foreground: a forked subshell that execs the argv, so the
-  wrapper's child is the payload itself (an external program, never a shell builtin),
-  with the job's stdin, process group and signal dispositions. (A background ``&`` job
-  would get stdin from /dev/null and SIGINT/SIGQUIT ignored.)
-* The wrapper traps the signals Slurm sends to a job (cancel, time limit, ``--signal``).
-  Slurm signals every process of the batch step, so the payload gets them itself; the
-  trap only keeps the wrapper alive until the payload ends (a payload that handles
-  USR1 goes on, as it did when it was the batch shell). A signal sent to the batch
-  shell alone (``scancel -b``) stops at the wrapper: a shell runs traps only after its
-  foreground child ends, and a background child would run with SIGINT ignored.
-* A shell sees ``128+N`` both for "killed by signal N" and for "exit 128+N". If the
-  wrapper itself received signal N and the payload ended with ``128+N``, the report
-  says signal N and the wrapper kills itself with N, so Slurm records the signal as
-  before. Otherwise the report keeps the exit code and, for 129..192, says that it may
-  hide a signal; the wrapper exits with that code (it never invents a signal).
+A user's own script (``#SBATCH`` lines and all) is wrapped only when its ``#!`` names a
+POSIX-family shell: after its leading comment block (so every ``#SBATCH`` line stays where
+sbatch reads it) a few lines re-run the script by its own path (``$0 "$@"``) under the
+same helper. A guard (``HPCSTATE_HELPER_PID`` equal to ``$PPID``) keeps the re-run from
+wrapping itself again. Any other interpreter (Python, Perl, csh, ...) is left unchanged.
 """
 
 from __future__ import annotations
 
-import json
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import Final
 
 from attrs import frozen
+
+from ._helper import PERL_HELPER
 
 #: The environment hpcstate's tracker sets in a job it submits (hpcstate.runtime._report
 #: defines the same names; a test checks they agree: this module must not import the
@@ -44,9 +40,16 @@ ITEM_ID_ENV: Final = "HPCSTATE_ITEM_ID"
 #: Where a task's array index comes from, first match wins (as in the runtime's reader).
 ARRAY_INDEX_ENVS: Final = ("HPCSTATE_ARRAY_INDEX", "SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX")
 ARRAY_INDEX_PLACEHOLDER: Final = "{array_index}"
-#: Signals Slurm may send to a job whose default action would end the wrapper early.
-TRAPPED_SIGNALS: Final = ("HUP", "INT", "QUIT", "TERM", "USR1", "USR2", "ALRM", "XCPU")
-REPORT_DETAIL: Final = "written by the batch script hpcstate generated, after the payload ended"
+#: The variable that keeps a user's script, re-run by the helper, from wrapping itself again.
+HELPER_PID_ENV: Final = "HPCSTATE_HELPER_PID"
+#: The interpreters (``#!`` line) whose scripts get the helper: POSIX-family shells.
+SHELL_INTERPRETERS: Final = frozenset({"sh", "bash", "dash", "ash", "ksh", "ksh93", "mksh", "zsh"})
+#: Perl's environment that could break the helper; the helper restores it for the payload.
+PERL_ENV: Final = ("PERL5OPT", "PERL5LIB", "PERLLIB")
+NO_HELPER_NOTE: Final = (
+    "hpcstate: no perl on this node: the job runs without hpcstate's helper "
+    "and writes no self-report"
+)
 
 
 @frozen(kw_only=True)
@@ -73,102 +76,86 @@ def command_script(
 ) -> str:
     """A batch script that runs ``argv`` exactly as given (quoted once, no second
     shell), with ``environment`` exported. With ``self_report`` and a report file named
-    in the environment, it writes the job's self-report when the payload ends."""
+    in the environment, the payload runs under the helper, which writes the job's
+    self-report when it ends; without perl on the node, or otherwise, it is exec'd."""
     if not argv:
         raise ValueError("command_script needs a non-empty argv")
     lines = ["#!/bin/sh"]
     lines.extend(f"export {key}={shlex.quote(value)}" for key, value in environment.items())
     target = ReportTarget.from_environment(environment) if self_report else None
-    if target is None:
-        lines.append("exec " + shlex.join(argv))
-    else:
-        lines.extend(_reporting_lines(argv, target))
+    if target is not None:
+        lines.extend(
+            [
+                "# hpcstate: run the payload under hpcstate's helper (perl), which writes the",
+                "# job's self-report and then ends as the payload did (the same exit code, or",
+                "# killed by the same signal). Without perl, the payload is exec'd.",
+                "if command -v perl >/dev/null 2>&1; then",
+                "  " + _helper_exec(shlex.join(argv)),
+                "fi",
+                f"echo {shlex.quote(NO_HELPER_NOTE)} >&2",
+            ]
+        )
+    lines.append("exec " + shlex.join(argv))
     return "\n".join(lines) + "\n"
 
 
-def _report_file_expression(template: str) -> str:
-    """Shell words that expand to the report file's name: the template's literal parts
-    quoted, ``{array_index}`` replaced by ``$hpcstate_index`` (as str.replace does)."""
-    parts = template.split(ARRAY_INDEX_PLACEHOLDER)
-    return '"$hpcstate_index"'.join(shlex.quote(part) for part in parts)
+def script_interpreter(script: str) -> str | None:
+    """The name of the program a script's ``#!`` line runs (``/usr/bin/env bash`` gives
+    ``bash``), or None without one."""
+    first = script.split("\n", 1)[0]
+    if not first.startswith("#!"):
+        return None
+    words = first[2:].split()
+    if not words:
+        return None
+    name = words[0].rsplit("/", 1)[-1]
+    if name == "env":
+        rest = [word for word in words[1:] if not word.startswith("-") and "=" not in word]
+        if not rest:
+            return None
+        name = rest[0].rsplit("/", 1)[-1]
+    return name
 
 
-def _reporting_lines(argv: Sequence[str], target: ReportTarget) -> list[str]:
-    # Everything the job cannot change is rendered (and JSON-escaped) here; at run time
-    # the shell adds only numbers and a timestamp, so the document is always valid JSON.
-    head = json.dumps({"schema": 1, "run_id": target.run_id, "item_id": target.item_id})
-    head = head[:-1] + ", "  # left open: the shell appends the run-time fields
-    tail = ", " + json.dumps({"detail": REPORT_DETAIL})[1:]
-    index_vars = " ".join(f'"${{{name}-}}"' for name in ARRAY_INDEX_ENVS)
-    return [
-        "# hpcstate: run the payload as a child; when it ends, write its self-report",
-        "# (JSON, atomically) and leave the way it did.",
-        "hpcstate_caught=",
-        f"for hpcstate_sig in {' '.join(TRAPPED_SIGNALS)}; do",
-        '  trap "hpcstate_caught=$hpcstate_sig" "$hpcstate_sig"',
-        "done",
-        '# The shell\'s own notes ("Segmentation fault", "Terminated") are not the job\'s',
-        "# output: this shell's stderr is /dev/null while the payload runs.",
-        "exec 9>&2 2>/dev/null",
-        f"(exec {shlex.join(argv)} 2>&9 9>&-)",
-        "hpcstate_status=$?",
-        "exec 2>&9 9>&-",
-        "hpcstate_signal=",
-        'if [ "$hpcstate_status" -gt 128 ] && [ -n "$hpcstate_caught" ] &&',
-        '  [ "$(kill -l "$hpcstate_status" 2>/dev/null)" = "$hpcstate_caught" ]; then',
-        "  # the job got signal N and the payload ended with 128+N: killed by it",
-        "  hpcstate_signal=$((hpcstate_status - 128))",
-        "fi",
-        'if [ -n "$hpcstate_signal" ]; then',
-        '  hpcstate_exit="\\"code\\": null, \\"signal\\": $hpcstate_signal"',
-        "  hpcstate_ambiguous=null",
-        'elif [ "$hpcstate_status" -gt 128 ] && [ "$hpcstate_status" -le 192 ]; then',
-        '  hpcstate_exit="\\"code\\": $hpcstate_status, \\"signal\\": null"',
-        '  hpcstate_ambiguous="\\"the exit code $hpcstate_status may be a plain exit'
-        " $hpcstate_status or a process killed by signal $((hpcstate_status - 128));"
-        ' the job\'s shell cannot tell which\\""',
-        "else",
-        '  hpcstate_exit="\\"code\\": $hpcstate_status, \\"signal\\": null"',
-        "  hpcstate_ambiguous=null",
-        "fi",
-        "hpcstate_index=",
-        f"for hpcstate_value in {index_vars}; do",
-        "  case $hpcstate_value in",
-        "    ''|*[!0-9]*) ;;",
-        "    *) hpcstate_index=$hpcstate_value; break ;;",
-        "  esac",
-        "done",
-        f"hpcstate_file={_report_file_expression(target.file_template)}",
-        "case $hpcstate_file in",
-        "  */*) hpcstate_dir=${hpcstate_file%/*} ;;",
-        "  *) hpcstate_dir=. ;;",
-        "esac",
-        'hpcstate_tmp="$hpcstate_dir/.${hpcstate_file##*/}.$$.tmp"',
-        "hpcstate_now=$(date -u +%Y-%m-%dT%H:%M:%SZ)",
-        'if [ -e "$hpcstate_file" ] && [ ! -f "$hpcstate_file" ]; then',
-        '  echo "hpcstate: $hpcstate_file is not a regular file; no self-report written" >&2',
-        'elif [ -z "$hpcstate_now" ]; then',
-        '  echo "hpcstate: date failed; no self-report written" >&2',
-        'elif mkdir -p -- "$hpcstate_dir" &&',
-        f"  printf '%s\\n' {shlex.quote(head)}"
-        '"\\"array_index\\": ${hpcstate_index:-null}, \\"exit\\": {$hpcstate_exit,'
-        ' \\"core_dumped\\": false, \\"ambiguous\\": $hpcstate_ambiguous},'
-        ' \\"reported_at\\": \\"$hpcstate_now\\""'
-        f'{shlex.quote(tail)} >"$hpcstate_tmp" &&',
-        '  mv -f -- "$hpcstate_tmp" "$hpcstate_file"; then',
-        "  :",
-        "else",
-        '  rm -f -- "$hpcstate_tmp"',
-        '  echo "hpcstate: could not write the self-report $hpcstate_file" >&2',
-        "fi",
-        'if [ -n "$hpcstate_signal" ]; then',
-        '  hpcstate_name=$(kill -l "$hpcstate_signal" 2>/dev/null)',
-        '  if [ -n "$hpcstate_name" ]; then',
-        "    # die of the same signal (no core file of this shell), so Slurm records it",
-        "    ulimit -c 0 2>/dev/null",
-        '    trap - "$hpcstate_name"',
-        '    kill -s "$hpcstate_name" $$',
-        "  fi",
-        "fi",
-        'exit "$hpcstate_status"',
-    ]
+def script_reports_itself(script: str) -> bool:
+    """Whether :func:`user_script` wraps this script (its ``#!`` names a POSIX shell)."""
+    return script_interpreter(script) in SHELL_INTERPRETERS
+
+
+def user_script(script: str, environment: Mapping[str, str], *, self_report: bool = True) -> str:
+    """A user's own batch script, run under the helper when it is a shell script and
+    ``environment`` names a report target; otherwise the script unchanged.
+
+    The lines go right after the script's leading block of comments and blank lines
+    (the ``#!`` line, ``#SBATCH`` lines), so sbatch reads every directive as before."""
+    target = ReportTarget.from_environment(environment) if self_report else None
+    if target is None or not script_reports_itself(script):
+        return script
+    lines = script.splitlines(keepends=True)
+    at = 1
+    while at < len(lines) and (not lines[at].strip() or lines[at].lstrip().startswith("#")):
+        at += 1
+    before = "".join(lines[:at])
+    if not before.endswith("\n"):
+        before += "\n"
+    block = "\n".join(
+        [
+            "# hpcstate: re-run this script under hpcstate's helper (perl), which writes the",
+            "# job's self-report and then ends as the script did. Without perl, it runs as is.",
+            f'if [ "${{{HELPER_PID_ENV}-}}" != "$PPID" ]; then',
+            "  if command -v perl >/dev/null 2>&1; then",
+            f"    {HELPER_PID_ENV}=$$ " + _helper_exec('"$0" "$@"'),
+            "  fi",
+            f"  echo {shlex.quote(NO_HELPER_NOTE)} >&2",
+            "fi",
+        ]
+    )
+    return before + block + "\n" + "".join(lines[at:])
+
+
+def _helper_exec(payload_words: str) -> str:
+    """The shell command that execs the helper with the payload's words: Perl's own
+    variables are emptied for perl and handed to the helper, which restores them."""
+    cleared = " ".join(f"{name}=" for name in PERL_ENV)
+    saved = " ".join(f'"${{{name}+=${name}}}"' for name in PERL_ENV)
+    return f"{cleared} exec perl -e {shlex.quote(PERL_HELPER)} -- {saved} {payload_words}"
