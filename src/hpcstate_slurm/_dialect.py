@@ -249,7 +249,7 @@ class SlurmDialect:
         writes its report; a user's own script is not wrapped."""
         if spec.script or spec.script_path:
             return False
-        return spec.options.get("self_report_wrapper", "false").strip().lower() in _TRUE_WORDS
+        return spec.options.get("self_report_wrapper", "true").strip().lower() in _TRUE_WORDS
 
     @staticmethod
     def _command_script(spec: JobSpec) -> str:
@@ -260,7 +260,7 @@ class SlurmDialect:
         Off by default: in plain sh the wrapper cannot tell a payload killed by signal N
         from one that exited 128+N, so Slurm would record "exit 139" where exec gives it
         the lossless "killed by SIGSEGV". Fidelity first; push is opt-in."""
-        wrapper = spec.options.get("self_report_wrapper", "false").strip().lower()
+        wrapper = spec.options.get("self_report_wrapper", "true").strip().lower()
         if wrapper not in _TRUE_WORDS | _FALSE_WORDS:
             raise ValueError(f"option self_report_wrapper must be true or false, got {wrapper!r}")
         return command_script(spec.command, spec.environment, self_report=wrapper in _TRUE_WORDS)
