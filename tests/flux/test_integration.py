@@ -22,7 +22,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from flux_production import spec as production_spec
 from test_flux_golden import EXPECTED, _same_exit
+from test_flux_production import EXPECTED as PRODUCTION_EXPECTED
+from test_flux_production import _check_exit as check_production_exit
 
 from hpcstate import Absence, Observation, State
 from hpcstate.backend import JobSpec
@@ -85,7 +88,7 @@ def flux_cli(flux_uri: str, *args: str) -> None:
 
 
 async def wait_for(
-    backend: FluxBackend, native_ids: Sequence[str], done: object, timeout: float = 180
+    backend: FluxBackend, native_ids: Sequence[str], done: object, timeout: float = 900
 ) -> list[Observation]:
     """Poll (one batched call each time) until every job satisfies ``done``."""
     deadline = time.monotonic() + timeout
@@ -156,15 +159,20 @@ async def test_submitted_cases(backend: FluxBackend) -> None:
 
 
 async def test_cases_with_an_action(backend: FluxBackend, flux_uri: str) -> None:
+    # `flux start --test-size=1` has 2 cores: at most two one-core jobs run at once, so
+    # the running cases go in two rounds (a third would wait in SCHED and never be seen
+    # running). Held and begin-time jobs take no core.
     sleep = ("sleep", "300")
     ids = {
         "cancel_running": (await backend.submit(JobSpec(command=sleep))).native_id,
         "cancel_running_with_message": (await backend.submit(JobSpec(command=sleep))).native_id,
-        "raise_exception": (await backend.submit(JobSpec(command=sleep))).native_id,
     }
     await wait_for(backend, list(ids.values()), running)
     await backend.cancel([ids["cancel_running"]])
     flux_cli(flux_uri, "cancel", "-m", "operator says stop", ids["cancel_running_with_message"])
+    await wait_for(backend, list(ids.values()), final)
+    ids["raise_exception"] = (await backend.submit(JobSpec(command=sleep))).native_id
+    await wait_for(backend, [ids["raise_exception"]], running)
     flux_cli(flux_uri, "job", "raise", "--type=mytype", "-m", "custom note", ids["raise_exception"])
     held = JobSpec(command=sleep, options={"urgency": "hold"})
     later = JobSpec(command=sleep, options={"begin_time": "+1h"})
@@ -178,6 +186,49 @@ async def test_cases_with_an_action(backend: FluxBackend, flux_uri: str) -> None
     for case, observation in zip(ids, observations, strict=True):
         check(case, observation)
     await backend.cancel([ids["cancel_running"]])  # already done: not an error
+
+
+# The production recordings' flux batch cases (tests/golden/flux/0.88.0-production), run
+# for real: a script killed by a signal must never come back as an exact exit code.
+BATCH_CASES = (
+    "batch_exit_0",
+    "batch_exit_3",
+    "batch_exit_137",
+    "batch_exit_200",
+    "batch_sigterm",
+    "batch_sigsegv",
+    "batch_timeout",
+    "batch_command_not_found",
+)
+
+
+async def test_batch_cases(backend: FluxBackend) -> None:
+    natives = {}
+    for case in BATCH_CASES:
+        recorded = production_spec(case)
+        spec = JobSpec(script=recorded.script, time_limit=recorded.time_limit, name=case)
+        natives[case] = (await backend.submit(spec)).native_id
+    observations = await wait_for(backend, list(natives.values()), final)
+    for case, observation in zip(natives, observations, strict=True):
+        expected = PRODUCTION_EXPECTED[case]
+        assert observation.state is expected.state, (case, observation)
+        check_production_exit(observation.stats.exit, expected)
+        reason = observation.stats.reason
+        assert reason is not None
+        assert reason.kind is expected.reason, (case, reason)
+    await backend.close()
+
+
+async def test_batch_killed_by_cancel(backend: FluxBackend) -> None:
+    spec = JobSpec(script=production_spec("batch_cancel_running").script)
+    native = (await backend.submit(spec)).native_id
+    await wait_for(backend, [native], running)
+    await backend.cancel([native])
+    (observation,) = await wait_for(backend, [native], final)
+    expected = PRODUCTION_EXPECTED["batch_cancel_running"]
+    assert observation.state is expected.state
+    check_production_exit(observation.stats.exit, expected)
+    await backend.close()
 
 
 async def test_purged_job_is_gone(backend: FluxBackend, flux_uri: str) -> None:
