@@ -57,9 +57,11 @@ from ._model import MarkerCode as MarkerCode
 from ._model import Observation as Observation
 from ._model import Run as Run
 from ._model import RunItem as RunItem
+from ._reasons import END_KINDS as END_KINDS
 from ._reasons import Reason as Reason
 from ._reasons import ReasonKind as ReasonKind
 from ._reasons import parse_slurm_reason as parse_slurm_reason
+from ._reasons import verdict_reason as verdict_reason
 from ._states import ACTIVE as ACTIVE
 from ._states import FAILURES as FAILURES
 from ._states import OCCUPYING as OCCUPYING

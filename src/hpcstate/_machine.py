@@ -27,7 +27,7 @@ from ._events import (
 from ._exit import ExitStatus
 from ._fast import positional_builder
 from ._model import EMPTY_STATS, Absence, JobStats, Marker, MarkerCode, Observation, RunItem
-from ._reasons import Reason, ReasonKind
+from ._reasons import END_KINDS, Reason, ReasonKind, verdict_reason
 from ._states import (
     ADVISORY,
     EXIT_PRIORITY,
@@ -87,7 +87,7 @@ def classify(item: RunItem, observation: Observation) -> Input:
     if obs.absence is Absence.ABSENT:
         return Input.VANISHED
     if obs.absence is Absence.UNKNOWN:
-        return Input.FORGOTTEN
+        return _forgotten(item)
     if obs.absence is Absence.NO_RECORD:
         return Input.NO_RECORD
     state = obs.state
@@ -95,7 +95,7 @@ def classify(item: RunItem, observation: Observation) -> Input:
         return Input.SELF_REPORTED
     if state in TERMINAL:
         if state is State.GONE:
-            return Input.FORGOTTEN
+            return _forgotten(item)
         unconfirmed_verdict = item.state in TERMINAL and not item.confirmed
         if obs.final:
             return Input.LATE_CONFIRMATION if unconfirmed_verdict else Input.CONFIRMED
@@ -106,6 +106,34 @@ def classify(item: RunItem, observation: Observation) -> Input:
     if obs.source is Source.ACCOUNTING:
         return Input.ACCOUNTING_ACTIVE
     return Input.SEEN_QUEUED if state is State.QUEUED else Input.SEEN_RUNNING
+
+
+def _forgotten(item: RunItem) -> Input:
+    """No source knows the job any more: cancelled if a cancel was asked for (by any
+    process sharing the store) and the job was not seen to end first; else forgotten."""
+    if _cancel_took_it(item):
+        return Input.VANISHED_AFTER_CANCEL
+    return Input.FORGOTTEN
+
+
+def _cancel_took_it(item: RunItem) -> bool:
+    """A cancel was requested and the job was not seen to end on its own first (the
+    queue saying it completed, or its own report of success)."""
+    if item.state not in _CANCELLABLE or not item.has_marker(MarkerCode.CANCEL_REQUESTED.value):
+        return False
+    if item.settling_cause == Input.SEEN_SUCCESS.value:
+        return False
+    exit_ = item.stats.exit
+    return not (
+        item.settling_cause == Input.SELF_REPORTED.value and exit_ is not None and exit_.success
+    )
+
+
+_CANCELLABLE = frozenset({State.QUEUED, State.RUNNING, State.SETTLING})
+
+
+#: States whose stats describe the job's end (its reason included).
+_ENDED = TERMINAL | {State.SETTLING}
 
 
 # -- stats merging ---------------------------------------------------------------------
@@ -156,7 +184,15 @@ def _merged(old: JobStats, new: JobStats, source: Source, *, with_exit: bool) ->
         derived_source = exit_source if old.derived_exit is not None else None
         derived, _ = _pick_exit(old.derived_exit, derived_source, new.derived_exit, source)
     reason = old.reason
-    if new.reason is not None and (reason is None or new.reason.kind is not ReasonKind.NONE):
+    if new.reason is not None and (
+        reason is None
+        or (
+            new.reason.kind is not ReasonKind.NONE
+            and (new.reason.kind in END_KINDS or reason.kind not in END_KINDS)
+        )
+    ):
+        # What a source says replaces what we knew, but words that do not explain an
+        # end (a pending reason, "none") never replace a reason that does.
         reason = new.reason
     finished_at, approx = old.finished_at, old.finished_at_approx
     if (
@@ -493,7 +529,27 @@ def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
     new_state = item.state if target is None else target
     finished = new_state in TERMINAL or new_state is State.SETTLING
 
-    values = _merged(item.stats, obs.stats, obs.source, with_exit=finished)
+    old_stats = item.stats
+    if (
+        finished
+        and item.state not in _ENDED
+        and old_stats.reason is not None
+        and old_stats.reason.kind not in END_KINDS
+    ):
+        # The reason a job waited (Priority, Resources...) never survives its end.
+        old_stats = evolve(old_stats, reason=None)
+    new_stats = obs.stats
+    if (
+        finished
+        and obs.state not in TERMINAL
+        and new_stats.reason is not None
+        and new_stats.reason.kind not in END_KINDS
+    ):
+        # ...nor does one said by a sighting of the job waiting or running.
+        new_stats = evolve(new_stats, reason=None)
+    values = _merged(old_stats, new_stats, obs.source, with_exit=finished)
+    if new_state in TERMINAL:
+        values["reason"] = verdict_reason(new_state, values["exit"], values["reason"])
     extra: list[Marker] = list(obs.markers)
     disagreement = _disagreement(item.stats, obs.stats, obs.source) if finished else None
     if disagreement is not None:
@@ -528,6 +584,15 @@ def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
                 code=MarkerCode.GONE.value,
                 text=obs.detail
                 or f"{obs.source} no longer knows this job and never gave a verdict",
+            )
+        )
+    if input is Input.VANISHED_AFTER_CANCEL:
+        extra.append(
+            Marker(
+                code=MarkerCode.UNCONFIRMED.value,
+                text=f"a cancel was requested and then {obs.source} no longer knew the job"
+                + (f" ({obs.detail})" if obs.detail else "")
+                + ": cancelled, not confirmed by a record",
             )
         )
     if input is Input.SELF_REPORTED and obs.stats.exit is not None:
@@ -588,6 +653,7 @@ def _resolve_ambiguity(item: RunItem, obs: Observation) -> Step:
     ):
         return Step(item)
     stats = _copy_stats_exit(item.stats, seen, obs.source)
+    stats = evolve(stats, reason=verdict_reason(item.state, seen, stats.reason))
     markers = _markers_for(item.markers, item.state, stats, [])
     new = _copy(
         item,
@@ -735,6 +801,12 @@ def _fallback(item: RunItem, grace: timedelta) -> tuple[Input, Marker]:
     since = item.settling_since.isoformat() if item.settling_since else "?"
     seconds = f"{grace.total_seconds():.0f} s"
     stats = item.stats
+    if _cancel_took_it(item):
+        text = (
+            f"a cancel was requested and the job left the queue (settling since {since}); "
+            f"no record confirmed its outcome within {seconds}: cancelled, not confirmed"
+        )
+        return Input.VANISHED_AFTER_CANCEL, Marker(code=MarkerCode.UNCONFIRMED.value, text=text)
     reported = stats.exit_source in ADVISORY and stats.exit is not None
     ran = stats.started_at is not None or item.settling_cause in _RAN_CAUSES
     if reported and stats.exit is not None and not stats.exit.success:
@@ -777,7 +849,11 @@ def tick(item: RunItem, *, now: datetime, grace: timedelta = DEFAULT_GRACE) -> S
         settling_since=None,
         settling_cause=None,
         updated_at=max(item.updated_at, now),
-        stats=evolve(item.stats, confirmed_by=None),
+        stats=evolve(
+            item.stats,
+            confirmed_by=None,
+            reason=verdict_reason(target, item.stats.exit, item.stats.reason),
+        ),
     )
     new = evolve(new, markers=_with_markers(new, [marker]))
     new = _finish(item, new, input)

@@ -121,6 +121,9 @@ class Input(enum.Enum):
     GRACE_EXPIRED = "grace_expired"  # settled too long, known to have run: unconfirmed success
     GRACE_EXPIRED_UNSEEN = "grace_expired_unseen"  # settled too long, never known to have run
     REQUEUED = "requeued"  # a new run under the same id (restart count went up)
+    # A cancel was requested (the stored cancel_requested marker, from any process) and
+    # the job then left every source (or its grace ran out) without being seen to end.
+    VANISHED_AFTER_CANCEL = "vanished_after_cancel"
     STALE = "stale"  # older than what the item already knows
 
     def __str__(self) -> str:
@@ -164,6 +167,7 @@ def _rows() -> dict[tuple[State, Input], State | Target]:
         (_S.QUEUED, _I.CONFIRMED): OBSERVED,
         (_S.QUEUED, _I.SELF_REPORTED): _S.SETTLING,
         (_S.QUEUED, _I.REQUEUED): _S.QUEUED,
+        (_S.QUEUED, _I.VANISHED_AFTER_CANCEL): _S.CANCELLED,  # unconfirmed
         # Running.
         # Only a higher restart count is a requeue; a bare "queued" sighting of a running
         # job is a suspended (k8s) or glitching listing, never a new run.
@@ -178,6 +182,7 @@ def _rows() -> dict[tuple[State, Input], State | Target]:
         (_S.RUNNING, _I.CONFIRMED): OBSERVED,
         (_S.RUNNING, _I.SELF_REPORTED): _S.SETTLING,
         (_S.RUNNING, _I.REQUEUED): _S.QUEUED,
+        (_S.RUNNING, _I.VANISHED_AFTER_CANCEL): _S.CANCELLED,  # unconfirmed
         # Settling: only a confirmation (or a failure, or the grace) ends it.
         (_S.SETTLING, _I.SEEN_QUEUED): SAME,  # listed again: the grace restarts
         (_S.SETTLING, _I.SEEN_RUNNING): SAME,  # queue lagging a self-report; grace restarts
@@ -192,6 +197,7 @@ def _rows() -> dict[tuple[State, Input], State | Target]:
         (_S.SETTLING, _I.GRACE_EXPIRED): _S.COMPLETED,  # unconfirmed, never FAILED
         (_S.SETTLING, _I.GRACE_EXPIRED_UNSEEN): _S.GONE,
         (_S.SETTLING, _I.REQUEUED): _S.QUEUED,
+        (_S.SETTLING, _I.VANISHED_AFTER_CANCEL): _S.CANCELLED,  # unconfirmed
     }
     # Terminal states absorb: late or repeated observations only enrich stats.
     for state in TERMINAL:
@@ -211,6 +217,7 @@ def _rows() -> dict[tuple[State, Input], State | Target]:
     # An unconfirmed verdict (grace fallback, or gone) is corrected by a late record.
     table[_S.COMPLETED, _I.LATE_CONFIRMATION] = OBSERVED
     table[_S.GONE, _I.LATE_CONFIRMATION] = OBSERVED
+    table[_S.CANCELLED, _I.LATE_CONFIRMATION] = OBSERVED  # cancelled, then vanished
     # A node failure or preemption may be followed by a requeue under the same id.
     for state in REOPENABLE:
         table[state, _I.REQUEUED] = _S.QUEUED

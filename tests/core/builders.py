@@ -56,6 +56,11 @@ def settling() -> RunItem:
     return h.advance(running(), obs(3, State.COMPLETED)).item
 
 
+def settling_vanished() -> RunItem:
+    """Settling because the queue stopped listing it (not seen to complete)."""
+    return h.advance(running(), obs(3, absence=h.Absence.ABSENT)).item
+
+
 def terminal(state: State) -> RunItem:
     """A confirmed item in a terminal state (GONE: unconfirmed, it cannot be confirmed)."""
     if state is State.GONE:
@@ -84,6 +89,14 @@ def item_in(state: State) -> RunItem:
 
 def unconfirmed_completed() -> RunItem:
     return h.tick(settling(), now=at(3 + 601)).item
+
+
+CANCEL = h.Marker(code=h.MarkerCode.CANCEL_REQUESTED.value, text="cancel requested")
+
+
+def with_cancel_requested(item: RunItem) -> RunItem:
+    """The item as the tracker stores it after `hpcstate cancel` (from any process)."""
+    return h.add_marker(item, CANCEL, at=item.updated_at).item
 
 
 def observation_for(item: RunItem, input: Input) -> Observation | None:
@@ -119,6 +132,13 @@ def observation_for(item: RunItem, input: Input) -> Observation | None:
         )
     if input is Input.REQUEUED and (item.state not in h.TERMINAL or item.state in h.REOPENABLE):
         return obs(sec, State.QUEUED, restarts=item.restarts + 1)
+    if (
+        input is Input.VANISHED_AFTER_CANCEL
+        and item.state in (State.QUEUED, State.RUNNING, State.SETTLING)
+        and item.settling_cause != Input.SEEN_SUCCESS.value
+        and item.has_marker(h.MarkerCode.CANCEL_REQUESTED.value)
+    ):
+        return obs(sec, absence=h.Absence.UNKNOWN)
     if input is Input.STALE:
         return evolve(obs(0, State.RUNNING), observed_at=item.updated_at - timedelta(seconds=1))
     return None

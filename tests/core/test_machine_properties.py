@@ -8,9 +8,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import hpcstate as h
-from hpcstate import Absence, ExitStatus, JobStats, Source, State
+from hpcstate import Absence, ExitStatus, JobStats, Reason, Source, State
+from hpcstate.serial import item_to_dict
 
-from .builders import NATIVE, T0, queued
+from .builders import CANCEL, NATIVE, T0, queued
+from .test_verdict_reasons import check_agrees, reasons
 
 OBSERVABLE = [s for s in State if s not in (State.PENDING, State.SETTLING, State.GONE)]
 exits = st.one_of(
@@ -31,10 +33,12 @@ class ItemMachine(RuleBasedStateMachine):
 
     def _apply(self, observation: h.Observation) -> None:
         before = self.item
+        # A serialized snapshot: `self.item == before` compares a record with itself.
+        snapshot = item_to_dict(before)
         try:
             step = h.advance(before, observation)
         except h.IllegalTransition:
-            assert self.item == before
+            assert item_to_dict(self.item) == snapshot
             return
         self._record(before, step)
 
@@ -57,6 +61,7 @@ class ItemMachine(RuleBasedStateMachine):
         final=st.booleans(),
         exit=exits,
         restarts=st.one_of(st.none(), st.integers(0, 3)),
+        reason=reasons.filter(lambda r: r is None or r.text != "Priority"),
     )
     def observe(
         self,
@@ -67,6 +72,7 @@ class ItemMachine(RuleBasedStateMachine):
         final: bool,
         exit: ExitStatus | None,
         restarts: int | None,
+        reason: Reason | None,
     ) -> None:
         self.now += max(delta, 0.0)
         at = T0 + timedelta(seconds=self.now + min(delta, 0.0))
@@ -77,7 +83,15 @@ class ItemMachine(RuleBasedStateMachine):
             state=state,
             absence=None if state is not None else absence,
             final=final and state is not None,
-            stats=JobStats(exit=exit),
+            stats=JobStats(
+                exit=exit,
+                # A pending reason on a waiting sighting; any reason on an end.
+                reason=None
+                if state is None or source is Source.SELF_REPORT
+                else Reason.other("Priority")
+                if state in (State.QUEUED, State.RUNNING)
+                else reason,
+            ),
             restarts=restarts,
         )
         self._apply(observation)
@@ -89,7 +103,10 @@ class ItemMachine(RuleBasedStateMachine):
         before = self.item
         step = h.tick(before, now=T0 + timedelta(seconds=self.now))
         if step.item.terminal:
-            assert step.item.state in (State.COMPLETED, State.GONE)
+            if before.has_marker(h.MarkerCode.CANCEL_REQUESTED):
+                assert step.item.state in (State.COMPLETED, State.GONE, State.CANCELLED)
+            else:
+                assert step.item.state in (State.COMPLETED, State.GONE)
             assert not step.item.confirmed
         self._record(before, step)
 
@@ -104,10 +121,26 @@ class ItemMachine(RuleBasedStateMachine):
         if self.events:
             assert versions[-1] == self.item.version
 
+    @rule()
+    def cancel_requested(self) -> None:
+        # What `hpcstate cancel` stores, from this process or any other.
+        before = self.item
+        step = h.add_marker(before, CANCEL, at=before.updated_at)
+        self._record(before, step)
+
     @invariant()
     def grace_never_fails(self) -> None:
         if self.item.has_marker(h.MarkerCode.UNCONFIRMED):
-            assert self.item.state is State.COMPLETED
+            assert self.item.state in (State.COMPLETED, State.CANCELLED)
+            if self.item.state is State.CANCELLED:
+                assert self.item.has_marker(h.MarkerCode.CANCEL_REQUESTED)
+
+    @invariant()
+    def a_verdicts_reason_agrees_with_it(self) -> None:
+        if self.item.terminal:
+            check_agrees(self.item.state, self.item.stats.exit, self.item.stats.reason)
+            reason = self.item.stats.reason
+            assert reason is None or reason.text != "Priority"  # only ever said while waiting
 
 
 TestItemMachine = ItemMachine.TestCase
