@@ -19,7 +19,8 @@ CAPABILITIES: Final = Capabilities(
     array_jobs=False,  # Flux has no array jobs (--cc submits independent jobs)
     steps=False,  # a batch job's inner jobs live in its own instance, gone when it ends
     # Partial: the exec eventlog records the first task to exit losslessly, which is
-    # exact for single-task jobs but not for every multi-task job (see docs).
+    # exact for single-task jobs but not for every multi-task job, nor for a flux batch
+    # script killed by a signal (its broker exits 128+N: ambiguous; see docs).
     lossless_signals=False,
     accounting=False,  # job-list serves queue and history: no separate source, no gap
     cancel=True,

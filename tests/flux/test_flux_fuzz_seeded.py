@@ -17,6 +17,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final
 
+import pytest
+from flux_production import read as read_production
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -234,3 +236,19 @@ def test_job_ids(seed: str, data: st.DataObject) -> None:
     text = _mutate_text(seed.strip(), data)
     _only_allowed(parse_jobid, text)
     _only_allowed(normalize_native_id, text)
+
+
+@pytest.mark.parametrize("field_name", ["t_submit", "t_run", "t_cleanup", "t_inactive", "runtime"])
+@pytest.mark.parametrize("huge", [2**1100, -(2**1100)])
+def test_a_huge_integer_timestamp_is_a_parse_error_naming_the_field(
+    field_name: str, huge: int
+) -> None:
+    """The crash the fuzz targets were written for (issue 14), as fixed examples."""
+    record = json.loads(read_production("exit_3", "jobs_json.out"))
+    result = _result(json.dumps({**record, field_name: huge}))
+    native = [str(record["id"])]
+    with pytest.raises(ParseError, match=rf"out of range.*field {field_name}"):
+        DIALECT.parse_queue(result, native_ids=native, observed_at=OBSERVED_AT)
+    query = AccountingQuery(native_ids=tuple(native))
+    with pytest.raises(ParseError, match=rf"out of range.*field {field_name}"):
+        DIALECT.parse_accounting(result, query=query, observed_at=OBSERVED_AT)
