@@ -29,9 +29,12 @@ from hpcstate import (
     TERMINAL,
     Absence,
     CommandFailed,
+    ExitStatus,
     JobStats,
     Observation,
     ParseError,
+    Reason,
+    ReasonKind,
     SchedulerUnavailable,
     Source,
     State,
@@ -436,6 +439,72 @@ def parse_version(result: CommandResult) -> SlurmVersion:
 # -- observations ----------------------------------------------------------------------------
 
 
+#: Reasons that say why a job ENDED; any other reason on a finished job is a scheduling
+#: reason left over from its wait (``Priority``, ``JobHeldUser``, ``BeginTime``...).
+_END_REASONS: Final = frozenset(
+    {
+        ReasonKind.NON_ZERO_EXIT_CODE,
+        ReasonKind.RAISED_SIGNAL,
+        ReasonKind.TIME_LIMIT,
+        ReasonKind.OUT_OF_MEMORY,
+        ReasonKind.NODE_FAIL,
+        ReasonKind.PREEMPTED,
+        ReasonKind.CANCELLED,
+        ReasonKind.JOB_LAUNCH_FAILURE,
+        ReasonKind.DEADLINE,
+    }
+)
+#: A final state that names its own reason.
+_STATE_REASONS: Final[Mapping[State, ReasonKind]] = {
+    State.TIMEOUT: ReasonKind.TIME_LIMIT,
+    State.CANCELLED: ReasonKind.CANCELLED,
+    State.OUT_OF_MEMORY: ReasonKind.OUT_OF_MEMORY,
+    State.NODE_FAIL: ReasonKind.NODE_FAIL,
+    State.PREEMPTED: ReasonKind.PREEMPTED,
+    State.DEADLINE: ReasonKind.DEADLINE,
+}
+
+
+def final_reason(
+    state: State | None, exit: ExitStatus | None, told: Reason | None
+) -> Reason | None:
+    """The reason of a FINISHED job, never a pending one; the scheduler's words kept.
+
+    * A reason that says why a job ended is kept as Slurm gave it, except 22.05's
+      ``JobLaunchFailure`` for a batch script that died of a signal (measured on 22.05.8:
+      ``kill -TERM $$``), which is ``raised_signal`` with that signal, text kept.
+    * Anything else (a pending reason left on the record: squeue keeps ``JobHeldUser`` on
+      a cancelled held job, 22.05's sacct ``Priority`` on a completed one, 26.05's sacct
+      ``BeginTime`` after a requeue, and 26.05's sacct ``None`` on EVERY finished job) is
+      replaced by what the state or the exit says: ``time_limit``, ``cancelled``...;
+      ``raised_signal`` with the signal; ``non_zero_exit_code``; ``none`` for exit 0.
+    * None when nothing is known (a failure whose exit is not recorded yet).
+    """
+    if told is not None and told.kind in _END_REASONS:
+        if (
+            told.kind is ReasonKind.JOB_LAUNCH_FAILURE
+            and exit is not None
+            and exit.signal is not None
+            and exit.exact
+        ):
+            return Reason(kind=ReasonKind.RAISED_SIGNAL, text=told.text, signal=exit.signal)
+        return told
+    kind = _STATE_REASONS.get(state) if state is not None else None
+    if kind is not None:
+        return Reason(kind=kind)
+    if exit is not None:
+        if exit.signal is not None:
+            return Reason(kind=ReasonKind.RAISED_SIGNAL, signal=exit.signal)
+        if exit.code:
+            return Reason(kind=ReasonKind.NON_ZERO_EXIT_CODE)
+        if state is State.COMPLETED:
+            return Reason(kind=ReasonKind.NONE)
+        return None
+    if state is State.COMPLETED:
+        return Reason(kind=ReasonKind.NONE)
+    return None
+
+
 def _queue_observation(native_id: str, row: QueueRow, observed_at: datetime) -> Observation:
     terminal = row.state in TERMINAL
     # A finished row with the controller's wait status is the lossless controller record.
@@ -444,7 +513,7 @@ def _queue_observation(native_id: str, row: QueueRow, observed_at: datetime) -> 
         exit=row.exit if terminal else None,
         exit_source=source if terminal and row.exit is not None else None,
         derived_exit=row.derived_exit if terminal else None,
-        reason=row.reason,
+        reason=final_reason(row.state, row.exit, row.reason) if terminal else row.reason,
         submitted_at=row.submitted_at,
         started_at=row.started_at,
         finished_at=row.finished_at if terminal else None,
@@ -581,6 +650,13 @@ def _record_observation(
     )
     if not complete:
         stats = evolve(stats, exit=None, exit_source=None, derived_exit=None)
+    said = stats.reason
+    stats = evolve(stats, reason=final_reason(job.state, stats.exit, said))
+    left = (
+        f"; Reason {said.text}"
+        if said is not None and said.text and stats.reason is not said
+        else ""
+    )
     return Observation(
         native_id=native_id,
         source=Source.ACCOUNTING,
@@ -589,7 +665,8 @@ def _record_observation(
         final=complete,
         stats=stats,
         restarts=record.index,
-        detail=f"sacct: {job.state_text}" + ("" if complete else " (step rows not recorded yet)"),
+        detail=f"sacct: {job.state_text}{left}"
+        + ("" if complete else " (step rows not recorded yet)"),
     )
 
 

@@ -16,7 +16,7 @@ from slurm_golden import (
     read,
 )
 
-from hpcstate import ExitStatus, MarkerCode, RunItem, Source, State
+from hpcstate import ExitStatus, MarkerCode, ReasonKind, RunItem, Source, State
 from hpcstate_slurm import SlurmDialect
 from hpcstate_slurm._parse import group_records, parse_sacct_json, parse_sacct_text
 
@@ -58,6 +58,8 @@ def check_item(item: RunItem, verdict: Verdict) -> None:
     if verdict.reason is not None:
         assert item.stats.reason is not None
         assert item.stats.reason.kind is verdict.reason, item.stats.reason
+        if verdict.reason is ReasonKind.RAISED_SIGNAL and verdict.exit is not None:
+            assert item.stats.reason.signal == verdict.exit.signal, item.stats.reason
     if verdict.uid is not None:
         assert item.stats.reason is not None
         assert item.stats.reason.uid == verdict.uid

@@ -284,6 +284,13 @@ class ReplayRunner:
     first. ``clock``: moved forward to each answer's recorded time. ``fallback``: asked
     for a command nothing recorded answers; None from it means unexpected.
 
+    With both a clock and a fallback, a recorded answer is not given BEFORE its time: a
+    command asked more than ``early_slack`` seconds before its next answer was recorded
+    gets the fallback's answer if it has one (a self-report file read while the job still
+    runs: not there yet), and the recorded answer waits for a later run. The commands
+    that drive the timeline (the queue, polled in order) have no fallback and are always
+    answered, moving the clock.
+
     After a replay, :attr:`calls` lists every command run, :attr:`answers` which recorded
     command answered it (None: the fallback did), :attr:`unexpected` those nobody could.
     """
@@ -293,9 +300,11 @@ class ReplayRunner:
         *cases: RecordedCase,
         clock: _Advancing | None = None,
         fallback: Fallback | None = None,
+        early_slack: float = 1.0,
     ) -> None:
         self.cases = cases
         self.clock = clock
+        self.early_slack = early_slack
         self.fallback = fallback
         self._timelines: dict[Key, list[RecordedCommand]] = {}
         for case in cases:
@@ -322,14 +331,25 @@ class ReplayRunner:
         """Stems of the recorded commands answered so far, in order (repeats included)."""
         return [answer.stem for answer in self.answers if answer is not None]
 
+    def _early(self, answer: RecordedCommand) -> bool:
+        """Asked before the moment it was recorded (by more than ``early_slack`` s)?"""
+        if self.clock is None:
+            return False
+        return (answer.at - self.clock.now()).total_seconds() > self.early_slack
+
     async def run(self, command: Command) -> CommandResult:
         self.calls.append(command)
         key = _key(command)
         timeline = self._timelines.get(key)
         if timeline:
             index = self._cursor.get(key, 0)
-            self._cursor[key] = index + 1
             answer = timeline[min(index, len(timeline) - 1)]
+            if self._early(answer):
+                result = self.fallback(command) if self.fallback is not None else None
+                if result is not None:
+                    self.answers.append(None)
+                    return result
+            self._cursor[key] = index + 1
             self.answers.append(answer)
             if self.clock is not None:
                 ahead = (answer.at - self.clock.now()).total_seconds()
