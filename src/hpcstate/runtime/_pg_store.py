@@ -33,7 +33,7 @@ from typing import Any, Final, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from ._errors import StoreEnvironmentError, StoreError, StoreFull, StoreReadOnly
-from ._store import STORE_SCHEMA_VERSION, Store, SweepReport
+from ._store import _LEASES_TABLE, STORE_SCHEMA_VERSION, Store, SweepReport
 
 log = logging.getLogger("hpcstate.runtime.store")
 
@@ -94,6 +94,7 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
         LANGUAGE sql IMMUTABLE
         AS 'SELECT (doc::jsonb) #>> string_to_array(substr(path, 3), ''.'')';
     """,
+    _LEASES_TABLE,
 )
 assert len(_MIGRATIONS) == STORE_SCHEMA_VERSION
 

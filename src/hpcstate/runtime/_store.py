@@ -80,9 +80,24 @@ log = logging.getLogger("hpcstate.runtime.store")
 T = TypeVar("T")
 
 #: The schema this hpcstate writes (``PRAGMA user_version``).
-STORE_SCHEMA_VERSION: Final = 2
+STORE_SCHEMA_VERSION: Final = 3
 
 ACTIVE_STATES: Final = ("pending", "queued", "running", "settling")
+
+#: The leases table (the same SQL in both stores).
+_LEASES_TABLE: Final = """
+    CREATE TABLE leases (
+        backend TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        since TEXT NOT NULL,
+        renewed_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        last_poll_at TEXT,
+        scheduler_calls INTEGER NOT NULL DEFAULT 0,
+        released INTEGER NOT NULL DEFAULT 0
+    );
+    """
 
 # _MIGRATIONS[n] turns a version-n database into version n+1. Never edit a shipped
 # step: add a new one.
@@ -136,6 +151,8 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
     );
     CREATE INDEX self_reports_open ON self_reports(consumed_at);
     """,
+    # 2 -> 3: one poller per backend (leases).
+    _LEASES_TABLE,
 )
 
 #: Page size of a new store file. The worst poll rewrites 100k item rows (~1 KB each)
@@ -199,6 +216,35 @@ class SweepReport:
     repaired: tuple[str, ...] = ()
     unrepairable: tuple[str, ...] = ()
     corrupt: tuple[str, ...] = ()
+
+
+@frozen(kw_only=True)
+class Lease:
+    """Who polls a backend for everyone sharing the store, until when.
+
+    ``generation`` grows by one each time the lease changes hands: a fencing token
+    (pass the lease to :meth:`Store.commit` and a holder that lost it writes nothing).
+    ``since`` is when this holder took it; ``last_poll_at`` and ``scheduler_calls``
+    (its total under this generation) are what it reported at each renewal."""
+
+    backend: str
+    holder: str
+    generation: int
+    since: datetime
+    renewed_at: datetime
+    expires_at: datetime
+    last_poll_at: datetime | None = None
+    scheduler_calls: int = 0
+    released: bool = False
+
+    def live(self, now: datetime) -> bool:
+        """Held (not released) and not expired at ``now``."""
+        return not self.released and now < self.expires_at
+
+
+class LeaseLost(StoreError):
+    """The lease this process polled under was taken over (or expired, or released):
+    it must stop polling and write nothing it observed under it."""
 
 
 @frozen(kw_only=True)
@@ -1333,9 +1379,11 @@ class Store:
         )
         return [r[0] for r in rows]
 
-    def commit(self, changes: Sequence[Change]) -> CommitResult:
+    def commit(self, changes: Sequence[Change], *, lease: Lease | None = None) -> CommitResult:
         """Apply compare-and-sets in one transaction. A change whose expected version is
         not the stored one is skipped (with its events) and listed in ``conflicts``.
+        With ``lease`` (what a poller observed under), nothing is written and LeaseLost
+        is raised if that lease changed hands or was released in the meantime.
 
         Holding the write lock, it reads the stored versions first, then writes the
         changes that match in batches (documents are encoded a batch at a time, so a
@@ -1345,6 +1393,17 @@ class Store:
         applied: list[str] = []
         conflicts: list[str] = []
         with self._write() as db:
+            if lease is not None:
+                current = self._stored_lease(db, lease.backend)
+                if (
+                    current is None
+                    or current.released
+                    or (current.holder, current.generation) != (lease.holder, lease.generation)
+                ):
+                    raise LeaseLost(
+                        f"{lease.holder} lost the lease of {lease.backend}: "
+                        f"{len(changes)} change(s) it observed were not stored"
+                    )
             stored: dict[str, int] = {}
             ids = [c.item.id for c in changes]
             for start in range(0, len(ids), 500):
@@ -1601,6 +1660,139 @@ class Store:
             )
         return report
 
+    # -- leases: one poller per backend ---------------------------------------------------
+
+    def _stored_lease(self, db: Any, backend: str) -> Lease | None:
+        row = db.execute(
+            f"SELECT {_LEASE_COLUMNS} FROM leases WHERE backend = ?", (backend,)
+        ).fetchone()
+        return _lease_from_row(row) if row else None
+
+    @staticmethod
+    def _put_lease(db: Any, lease: Lease, *, new: bool) -> None:
+        values = (
+            lease.holder,
+            lease.generation,
+            format_time(lease.since),
+            format_time(lease.renewed_at),
+            format_time(lease.expires_at),
+            format_time(lease.last_poll_at) if lease.last_poll_at else None,
+            lease.scheduler_calls,
+            int(lease.released),
+            lease.backend,
+        )
+        if new:
+            db.execute(
+                "INSERT INTO leases (holder, generation, since, renewed_at, expires_at, "
+                "last_poll_at, scheduler_calls, released, backend) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                values,
+            )
+        else:
+            db.execute(
+                "UPDATE leases SET holder = ?, generation = ?, since = ?, renewed_at = ?, "
+                "expires_at = ?, last_poll_at = ?, scheduler_calls = ?, released = ? "
+                "WHERE backend = ?",
+                values,
+            )
+
+    def acquire_lease(
+        self, backend: str, holder: str, *, ttl: timedelta, now: datetime | None = None
+    ) -> Lease | None:
+        """Take the lease of ``backend`` for ``holder`` until ``now + ttl``, if it is
+        free, expired, released or already ``holder``'s (then it is renewed). Returns
+        None while another holder's lease is live. Of any number of processes that try
+        at once, exactly one gets it (writes are serialized, the check is inside)."""
+        at = now or datetime.now(timezone.utc)
+        with self._write() as db:
+            current = self._stored_lease(db, backend)
+            if current is not None and current.live(at) and current.holder != holder:
+                return None
+            if current is not None and current.live(at):  # already ours
+                lease = evolve(current, renewed_at=at, expires_at=at + ttl)
+            else:
+                lease = Lease(
+                    backend=backend,
+                    holder=holder,
+                    generation=current.generation + 1 if current else 1,
+                    since=at,
+                    renewed_at=at,
+                    expires_at=at + ttl,
+                )
+            self._put_lease(db, lease, new=current is None)
+        if current is None or current.generation != lease.generation:
+            log.info(
+                "%s now polls %s (lease generation %d%s)",
+                holder,
+                backend,
+                lease.generation,
+                f", after {current.holder}" if current is not None else "",
+            )
+        return lease
+
+    def renew_lease(
+        self,
+        lease: Lease,
+        *,
+        ttl: timedelta,
+        now: datetime | None = None,
+        polled: bool = False,
+        scheduler_calls: int = 0,
+    ) -> Lease:
+        """Extend ``lease`` to ``now + ttl`` (once per poll cycle), recording a poll
+        (``polled``) and the scheduler calls it made since the last renewal. Raises
+        LeaseLost if another holder took it over or it was released: the caller must
+        stop polling. An expired lease nobody took is renewed (nobody else polled)."""
+        at = now or datetime.now(timezone.utc)
+        with self._write() as db:
+            current = self._stored_lease(db, lease.backend)
+            if (
+                current is None
+                or current.released
+                or (current.holder, current.generation) != (lease.holder, lease.generation)
+            ):
+                raise LeaseLost(
+                    f"{lease.holder} no longer holds the lease of {lease.backend} "
+                    + (
+                        f"({current.holder} took it over)"
+                        if current is not None and current.holder != lease.holder
+                        else "(it was released or taken over)"
+                    )
+                )
+            renewed = evolve(
+                current,
+                renewed_at=at,
+                expires_at=at + ttl,
+                last_poll_at=at if polled else current.last_poll_at,
+                scheduler_calls=current.scheduler_calls + scheduler_calls,
+            )
+            self._put_lease(db, renewed, new=False)
+        return renewed
+
+    def release_lease(self, lease: Lease, *, now: datetime | None = None) -> bool:
+        """Give the lease up (a clean exit): another process may take it at once.
+        False if it was not ``lease``'s any more (nothing changed then)."""
+        at = now or datetime.now(timezone.utc)
+        with self._write() as db:
+            cursor = db.execute(
+                "UPDATE leases SET released = 1, expires_at = ? "
+                "WHERE backend = ? AND holder = ? AND generation = ? AND released = 0",
+                (format_time(at), lease.backend, lease.holder, lease.generation),
+            )
+            return bool(cursor.rowcount == 1)
+
+    def lease(self, backend: str) -> Lease | None:
+        """The stored lease of ``backend`` (live or not; see :meth:`Lease.live`)."""
+        rows = self._read(f"SELECT {_LEASE_COLUMNS} FROM leases WHERE backend = ?", (backend,))
+        return _lease_from_row(rows[0]) if rows else None
+
+    def leases(self) -> list[Lease]:
+        """Every backend's stored lease (for ``hpcstate backends`` and metrics)."""
+        return [
+            _lease_from_row(r)
+            for r in self._read(f"SELECT {_LEASE_COLUMNS} FROM leases ORDER BY backend")
+        ]
+
     def prune(self, *, older_than: timedelta, now: datetime) -> int:
         """Delete runs whose items are all terminal and unchanged for ``older_than``
         (with their events and self-reports). Returns the number of runs deleted."""
@@ -1634,6 +1826,30 @@ class Store:
         if doomed:
             log.info("pruned %d finished run(s) older than %s", len(doomed), older_than)
         return len(doomed)
+
+
+_LEASE_COLUMNS: Final = (
+    "backend, holder, generation, since, renewed_at, expires_at, last_poll_at, "
+    "scheduler_calls, released"
+)
+
+
+def _lease_from_row(row: Sequence[Any]) -> Lease:
+    backend, holder, generation, since, renewed, expires, polled, calls, released = row
+    try:
+        return Lease(
+            backend=backend,
+            holder=holder,
+            generation=int(generation),
+            since=parse_time(since),
+            renewed_at=parse_time(renewed),
+            expires_at=parse_time(expires),
+            last_poll_at=parse_time(polled) if polled else None,
+            scheduler_calls=int(calls),
+            released=bool(released),
+        )
+    except (ValueError, TypeError) as exc:
+        raise CorruptRow("leases", _shown(backend), f"it cannot be read: {exc}") from exc
 
 
 def _status_of(counts: Mapping[State, int]) -> State:
