@@ -43,7 +43,7 @@ def run_id_of(result: Result) -> str:
 
 def test_readme_example(cli_env: dict[str, str]) -> None:
     result = hpcstate("submit", "--watch", "--", "sh", "-c", "echo hello; exit 3", env=cli_env)
-    assert result.code == 0, result.err  # without --exit-status, watching succeeded
+    assert result.code == 3, result.err  # a failed verdict fails watch, as sbatch --wait
     run_id = run_id_of(result)
     assert result.out.splitlines()[-1] == f"{run_id} failed: exit 3 (confirmed by process)"
     logs = hpcstate("logs", run_id, env=cli_env)
@@ -114,15 +114,23 @@ def test_watch_timeout_is_124(cli_env: dict[str, str]) -> None:
 
 
 def test_gone_is_206(cli_env: dict[str, str], record_validator: Any) -> None:
-    # A job id no source knows, and never will: hpcstate says "gone", never a guess.
-    tracked = hpcstate("track", "local:20000101000000-deadbeef", env=cli_env)
-    assert tracked.code == 0, tracked.err
-    result = hpcstate(
-        "watch", "--exit-status", "--json", "local:20000101000000-deadbeef", env=cli_env
-    )
+    # A job whose every trace vanished (its directory is gone): hpcstate says "gone",
+    # never a guess. (`track` refuses such an id up front, so the run is stored here.)
+    _store_queued(cli_env["HPCSTATE_DB"], "local", "20000101000000-deadbeef")
+    result = hpcstate("watch", "--json", "local:20000101000000-deadbeef", env=cli_env)
     assert result.code == 206, result.err
     [record] = valid(result, record_validator)
     assert (record["state"], record["confirmed"]) == ("gone", False)
+
+
+def _store_queued(db: str, backend: str, native_id: str) -> str:
+    """A run whose job was submitted (and is not known to have started)."""
+    t0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+    item = h.new_item(id="queued.0", run_id="queued", backend=backend, now=t0)
+    item = h.submitted(item, native_id=native_id, at=t0).item
+    with Store(db) as store:
+        store.create_run(Run(id="queued", backend=backend, created_at=t0, items=[item]))
+    return "queued"
 
 
 def _store_unconfirmed_success(db: str) -> str:
@@ -166,8 +174,12 @@ def test_unreachable_backend_past_timeout_is_69(cli_env: dict[str, str], tmp_pat
     # Port 1 on loopback: the connection is refused at once, every time.
     config.write_text('[backends.far]\nkind = "slurm"\nhost = "nobody@127.0.0.1:1"\n')
     env = {**cli_env, "HPCSTATE_CONFIG": str(config)}
-    assert hpcstate("track", "far:123", env=env).code == 0
-    result = hpcstate("watch", "--exit-status", "--timeout", "3s", "far:123", env=env)
+    # track asks the backend first: unreachable, so nothing is recorded.
+    tracked = hpcstate("track", "far:123", env=env)
+    assert tracked.code == 69, tracked.err
+    assert hpcstate("list", "--json", "--cached", env=env).out == ""
+    _store_queued(cli_env["HPCSTATE_DB"], "far", "123")
+    result = hpcstate("watch", "--timeout", "3s", "far:123", env=env)
     assert result.code == 69, result.err
     assert "unreachable" in result.err
     # A transient error is never a verdict: the job is still waiting.

@@ -16,6 +16,7 @@ import attrs
 
 from hpcstate import (
     TERMINAL,
+    Absence,
     BackendError,
     ConfigError,
     Event,
@@ -32,7 +33,14 @@ from hpcstate import (
     registry,
     signal_number,
 )
-from hpcstate.backend import BackendConfig, BackendInfo, Command, JobSpec
+from hpcstate.backend import (
+    AccountingQuery,
+    Backend,
+    BackendConfig,
+    BackendInfo,
+    Command,
+    JobSpec,
+)
 from hpcstate.runtime import CorruptRow, Store, StoreError, Tracker, make_runner, report
 
 # TODO(runtime): Change is not exported by hpcstate.runtime; asked for in the report.
@@ -88,6 +96,8 @@ def _watch_settings(args: argparse.Namespace) -> WatchSettings:
     interval = _seconds("--interval", args.interval)
     if interval is not None and interval <= 0:
         raise UsageError(f"--interval: must be more than 0 seconds, got {args.interval!r}")
+    if args.require_confirmed and not args.exit_status:
+        raise UsageError("--require-confirmed changes the exit status: drop --no-exit-status")
     return WatchSettings(timeout=_seconds("--timeout", args.timeout), interval=interval)
 
 
@@ -150,7 +160,7 @@ class Session:
     def resolve(self, text: str) -> str:
         """A run id from a run reference; UnknownRun if it names nothing."""
         try:
-            ref = parse_run_ref(text, self.config.backends)
+            ref = parse_run_ref(text, self.config.names())
         except ValueError as exc:
             raise UsageError(str(exc)) from None
         if ref.backend is not None and ref.native_id is not None:
@@ -291,10 +301,16 @@ def _rejection(run: Run) -> str | None:
 async def _track(args: argparse.Namespace, session: Session) -> int:
     watching = _watch_settings(args)
     try:
-        backend, native_id = parse_native_ref(args.ref, session.config.backends)
+        backend, native_id = parse_native_ref(args.ref, session.config.names())
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     tracker = session.tracker([backend])
+    if await _known_to(tracker.backend(backend), native_id) is False:
+        raise UnknownRun(
+            f"{backend} has no job {native_id!r}: neither its queue nor its accounting "
+            "knows it (check the id; nothing was recorded)",
+            ref=args.ref,
+        )
     run = await tracker.track(backend, native_id, name=args.name)
     if not (args.json and args.watch):
         if args.json:
@@ -304,6 +320,21 @@ async def _track(args: argparse.Namespace, session: Session) -> int:
     if args.watch:
         return await _watch(session, [run.id], args, watching)
     return ToolExit.OK
+
+
+async def _known_to(backend: Backend, native_id: str) -> bool | None:
+    """Whether the backend knows the job: True, False (it can tell it never heard of
+    it), or None (it cannot tell). Unreachable: the backend's error, raised."""
+    observed = list(await backend.queue([native_id]))
+    if any(o.state is not None for o in observed):
+        return True
+    if backend.capabilities.accounting:
+        found = await backend.accounting(AccountingQuery(native_ids=(native_id,)))
+        # Neither the queue nor accounting: the scheduler never had it.
+        return any(o.state is not None for o in found)
+    if any(o.absence is Absence.UNKNOWN for o in observed):
+        return False  # "no trace, and no other source ever will" (local, Flux)
+    return None
 
 
 # -- watch -----------------------------------------------------------------------------
@@ -423,15 +454,19 @@ async def _list(args: argparse.Namespace, session: Session) -> int:
     store = session.store
     if not args.cached:
         active = store.list_runs(active_only=True)
-        await _refresh(session, [s.backend for s in active if s.backend in session.config.backends])
-    summaries = store.list_runs(limit=args.limit)
+        await _refresh(session, [s.backend for s in active if s.backend in session.config.names()])
+    # Filter first, then limit: "--state failed --limit 2" is the two newest failed runs.
+    summaries = [
+        summary
+        for summary in store.list_runs()
+        if (not args.backend or summary.backend == args.backend)
+        and (not args.state or summary.status.value == args.state)
+    ]
+    if args.limit is not None:
+        summaries = summaries[: max(args.limit, 0)]
     rows: list[list[str]] = []
     broken = 0
     for summary in summaries:
-        if args.backend and summary.backend != args.backend:
-            continue
-        if args.state and summary.status.value != args.state:
-            continue
         try:
             run = store.get_run(summary.id)
         except CorruptRow as exc:

@@ -30,7 +30,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _exit_table() -> str:
-    lines = ["exit status (watch --exit-status; see docs/concepts/exit-status.md):"]
+    lines = ["exit status (watch, submit --watch; the hpcstate documentation lists them all):"]
     lines.append("  1-255    the job's own exit code; 128+N when signal N killed it")
     lines.extend(f"  {code:<8} {text}" for code, text in sorted(DESCRIPTIONS.items()))
     return "\n".join(lines)
@@ -48,14 +48,16 @@ def _watch_options(parser: argparse.ArgumentParser, *, prefix: str = "") -> None
     group = parser.add_argument_group(f"{prefix}waiting")
     group.add_argument(
         "--exit-status",
-        action="store_true",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="exit with the job's own status (0, its exit code, 128+N for signal N) or a "
-        "documented code for other verdicts",
+        "documented code for other verdicts, as sbatch --wait does (the default); "
+        "--no-exit-status: exit 0 once every verdict is in, whatever it is",
     )
     group.add_argument(
         "--require-confirmed",
         action="store_true",
-        help="with --exit-status: a success no authoritative source confirmed exits 207",
+        help="a success no authoritative source confirmed exits 207",
     )
     group.add_argument(
         "--interval", metavar="S", help="seconds between polls (default: the tracker's)"
