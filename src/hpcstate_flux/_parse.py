@@ -445,16 +445,26 @@ def unknown_job_ids(stderr: str) -> dict[int, str]:
 # -- exit status and reason --------------------------------------------------------------
 
 
-def instance_ambiguity(code: int) -> str:
+def instance_ambiguity(code: int, *, broker_exited: bool = False) -> str:
     """Why a Flux instance's (``flux batch``/``flux alloc``) exit code ``code`` > 128
     stays ambiguous: it is its broker's exit code, and the broker turns a signal that
-    killed the script into an exit code 128+N (measured on flux-core 0.88.0)."""
-    signal = signal_name(code - 128)
+    killed the script into an exit code 128+N (measured on flux-core 0.88.0).
+    ``broker_exited``: the exec eventlog showed the broker exited (was not signalled)."""
+    signal = f"{signal_name(code - 128)} ({code - 128})"
+    if broker_exited:
+        how = (
+            f"the broker exited {code} (the exec eventlog): a script that ran 'exit {code}' "
+            f"and a script killed by {signal} both make it do so"
+        )
+    else:
+        how = (
+            f"a script that ran 'exit {code}', a script killed by {signal} (the broker "
+            f"then exits {code}) and a broker killed by {signal} all give it"
+        )
     return (
-        f"the batch job's exit code {code} is its Flux instance's broker's: a script that "
-        f"ran 'exit {code}' and a script killed by {signal} ({code - 128}) both make the "
-        "broker exit with it (the broker itself was not signalled); no record hpcstate "
-        "reads says which (the broker's log line in the job's output file does)"
+        f"the batch job's exit code {code} is its Flux instance's broker's: {how}; no "
+        "record hpcstate reads says which (the broker's log line in the job's output "
+        "file does)"
     )
 
 
@@ -957,7 +967,7 @@ def refine_exit(code: int, evidence: JobEvidence, current: ExitStatus) -> ExitSt
             # The job is a Flux instance (job-list's uri, or the main eventlog's uri
             # memo): its task is the broker, which EXITED 128+N; the script may have
             # died of signal N. A plain exit of the broker explains nothing more.
-            return ExitStatus.exited(code, ambiguous=instance_ambiguity(code))
+            return ExitStatus.exited(code, ambiguous=instance_ambiguity(code, broker_exited=True))
         return found
     signal = signal_name(code - 128) if 128 < code <= 128 + 64 else "a signal"
     if len(outcomes) > 1:
