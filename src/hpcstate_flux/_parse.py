@@ -954,21 +954,19 @@ def evidence_kinds(observation: Observation) -> frozenset[str]:
 def refine_exit(code: int, evidence: JobEvidence, current: ExitStatus) -> ExitStatus:
     """The job shell's exit code ``code`` (> 128) made exact where a lossless record
     explains it; otherwise still ambiguous, saying what is known. Never invents."""
+    # A Flux instance (job-list's uri, or the main eventlog's uri memo): its task is the
+    # broker, which EXITS 128+N when the script dies of signal N. A record of the broker
+    # exiting explains nothing more; one of the broker being killed is lossless.
+    instance = bool(evidence.instance_uri) or current.ambiguous == instance_ambiguity(code)
+    broker_exited = ExitStatus.exited(code, ambiguous=instance_ambiguity(code, broker_exited=True))
     exception_exit = evidence.exception_exit
     if exception_exit is not None and exception_exit.shell_code == code:
-        return exception_exit
+        return broker_exited if instance and exception_exit.signal is None else exception_exit
     matching = [task for task in evidence.task_exits if task.exit.shell_code == code]
     outcomes = {(task.exit.code, task.exit.signal) for task in matching}
     if len(outcomes) == 1:
         found = matching[0].exit
-        if found.signal is not None:
-            return found  # the task (for an instance: its broker) was killed: lossless
-        if evidence.instance_uri or current.ambiguous == instance_ambiguity(code):
-            # The job is a Flux instance (job-list's uri, or the main eventlog's uri
-            # memo): its task is the broker, which EXITED 128+N; the script may have
-            # died of signal N. A plain exit of the broker explains nothing more.
-            return ExitStatus.exited(code, ambiguous=instance_ambiguity(code, broker_exited=True))
-        return found
+        return broker_exited if instance and found.signal is None else found
     signal = signal_name(code - 128) if 128 < code <= 128 + 64 else "a signal"
     if len(outcomes) > 1:
         said = ", ".join(task.describe() for task in matching)

@@ -36,6 +36,7 @@ from hpcstate import (
     new_item,
     submitted,
 )
+from hpcstate.backend import CommandResult
 from hpcstate_flux import FluxDialect
 from hpcstate_flux._dialect import FIND_SCRIPT
 
@@ -458,3 +459,45 @@ def test_the_production_files_are_the_shared_ones() -> None:
     for case in EXPECTED:
         assert json.loads(read(case, "jobs_json.out"))["state"] == "INACTIVE"
     assert (PRODUCTION / "README.md").exists()
+
+
+def test_the_main_eventlogs_uri_memo_also_says_instance() -> None:
+    """Without job-list's ``uri`` (a record that lacks it), the main eventlog's ``memo``
+    ``uri`` (recorded in batch_sigterm's evidence_all) still says the task is a broker."""
+    case = "batch_sigterm"
+    record = json.loads(read(case, "jobs_json.out"))
+    del record["uri"]
+    native = jobid(case)
+    result = CommandResult(argv=("flux", "jobs"), returncode=0, stdout=json.dumps(record))
+    (observation,) = DIALECT.parse_queue(result, native_ids=[native], observed_at=OBSERVED_AT)
+    evidence = DIALECT.parse_evidence(commands(case)["evidence_all"].result)
+    assert evidence[int(native)].instance_uri == "ssh://node1/home/user/flux-VGjVY9/local-0"
+    (applied,) = DIALECT.apply_evidence([observation], evidence)
+    status = applied.stats.exit
+    assert status is not None
+    assert (status.code, status.signal) == (143, None)
+    assert status.ambiguous is not None
+    assert "broker" in status.ambiguous
+    assert status.admits(killed(15))
+    # the same without the main eventlog's memo: the exec eventlog's "exited 143" of a
+    # task nothing says is a broker is taken as the exact exit it records
+    plain = DIALECT.parse_evidence(commands(case)["evidence"].result)
+    (taken,) = DIALECT.apply_evidence([observation], plain)
+    assert taken.stats.exit == ExitStatus.exited(143)
+
+
+def test_a_fatal_exceptions_exit_of_a_broker_is_not_exact_either() -> None:
+    from hpcstate_flux._parse import JobEvidence
+
+    observation = _queue("batch_sigterm")
+    evidence = JobEvidence(
+        jobid=int(jobid("batch_sigterm")),
+        fetched=frozenset({"exec", "main"}),
+        answered=frozenset({"exec", "main"}),
+        exception_exit=ExitStatus.exited(143),
+    )
+    (applied,) = DIALECT.apply_evidence([observation], {evidence.jobid: evidence})
+    status = applied.stats.exit
+    assert status is not None
+    assert status.ambiguous is not None
+    assert status.admits(killed(15))
