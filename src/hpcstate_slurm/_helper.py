@@ -105,7 +105,9 @@ sub forward {
   my ($name) = @_;
   if ($$ != $helper) { $SIG{$name} = 'DEFAULT'; kill $name, $$; return }
   return unless $forwards{$name};
-  if (defined $child && $child > 0) { kill $name, $child } else { push @early, $name }
+  # before the fork returned: passed on right after it; after the payload was reaped
+  # (its pid may be someone else's by now): dropped
+  if (!defined $child) { push @early, $name } elsif ($child > 0) { kill $name, $child }
 }
 $SIG{$_} = \&forward for @caught;
 $SIG{CHLD} = 'DEFAULT';
@@ -130,7 +132,7 @@ kill $_, $child for @early;
 my $status;
 while (1) {
   my $done = waitpid($child, 0);
-  if ($done == $child) { $status = $?; last }
+  if ($done == $child) { $status = $?; $child = -1; last }
   next if $done == -1 && ($! + 0) == 4;
   print STDERR "hpcstate: waitpid failed ($!); the payload's end is unknown\n";
   $status = 127 << 8;
