@@ -39,6 +39,11 @@ _LABEL_VALUE = re.compile(r"\A(?:[A-Za-z0-9](?:[-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?
 _PULL_POLICIES = frozenset({"Always", "IfNotPresent", "Never"})
 _PROPAGATION = frozenset({"Foreground", "Background"})
 DEFAULT_WRAPPER_COMMAND = ("python3", "-m", "hpcstate_k8s.wrapper")
+#: Every array task sees its index here (docs/cli.md), as on the other backends: on
+#: Kubernetes it is the pod's completion index, by the Downward API (the annotation has
+#: been there since 1.21; 1.28+ also sets the label that JOB_COMPLETION_INDEX reads).
+ARRAY_INDEX_ENV = "HPCSTATE_ARRAY_INDEX"
+ARRAY_INDEX_FIELD = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
 
 #: Options read from the backend configuration and, per job, from JobSpec.options.
 SUBMIT_OPTIONS = frozenset(
@@ -421,6 +426,18 @@ def build_job(
         # Array tasks are independent, as on Slurm: each index gets its own retries.
         if "backoffLimit" not in job_spec:
             job_spec.setdefault("backoffLimitPerIndex", settings.backoff_limit)
+        env = [
+            e
+            for e in container.get("env") or []
+            if not (isinstance(e, dict) and e.get("name") == ARRAY_INDEX_ENV)
+        ]
+        env.append(
+            {
+                "name": ARRAY_INDEX_ENV,
+                "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": ARRAY_INDEX_FIELD}},
+            }
+        )
+        container["env"] = env
     else:
         job_spec.setdefault("backoffLimit", settings.backoff_limit)
     return job

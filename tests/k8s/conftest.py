@@ -27,7 +27,7 @@ pytest.importorskip("aiohttp", reason="the fake API server needs aiohttp (dev de
 WRAPPER = [sys.executable, "-m", "hpcstate_k8s.wrapper"]
 
 
-@pytest.fixture(params=[(1, 31)], ids=["k8s-1.31"])
+@pytest.fixture(params=[(1, 36)], ids=["k8s-1.36"])
 def version(request: pytest.FixtureRequest) -> tuple[int, int]:
     return request.param  # type: ignore[no-any-return]
 

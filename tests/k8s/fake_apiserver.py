@@ -1,25 +1,45 @@
 """A fake Kubernetes API server on 127.0.0.1, for the k8s backend's tests.
 
-No real cluster can run here (no kind, no kube-apiserver binaries), so this is a FAKE,
-written from the Kubernetes source's behaviour as summarized in the project's reference
-(job_controller.go, the TTL controller, the kubelet's container statuses):
+No real cluster can run here (no kind, no kube-apiserver binaries), so this is a FAKE.
+Its Job controller, garbage collector and TTL controller write what a real
+kube-apiserver + kube-controller-manager 1.36.2 wrote in the recordings of
+fixtures/1.36.2 (see its README.md); test_fake_vs_recordings.py checks it against them,
+and where the two differ, the recordings win:
 
 * REST: GET/LIST (``labelSelector``, ``fieldSelector`` on ``metadata.name``,
-  ``limit``/``continue``, ``resourceVersion``), POST
-  (422 for invalid Jobs, 409 AlreadyExists), DELETE (``propagationPolicy`` Foreground:
-  deletionTimestamp first, pods, then gone; Background: gone, then pods) for
-  ``/apis/batch/v1/namespaces/{ns}/jobs`` and ``/api/v1/namespaces/{ns}/pods``.
-* Watches (``?watch=true``): NDJSON ADDED/MODIFIED/DELETED/BOOKMARK/ERROR, replay from a
+  ``limit``/``continue``, ``resourceVersion``), POST (422 for invalid Jobs, 409
+  AlreadyExists), DELETE (``propagationPolicy``) for ``/apis/batch/v1/namespaces/{ns}/jobs``
+  and ``/api/v1/namespaces/{ns}/pods``; 1.36's defaults on create
+  (``podReplacementPolicy: TerminatingOrFailed``, ``manualSelector``, pod template
+  defaults), ``managedFields``.
+* Watches (``?watch=true``): NDJSON ADDED/MODIFIED/DELETED/ERROR, replay from a
   resourceVersion, 410 Gone as an ERROR Status event after compaction, ``timeoutSeconds``
-  clean ends, and injected faults: abrupt stream drops, forced 410s, paused streams,
-  objects written as they are (malformed ones included).
-* A controller + kubelet model that emits the object shapes of k8s >= 1.31 (interim
-  FailureTarget/SuccessCriteriaMet, then Failed/Complete once pods are gone; ``terminating``;
-  CompletionsReached) or <= 1.30 (no interim conditions, no reason on Complete).
-* Containers either run FOR REAL as local processes (command + args, env, a termination-log
-  file named by $HPCSTATE_TERMINATION_LOG, TERM then KILL on deletion: exit codes and
-  signals are the kernel's), or follow a scripted :class:`Outcome` (OOMKilled, eviction...,
-  which cannot happen for real here).
+  clean ends; a BOOKMARK only when a test sends one (1.36 sent none within a minute); and
+  injected faults: abrupt stream drops, forced 410s, paused streams, objects written as
+  they are (malformed ones included).
+* The Job controller as 1.36 writes status (version >= (1, 31); (1, 30) keeps the older
+  shapes: no interim conditions, Failed at once): zero ``active``/``succeeded``/``failed``
+  omitted, ``ready`` (1 while a pod runs) and ``terminating`` always there; a pod that ends
+  goes first into ``uncountedTerminatedPods`` (with FailureTarget/SuccessCriteriaMet when
+  it decides the Job), then its ``job-tracking`` finalizer is removed, then the counter
+  moves (with Failed/Complete); a deadline or a decided Job with pods still running:
+  their deletion (grace 30), FailureTarget with ``terminating`` and the pods counted
+  failed at once, Failed once they have ended; retries after 10 s, then 20 s... (times
+  ``backoff_scale``: a virtual clock); Indexed pods get ``JOB_COMPLETION_INDEX`` as a
+  fieldRef env entry and the ``job-index-failure-count`` annotation; ``failedIndexes: ""``
+  from the first status with backoffLimitPerIndex.
+* Deletion as 1.36 shows it: a Job deleted in the foreground gets NO condition (its
+  pods' finalizers go at once, the garbage collector deletes them, then the Job goes
+  with its status as it was); a background delete sends the Job's DELETED first, with no
+  deletionTimestamp, then deletes the pods; TTL deletes in the foreground right after the
+  verdict. A running pod's deletion is grace 30, then, once its container ended, the
+  kubelet's final grace-0 DELETE rewrites ``deletionTimestamp`` to that moment; an ended
+  pod is deleted with grace 0 at once.
+* The kubelet: containers either run FOR REAL as local processes (command, env with
+  ``valueFrom.fieldRef`` resolved from the pod, a termination-log file named by
+  $HPCSTATE_TERMINATION_LOG, TERM then KILL on deletion: exit codes and signals are the
+  kernel's), or follow a scripted :class:`Outcome` (OOMKilled, eviction..., which cannot
+  happen for real here).
 """
 
 from __future__ import annotations
@@ -188,15 +208,19 @@ class FakeCluster:
     def __init__(
         self,
         *,
-        version: tuple[int, int] = (1, 31),
+        version: tuple[int, int] = (1, 36),
         token: str = "test-token",
         kill_grace_s: float = 2.0,
         tick_s: float = 0.02,
+        backoff_scale: float = 0.01,
     ) -> None:
         self.version = version
         self.token = token
         self.kill_grace_s = kill_grace_s  # real seconds between TERM and KILL
         self.tick_s = tick_s
+        # The Job controller waits 10 s, then 20 s... before recreating a failed pod;
+        # here times this factor (a virtual clock: 0.01 makes them 0.1 s, 0.2 s).
+        self.backoff_scale = backoff_scale
         self.rv = 0
         self.objects: dict[str, dict[Key, dict[str, Any]]] = {JOB_KIND: {}, POD_KIND: {}}
         self.log: list[tuple[int, str, str, str, dict[str, Any]]] = []
@@ -212,7 +236,8 @@ class FakeCluster:
         self._watchers: set[_Watcher] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._containers: dict[Key, _Container] = {}
-        self._pod_done: dict[Key, asyncio.Queue[Key]] = {}  # job -> finished pods
+        # job -> ("ready"|"done", pod) messages from the kubelet to the Job controller
+        self._pod_done: dict[Key, asyncio.Queue[tuple[str, Key]]] = {}
         self._names = itertools.count(1)
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -539,6 +564,26 @@ class FakeCluster:
 
     # -- Jobs --------------------------------------------------------------------------
 
+    def _managed(self, obj: dict[str, Any], manager: str, subresource: str | None = None) -> None:
+        """Record a write in managedFields, as the API server does (one entry per manager
+        and subresource, its time updated)."""
+        fields = obj["metadata"].setdefault("managedFields", [])
+        for entry in fields:
+            if entry.get("manager") == manager and entry.get("subresource") == subresource:
+                entry["time"] = stamp()
+                return
+        entry = {
+            "manager": manager,
+            "operation": "Update",
+            "apiVersion": "batch/v1" if obj.get("kind") == "Job" else "v1",
+            "time": stamp(),
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {},
+        }
+        if subresource:
+            entry["subresource"] = subresource
+        fields.append(entry)
+
     async def _create_job(self, request: web.Request, ns: str) -> web.Response:
         try:
             body = await request.json()
@@ -554,6 +599,7 @@ class FakeCluster:
         uid = str(uuid.uuid4())
         meta = job["metadata"]
         meta.update(namespace=ns, uid=uid, creationTimestamp=stamp(), generation=1)
+        self._managed(job, request.headers.get("User-Agent", "client").split("/")[0])
         spec = job["spec"]
         spec.setdefault("parallelism", 1)
         spec.setdefault("completionMode", "NonIndexed")
@@ -563,6 +609,9 @@ class FakeCluster:
             spec.setdefault("backoffLimit", 2147483647)
         spec.setdefault("backoffLimit", 6)
         spec.setdefault("suspend", False)
+        spec.setdefault("manualSelector", False)
+        if self._new_shapes and "podFailurePolicy" not in spec:
+            spec.setdefault("podReplacementPolicy", "TerminatingOrFailed")
         controller_labels = {
             "batch.kubernetes.io/controller-uid": uid,
             "batch.kubernetes.io/job-name": name,
@@ -572,6 +621,16 @@ class FakeCluster:
         spec["selector"] = {"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}
         template_meta = spec["template"].setdefault("metadata", {})
         template_meta["labels"] = {**(template_meta.get("labels") or {}), **controller_labels}
+        pod_spec = spec["template"]["spec"]
+        pod_spec.setdefault("terminationGracePeriodSeconds", 30)
+        pod_spec.setdefault("dnsPolicy", "ClusterFirst")
+        pod_spec.setdefault("securityContext", {})
+        pod_spec.setdefault("schedulerName", "default-scheduler")
+        for container in pod_spec["containers"]:
+            container.setdefault("resources", {})
+            container.setdefault("terminationMessagePath", "/dev/termination-log")
+            container.setdefault("terminationMessagePolicy", "File")
+            container.setdefault("imagePullPolicy", "IfNotPresent")
         job["status"] = {}
         self._record(JOB_KIND, "ADDED", job)
         self._pod_done[ns, name] = asyncio.Queue()
@@ -583,39 +642,78 @@ class FakeCluster:
         meta = job["metadata"]
         if meta.get("deletionTimestamp"):
             return job
-        meta["deletionTimestamp"] = stamp()
-        meta["deletionGracePeriodSeconds"] = 0
         if policy == "Foreground":
+            meta["deletionTimestamp"] = stamp()
+            meta["deletionGracePeriodSeconds"] = 0
             meta["finalizers"] = [*meta.get("finalizers", []), "foregroundDeletion"]
             self._record(JOB_KIND, "MODIFIED", job)
             self._spawn(self._foreground(key))
             return copy.deepcopy(job)
+        # Background (and Orphan): the Job goes at once, with no deletionTimestamp in its
+        # DELETED event (as 1.36 sends it); the garbage collector deletes the pods after.
         self._record(JOB_KIND, "DELETED", job)
         if policy != "Orphan":
-            self._spawn(self._delete_pods(key, uid=meta["uid"]))
+            self._spawn(self._orphaned_pods(meta["uid"]))
         return copy.deepcopy(job)
 
+    def _pods_of_uid(self, uid: str) -> list[Key]:
+        return [
+            pkey
+            for pkey, pod in self.objects[POD_KIND].items()
+            if pod["metadata"]["labels"].get("controller-uid") == uid
+        ]
+
     async def _foreground(self, key: Key) -> None:
+        """Foreground deletion of a Job: no condition is written (1.36); the Job controller
+        drops the pods' tracking finalizers at once, the garbage collector deletes them
+        (grace 30), and once they are gone the Job goes, its status as it was."""
         uid = self.objects[JOB_KIND][key]["metadata"]["uid"]
-        await self._delete_pods(key, uid=uid)
+        pods = self._pods_of_uid(uid)
+        for pkey in pods:
+            self._drop_finalizer(pkey)
+        await asyncio.gather(*(self._delete_pod(p) for p in pods))
         job = self.objects[JOB_KIND].get(key)
         if job is not None:
             job = copy.deepcopy(job)
             job["metadata"]["finalizers"] = []
             self._record(JOB_KIND, "DELETED", job)
 
-    async def _delete_pods(self, key: Key, *, uid: str) -> None:
-        pods = [
-            pkey
-            for pkey, pod in self.objects[POD_KIND].items()
-            if pod["metadata"]["labels"].get("controller-uid") == uid
-        ]
-        await asyncio.gather(*(self._delete_pod(p) for p in pods))
+    async def _orphaned_pods(self, uid: str) -> None:
+        """Background deletion: GC deletes the pods (grace 30, finalizer still on); the
+        Job controller then drops the finalizer of a pod whose Job is gone."""
+        pods = self._pods_of_uid(uid)
+
+        async def one(pkey: Key) -> None:
+            killing = self._spawn(self._delete_pod(pkey))
+            await asyncio.sleep(0)  # the deletion is marked (its first step awaits nothing)
+            self._drop_finalizer(pkey)
+            await killing
+
+        await asyncio.gather(*(one(p) for p in pods))
+
+    def _drop_finalizer(self, key: Key) -> None:
+        pod = self.objects[POD_KIND].get(key)
+        if pod is None or not pod["metadata"].get("finalizers"):
+            return
+        pod = copy.deepcopy(pod)
+        pod["metadata"].pop("finalizers", None)
+        self._managed(pod, "kube-controller-manager")
+        if pod["metadata"].get("deletionGracePeriodSeconds") == 0 and _ended(pod):
+            self._record(POD_KIND, "MODIFIED", pod)
+            self._record(POD_KIND, "DELETED", copy.deepcopy(pod))
+            return
+        self._record(POD_KIND, "MODIFIED", pod)
 
     async def _delete_pod(self, key: Key) -> None:
-        """Graceful deletion: deletionTimestamp = now + grace, kill, then gone."""
+        """A pod's deletion as 1.36 shows it. A running pod: deletionTimestamp = now +
+        grace (30), its container stopped (TERM, then KILL), then the kubelet's final
+        DELETE with grace 0, which rewrites deletionTimestamp to that moment; an ended
+        pod: grace 0 at once. The object goes once no finalizer is left."""
         pod = self.objects[POD_KIND].get(key)
         if pod is None or pod["metadata"].get("deletionTimestamp"):
+            return
+        if _ended(pod):
+            self._final_delete(key)
             return
         grace = 30
 
@@ -631,11 +729,23 @@ class FakeCluster:
             container.kill.set()
             while key in self._containers:  # the kubelet writes the terminated state
                 await asyncio.sleep(self.tick_s)
+        else:
+            self._final_delete(key)
+        while key in self.objects[POD_KIND]:  # until its finalizer is dropped
+            await asyncio.sleep(self.tick_s)
+
+    def _final_delete(self, key: Key) -> None:
+        """The grace-0 DELETE: deletionTimestamp rewritten to now, then gone unless a
+        finalizer holds it."""
         pod = self.objects[POD_KIND].get(key)
-        if pod is not None:
-            pod = copy.deepcopy(pod)
-            pod["metadata"]["finalizers"] = []
-            self._record(POD_KIND, "DELETED", pod)
+        if pod is None:
+            return
+        pod = copy.deepcopy(pod)
+        pod["metadata"]["deletionTimestamp"] = stamp()
+        pod["metadata"]["deletionGracePeriodSeconds"] = 0
+        self._record(POD_KIND, "MODIFIED", pod)
+        if not pod["metadata"].get("finalizers"):
+            self._record(POD_KIND, "DELETED", copy.deepcopy(pod))
 
     # -- the job controller ------------------------------------------------------------
 
@@ -651,10 +761,11 @@ class FakeCluster:
                     status.pop(name, None)
                 else:
                     status[name] = value
+            self._managed(obj, "kube-controller-manager", "status")
 
         self._update(JOB_KIND, key, change)
 
-    def _add_condition(self, key: Key, ctype: str, reason: str, message: str) -> None:
+    def _condition(self, ctype: str, reason: str, message: str) -> dict[str, Any]:
         now = stamp()
         cond: dict[str, Any] = {
             "type": ctype,
@@ -666,11 +777,16 @@ class FakeCluster:
             cond["reason"] = reason
         if message:
             cond["message"] = message
+        return cond
+
+    def _add_condition(self, key: Key, ctype: str, reason: str, message: str) -> None:
+        cond = self._condition(ctype, reason, message)
 
         def change(obj: dict[str, Any]) -> None:
             obj.setdefault("status", {}).setdefault("conditions", []).append(cond)
             if ctype == "Complete":
-                obj["status"]["completionTime"] = now
+                obj["status"]["completionTime"] = cond["lastTransitionTime"]
+            self._managed(obj, "kube-controller-manager", "status")
 
         self._update(JOB_KIND, key, change)
 
@@ -678,142 +794,297 @@ class FakeCluster:
     def _new_shapes(self) -> bool:
         return self.version >= (1, 31)
 
+    def _write(self, key: Key, st: _JobState, *conditions: dict[str, Any]) -> None:
+        """The Job's status from the controller's counts, as 1.31+ writes it: zero
+        counters omitted, ``ready``/``terminating``/``uncountedTerminatedPods`` always,
+        ``failedIndexes`` from the first status with backoffLimitPerIndex."""
+        ready = sum(
+            1
+            for pkey in st.active
+            if (self.objects[POD_KIND].get(pkey) or {}).get("status", {}).get("phase") == "Running"
+        )
+        uncounted: dict[str, list[str]] = {}
+        if st.uncounted_failed:
+            uncounted["failed"] = list(st.uncounted_failed)
+        if st.uncounted_succeeded:
+            uncounted["succeeded"] = list(st.uncounted_succeeded)
+
+        def change(obj: dict[str, Any]) -> None:
+            status = obj.setdefault("status", {})
+            status.setdefault("startTime", stamp())
+            for name in ("active", "succeeded", "failed"):
+                status.pop(name, None)
+            values = {
+                "active": len(st.active),
+                "succeeded": st.succeeded,
+                "failed": st.failed,
+            }
+            status.update({k: v for k, v in values.items() if v})
+            status["terminating"] = st.terminating
+            if st.indexed:
+                if st.completed:
+                    status["completedIndexes"] = compact_indexes(st.completed)
+                if st.per_index is not None:
+                    status["failedIndexes"] = compact_indexes(st.failed_indexes)
+            status["uncountedTerminatedPods"] = uncounted
+            status["ready"] = ready
+            for cond in conditions:
+                status.setdefault("conditions", []).append(cond)
+                if cond["type"] == "Complete":
+                    status["completionTime"] = cond["lastTransitionTime"]
+            self._managed(obj, "kube-controller-manager", "status")
+
+        self._update(JOB_KIND, key, change)
+
     async def _control(self, key: Key) -> None:
         await asyncio.sleep(self.tick_s)
         if not self._job_alive(key):
             return
         job = self.objects[JOB_KIND][key]
         spec = job["spec"]
-        status0: dict[str, Any] = {"startTime": stamp(), "active": 0, "ready": 0}
-        if self._new_shapes:
-            status0.update(terminating=0, uncountedTerminatedPods={})
-        self._set_status(key, **status0)
+        indexed = spec.get("completionMode") == "Indexed"
+        st = _JobState(
+            indexed=indexed,
+            completions=int(spec.get("completions") or 1),
+            parallelism=int(spec.get("parallelism") or 1),
+            backoff=int(spec.get("backoffLimit", 6)),
+            per_index=spec.get("backoffLimitPerIndex"),
+        )
+        if not self._new_shapes or spec.get("suspend"):
+            self._set_status(key, startTime=stamp())
         if spec.get("suspend"):
             self._add_condition(key, "Suspended", "JobSuspended", "Job suspended")
             return
-        indexed = spec.get("completionMode") == "Indexed"
-        completions = int(spec.get("completions") or 1)
-        parallelism = int(spec.get("parallelism") or 1)
-        backoff = int(spec.get("backoffLimit", 6))
-        per_index = spec.get("backoffLimitPerIndex")
         deadline_s = spec.get("activeDeadlineSeconds")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + deadline_s if deadline_s else None
-        done_queue = self._pod_done[key]
-        active: dict[Key, int | None] = {}  # pod key -> index
-        succeeded = failed = 0
-        completed: set[int] = set()
-        failed_indexes: set[int] = set()
-        failures: dict[int, int] = {}
+        queue = self._pod_done[key]
+        if self._new_shapes:
+            await self._control_new(key, st, queue, deadline)
+        else:
+            await self._control_old(key, st, queue, deadline)
 
+    def _start_pods(self, key: Key, st: _JobState) -> bool:
+        started = False
+        if st.indexed:
+            busy = set(st.active.values())
+            for index in range(st.completions):
+                if len(st.active) >= st.parallelism:
+                    break
+                if index in st.completed or index in st.failed_indexes or index in busy:
+                    continue
+                st.active[self._create_pod(key, index, st.failures.get(index, 0))] = index
+                started = True
+        else:
+            while len(st.active) < min(st.parallelism, st.completions - st.succeeded):
+                st.active[self._create_pod(key, None, 0)] = None
+                started = True
+        return started
+
+    def _decide(self, st: _JobState) -> tuple[str, str, str] | None:
+        """(condition, reason, message) once the Job's outcome is decided."""
+        succeeded = st.succeeded + len(st.uncounted_succeeded)
+        failed = st.failed + len(st.uncounted_failed)
+        if (st.indexed and len(st.completed) == st.completions) or (
+            not st.indexed and succeeded >= st.completions
+        ):
+            return ("Complete", "CompletionsReached", "Reached expected number of succeeded pods")
+        if failed > st.backoff:
+            return ("Failed", "BackoffLimitExceeded", "Job has reached the specified backoff limit")
+        if (
+            st.indexed
+            and st.failed_indexes
+            and len(st.completed | st.failed_indexes) == st.completions
+        ):
+            return ("Failed", "FailedIndexes", "Job has failed indexes")
+        return None
+
+    def _count_end(self, st: _JobState, pod_key: Key) -> str | None:
+        """A pod of the Job ended: its uid into uncounted; which way it went."""
+        index = st.active.pop(pod_key, None)
+        pod = self.objects[POD_KIND].get(pod_key)
+        if pod is None:
+            return None
+        uid = pod["metadata"]["uid"]
+        if pod["status"].get("phase") == "Succeeded":
+            st.uncounted_succeeded.append(uid)
+            if index is not None:
+                st.completed.add(index)
+            return "succeeded"
+        st.uncounted_failed.append(uid)
+        if index is not None:
+            st.failures[index] = st.failures.get(index, 0) + 1
+            if st.per_index is not None and st.failures[index] > int(st.per_index):
+                st.failed_indexes.add(index)
+        return "failed"
+
+    def _flush(self, key: Key, st: _JobState, *conditions: dict[str, Any]) -> None:
+        """Step two of 1.36's pod accounting: drop the counted pods' finalizers, then
+        move the counters (with the final condition, if any)."""
+        by_uid = {p["metadata"]["uid"]: k for k, p in self.objects[POD_KIND].items()}
+        for uid in (*st.uncounted_failed, *st.uncounted_succeeded):
+            if uid in by_uid:
+                self._drop_finalizer(by_uid[uid])
+        st.failed += len(st.uncounted_failed)
+        st.succeeded += len(st.uncounted_succeeded)
+        st.uncounted_failed.clear()
+        st.uncounted_succeeded.clear()
+        self._write(key, st, *conditions)
+
+    async def _next(
+        self, key: Key, queue: asyncio.Queue[tuple[str, Key]], deadline: float | None
+    ) -> tuple[str, Key] | None:
+        """The next message from the kubelet: ("ready"|"done", pod); None at the deadline."""
+        loop = asyncio.get_running_loop()
+        timeout = None if deadline is None else max(0.0, deadline - loop.time())
+        try:
+            return await asyncio.wait_for(queue.get(), timeout)
+        except asyncio.TimeoutError:
+            return None
+
+    async def _control_new(
+        self,
+        key: Key,
+        st: _JobState,
+        queue: asyncio.Queue[tuple[str, Key]],
+        deadline: float | None,
+    ) -> None:
+        self._start_pods(key, st)
+        self._write(key, st)
+        while True:
+            message = await self._next(key, queue, deadline)
+            if not self._job_alive(key):
+                return  # being deleted: 1.36 writes no condition on it
+            if message is None:
+                await self._end_killing(
+                    key,
+                    st,
+                    "Failed",
+                    "DeadlineExceeded",
+                    "Job was active longer than specified deadline",
+                )
+                return
+            what, pod_key = message
+            if what == "ready":
+                if pod_key in st.active:
+                    self._write(key, st)
+                continue
+            way = self._count_end(st, pod_key)
+            if way is None:
+                continue
+            decided = self._decide(st)
+            if decided is None:
+                self._write(key, st)
+                self._flush(key, st)
+                if way == "failed":
+                    # The Job controller's back-off before a new pod: 10 s, then 20 s...
+                    # (virtual: times backoff_scale); the Job shows no active meanwhile.
+                    attempts = st.failed
+                    await asyncio.sleep(10.0 * 2 ** (attempts - 1) * self.backoff_scale)
+                    if not self._job_alive(key):
+                        return
+                if self._start_pods(key, st):
+                    self._write(key, st)
+                continue
+            ctype, reason, message_text = decided
+            if st.active:
+                await self._end_killing(key, st, ctype, reason, message_text)
+                return
+            interim = "SuccessCriteriaMet" if ctype == "Complete" else "FailureTarget"
+            self._write(key, st, self._condition(interim, reason, message_text))
+            self._flush(key, st, self._condition(ctype, reason, message_text))
+            await self._ttl(key)
+            return
+
+    async def _end_killing(
+        self, key: Key, st: _JobState, ctype: str, reason: str, message: str
+    ) -> None:
+        """The Job is decided while pods still run: the interim condition, with the
+        running pods counted failed at once (terminating); they are deleted; the final
+        condition once they have ended."""
+        interim = "SuccessCriteriaMet" if ctype == "Complete" else "FailureTarget"
+        killed = list(st.active)
+        for pkey in killed:
+            pod = self.objects[POD_KIND].get(pkey)
+            if pod is not None and ctype == "Failed":
+                st.uncounted_failed.append(pod["metadata"]["uid"])
+        st.active.clear()
+        st.terminating = len(killed)
+        # As 1.36 wrote it: the pods' deletions first (grace 30), then the interim
+        # condition, then the finalizers go and the counters move, pods still running.
+        deleting = [self._spawn(self._delete_pod(p)) for p in killed]
+        await asyncio.sleep(0)  # the deletions are marked: their first steps await nothing
+        self._write(key, st, self._condition(interim, reason, message))
+        self._flush(key, st)
+        await asyncio.gather(*deleting)
+        st.terminating = 0
+        self._write(key, st)
+        self._write(key, st, self._condition(ctype, reason, message))
+        await self._ttl(key)
+
+    async def _control_old(
+        self,
+        key: Key,
+        st: _JobState,
+        queue: asyncio.Queue[tuple[str, Key]],
+        deadline: float | None,
+    ) -> None:
+        """<= 1.30: no interim condition, Failed at once, counters moved directly."""
+        self._set_status(key, active=0, ready=0)
         while True:
             if not self._job_alive(key):
                 return
-            # Start pods up to parallelism.
-            if indexed:
-                busy = set(active.values())
-                for index in range(completions):
-                    if len(active) >= parallelism:
-                        break
-                    if index in completed or index in failed_indexes or index in busy:
-                        continue
-                    active[self._create_pod(key, index)] = index
-            else:
-                while len(active) < min(parallelism, completions - succeeded):
-                    active[self._create_pod(key, None)] = None
-            self._set_status(key, active=len(active))
-            timeout = None if deadline is None else max(0.0, deadline - loop.time())
-            try:
-                pod_key = await asyncio.wait_for(done_queue.get(), timeout)
-            except asyncio.TimeoutError:
-                await self._fail(
-                    key,
-                    active,
-                    "DeadlineExceeded",
-                    "Job was active longer than specified deadline",
-                    failed,
+            self._start_pods(key, st)
+            self._set_status(key, active=len(st.active))
+            message = await self._next(key, queue, deadline)
+            if not self._job_alive(key):
+                return
+            if message is None:
+                await self._fail_old(
+                    key, st, "DeadlineExceeded", "Job was active longer than specified deadline"
                 )
                 return
-            finished_index = active.pop(pod_key, None)
-            pod = self.objects[POD_KIND].get(pod_key)
-            phase = pod["status"]["phase"] if pod is not None else "Failed"
-            if phase == "Succeeded":
-                succeeded += 1
-                if finished_index is not None:
-                    completed.add(finished_index)
-            else:
-                failed += 1
-                if finished_index is not None:
-                    failures[finished_index] = failures.get(finished_index, 0) + 1
-                    if per_index is not None and failures[finished_index] > int(per_index):
-                        failed_indexes.add(finished_index)
+            what, pod_key = message
+            if what == "ready":
+                continue
+            self._count_end(st, pod_key)
+            self._drop_finalizer(pod_key)
+            st.failed += len(st.uncounted_failed)
+            st.succeeded += len(st.uncounted_succeeded)
+            st.uncounted_failed.clear()
+            st.uncounted_succeeded.clear()
             fields: dict[str, Any] = {
-                "active": len(active),
-                "succeeded": succeeded or None,
-                "failed": failed or None,
+                "active": len(st.active),
+                "succeeded": st.succeeded or None,
+                "failed": st.failed or None,
             }
-            if indexed:
-                fields["completedIndexes"] = compact_indexes(completed)
-                if per_index is not None:
-                    fields["failedIndexes"] = compact_indexes(failed_indexes)
+            if st.indexed:
+                fields["completedIndexes"] = compact_indexes(st.completed)
+                if st.per_index is not None:
+                    fields["failedIndexes"] = compact_indexes(st.failed_indexes)
             self._set_status(key, **fields)
-            if (indexed and len(completed) == completions) or (
-                not indexed and succeeded >= completions
-            ):
-                await self._succeed(key, active)
+            decided = self._decide(st)
+            if decided is None:
+                continue
+            ctype, reason, message_text = decided
+            if ctype == "Complete":
+                for pkey in st.active:
+                    self._drop_finalizer(pkey)
+                await asyncio.gather(*(self._delete_pod(p) for p in list(st.active)))
+                self._add_condition(key, "Complete", "", "")
+                await self._ttl(key)
                 return
-            if failed > backoff:
-                await self._fail(
-                    key,
-                    active,
-                    "BackoffLimitExceeded",
-                    "Job has reached the specified backoff limit",
-                    failed,
-                )
-                return
-            if indexed and failed_indexes and len(completed | failed_indexes) == completions:
-                await self._fail(key, active, "FailedIndexes", "Job has failed indexes", failed)
-                return
+            await self._fail_old(key, st, reason, message_text)
+            return
 
-    async def _kill_active(self, key: Key, active: dict[Key, int | None]) -> int:
-        """Delete the Job's running pods and wait until they have terminated."""
-        pods = list(active)
-        if not pods:
-            return 0
-        if self._new_shapes:
-            self._set_status(key, active=0, terminating=len(pods))
-        else:
-            self._set_status(key, active=0)
+    async def _fail_old(self, key: Key, st: _JobState, reason: str, message: str) -> None:
+        pods = list(st.active)
+        self._add_condition(key, "Failed", reason, message)
+        self._set_status(key, active=0)
+        for pkey in pods:
+            self._drop_finalizer(pkey)
         await asyncio.gather(*(self._delete_pod(p) for p in pods))
-        return len(pods)
-
-    async def _fail(
-        self, key: Key, active: dict[Key, int | None], reason: str, message: str, failed: int
-    ) -> None:
-        if self._new_shapes:
-            # >= 1.31: the interim condition first, the terminal one once pods are gone.
-            self._add_condition(key, "FailureTarget", reason, message)
-            killed = await self._kill_active(key, active)
-            self._set_status(key, failed=(failed + killed) or None, terminating=0, ready=0)
-            self._add_condition(key, "Failed", reason, message)
-        else:
-            # <= 1.30: Failed at once; the killed pods still terminate afterwards.
-            pods = list(active)
-            self._add_condition(key, "Failed", reason, message)
-            self._set_status(key, active=0)
-            await asyncio.gather(*(self._delete_pod(p) for p in pods))
-            self._set_status(key, failed=(failed + len(pods)) or None)
-        await self._ttl(key)
-
-    async def _succeed(self, key: Key, active: dict[Key, int | None]) -> None:
-        if self._new_shapes:
-            reason, message = "CompletionsReached", "Reached expected number of succeeded pods"
-            self._add_condition(key, "SuccessCriteriaMet", reason, message)
-            await self._kill_active(key, active)
-            self._set_status(key, terminating=0, ready=0)
-            self._add_condition(key, "Complete", reason, message)
-        else:
-            self._add_condition(key, "Complete", "", "")
+        self._set_status(key, failed=(st.failed + len(pods)) or None)
         await self._ttl(key)
 
     async def _ttl(self, key: Key) -> None:
@@ -829,28 +1100,55 @@ class FakeCluster:
 
     # -- pods and the kubelet ----------------------------------------------------------
 
-    def _create_pod(self, job_key: Key, index: int | None) -> Key:
+    def _create_pod(self, job_key: Key, index: int | None, failures: int) -> Key:
         ns, job_name = job_key
         job = self.objects[JOB_KIND][job_key]
         template = copy.deepcopy(job["spec"]["template"])
         suffix = uuid.uuid4().hex[:5]
-        name = f"{job_name}-{index}-{suffix}" if index is not None else f"{job_name}-{suffix}"
+        prefix = f"{job_name}-{index}-" if index is not None else f"{job_name}-"
+        name = prefix + suffix
         labels = dict(template["metadata"].get("labels") or {})
         annotations = dict(template["metadata"].get("annotations") or {})
+        pod_spec = template["spec"]
         if index is not None:
             labels["batch.kubernetes.io/job-completion-index"] = str(index)
             annotations["batch.kubernetes.io/job-completion-index"] = str(index)
+            if self._new_shapes:
+                if job["spec"].get("backoffLimitPerIndex") is not None:
+                    annotations["batch.kubernetes.io/job-index-failure-count"] = str(failures)
+                pod_spec["hostname"] = f"{job_name}-{index}"
+                for container in pod_spec["containers"]:
+                    env = [
+                        e
+                        for e in container.get("env") or []
+                        if e.get("name") != "JOB_COMPLETION_INDEX"
+                    ]
+                    env.append(
+                        {
+                            "name": "JOB_COMPLETION_INDEX",
+                            "valueFrom": {
+                                "fieldRef": {
+                                    "apiVersion": "v1",
+                                    "fieldPath": "metadata.labels['batch.kubernetes.io/job-completion-index']",
+                                }
+                            },
+                        }
+                    )
+                    container["env"] = env
+        pod_spec.setdefault("serviceAccountName", "default")
+        pod_spec.setdefault("serviceAccount", "default")
         pod = {
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {
                 "name": name,
+                "generateName": prefix,
                 "namespace": ns,
                 "uid": str(uuid.uuid4()),
+                "generation": 1,
                 "creationTimestamp": stamp(),
                 "labels": labels,
                 "annotations": annotations,
-                "finalizers": ["batch.kubernetes.io/job-tracking"],
                 "ownerReferences": [
                     {
                         "apiVersion": "batch/v1",
@@ -861,10 +1159,12 @@ class FakeCluster:
                         "blockOwnerDeletion": True,
                     }
                 ],
+                "finalizers": ["batch.kubernetes.io/job-tracking"],
             },
-            "spec": template["spec"],
+            "spec": pod_spec,
             "status": {"phase": "Pending", "qosClass": "BestEffort"},
         }
+        self._managed(pod, "kube-controller-manager")
         self._record(POD_KIND, "ADDED", pod)
         key = (ns, name)
         outcome = self._next_outcome(job_name, index)
@@ -889,16 +1189,26 @@ class FakeCluster:
         outcome: Outcome | None,
         container: _Container,
     ) -> None:
+        queue = self._pod_done.get(job_key)
         try:
-            await self._kubelet_steps(key, index, outcome, container)
+            await self._kubelet_steps(key, index, outcome, container, queue)
         finally:
             self._containers.pop(key, None)
-            queue = self._pod_done.get(job_key)
             if queue is not None:
-                queue.put_nowait(key)
+                queue.put_nowait(("done", key))
+            pod = self.objects[POD_KIND].get(key)
+            if pod is not None and pod["metadata"].get("deletionTimestamp") and _ended(pod):
+                # The kubelet's final DELETE of a pod being deleted, once its container
+                # ended (grace 0: deletionTimestamp rewritten to now).
+                self._final_delete(key)
 
     async def _kubelet_steps(
-        self, key: Key, index: int | None, outcome: Outcome | None, container: _Container
+        self,
+        key: Key,
+        index: int | None,
+        outcome: Outcome | None,
+        container: _Container,
+        queue: asyncio.Queue[tuple[str, Key]] | None,
     ) -> None:
         await asyncio.sleep(self.tick_s)
         scheduled_at = stamp()
@@ -949,10 +1259,12 @@ class FakeCluster:
             ]
 
         self._update(POD_KIND, key, run)
+        if queue is not None:
+            queue.put_nowait(("ready", key))  # the Job's status.ready counts it
         if outcome is not None:
             result = await self._scripted(outcome, container, started)
         else:
-            result = await self._process(spec_container, index, container, started)
+            result = await self._process(key, spec_container, index, container, started)
         self._terminate(key, result, outcome)
 
     async def _scripted(self, outcome: Outcome, container: _Container, started: str) -> _Result:
@@ -967,7 +1279,12 @@ class FakeCluster:
         return _Result(143, "Error", "", started, stamp())
 
     async def _process(
-        self, spec: Mapping[str, Any], index: int | None, container: _Container, started: str
+        self,
+        key: Key,
+        spec: Mapping[str, Any],
+        index: int | None,
+        container: _Container,
+        started: str,
     ) -> _Result:
         argv = [*(spec.get("command") or []), *(spec.get("args") or [])]
         with tempfile.NamedTemporaryFile(
@@ -975,10 +1292,12 @@ class FakeCluster:
         ) as log_file:
             pass  # the kubelet's terminationMessagePath: an empty file the container may write
         env = {k: v for k, v in os.environ.items() if not k.startswith("HPCSTATE_")}
-        env.update({e["name"]: e.get("value", "") for e in spec.get("env") or []})
+        pod = self.objects[POD_KIND].get(key) or {}
+        for entry in spec.get("env") or []:
+            env[entry["name"]] = _env_value(entry, pod)
         env["HPCSTATE_TERMINATION_LOG"] = log_file.name
-        if index is not None:
-            env["JOB_COMPLETION_INDEX"] = str(index)
+        if index is not None and "JOB_COMPLETION_INDEX" not in env:
+            env["JOB_COMPLETION_INDEX"] = str(index)  # <= 1.30 shapes: no fieldRef entry
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv,
@@ -1061,6 +1380,47 @@ class FakeCluster:
                 )
 
         self._update(POD_KIND, key, end)
+
+
+@dataclass
+class _JobState:
+    """The Job controller's counts for one Job."""
+
+    indexed: bool
+    completions: int
+    parallelism: int
+    backoff: int
+    per_index: int | None
+    active: dict[Key, int | None] = field(default_factory=dict)  # pod -> index
+    succeeded: int = 0
+    failed: int = 0
+    terminating: int = 0
+    uncounted_failed: list[str] = field(default_factory=list)
+    uncounted_succeeded: list[str] = field(default_factory=list)
+    completed: set[int] = field(default_factory=set)
+    failed_indexes: set[int] = field(default_factory=set)
+    failures: dict[int, int] = field(default_factory=dict)
+
+
+def _ended(pod: Mapping[str, Any]) -> bool:
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+_FIELD_PATH = re.compile(r"\Ametadata\.(labels|annotations)\['([^']+)'\]\Z")
+
+
+def _env_value(entry: Mapping[str, Any], pod: Mapping[str, Any]) -> str:
+    """An env entry's value; ``valueFrom.fieldRef`` read from the pod (Downward API)."""
+    if "value" in entry:
+        return str(entry["value"])
+    path = ((entry.get("valueFrom") or {}).get("fieldRef") or {}).get("fieldPath", "")
+    meta = pod.get("metadata") or {}
+    match = _FIELD_PATH.match(path)
+    if match:
+        return str((meta.get(match.group(1)) or {}).get(match.group(2), ""))
+    if path in ("metadata.name", "metadata.namespace", "metadata.uid"):
+        return str(meta.get(path.split(".", 1)[1], ""))
+    return ""
 
 
 def _invalid_job(body: object, ns: str) -> str:

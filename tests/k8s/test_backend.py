@@ -33,7 +33,7 @@ from .conftest import WRAPPER, collect
 from .fake_apiserver import JOB_KIND, POD_KIND, FakeCluster, Outcome
 
 both_versions = pytest.mark.parametrize(
-    "version", [(1, 31), (1, 30)], ids=["k8s-1.31", "k8s-1.30"], indirect=True
+    "version", [(1, 36), (1, 30)], ids=["k8s-1.36", "k8s-1.30"], indirect=True
 )
 
 
@@ -416,6 +416,13 @@ async def test_a_transient_error_listing_pods_delays_the_verdict_not_degrades_it
     assert first_verdict.state is State.OUT_OF_MEMORY
 
 
+def job_failed(job: dict[str, Any] | None) -> bool:
+    """The Job carries the Failed condition (not the word anywhere: 1.36's default
+    podReplacementPolicy is "TerminatingOrFailed")."""
+    conditions = ((job or {}).get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Failed" and c.get("status") == "True" for c in conditions)
+
+
 async def test_verdicts_waiting_for_pods_share_one_pod_list(
     backend: Any, cluster: FakeCluster
 ) -> None:
@@ -431,7 +438,7 @@ async def test_verdicts_waiting_for_pods_share_one_pod_list(
     # The Job stream stalls while all three fail, then breaks: the Jobs' LIST brings
     # three failure verdicts at once, and their pods are listed once for all of them.
     cluster.paused.add(JOB_KIND)
-    await wait_for(lambda: all("Failed" in str(cluster.job("batch", n)) for n in names))
+    await wait_for(lambda: all(job_failed(cluster.job("batch", n)) for n in names))
     mark = len(cluster.requests)
     cluster.paused.clear()
     cluster.drop_streams(JOB_KIND)
@@ -454,7 +461,7 @@ async def test_a_watch_started_after_the_failures_needs_no_extra_pod_list(
 ) -> None:
     sub = await backend.submit(JobSpec(command=["sh", "-c", "exit 5"], tag="done-before"))
     ns, name = sub.native_id.split("/")
-    await wait_for(lambda: "Failed" in str(cluster.job(ns, name)))
+    await wait_for(lambda: job_failed(cluster.job(ns, name)))
     mark = len(cluster.requests)
     seen = await collect(backend.watch([sub.native_id]))
     assert verdict_of(seen).stats.exit == ExitStatus.exited(5)
@@ -563,6 +570,22 @@ async def test_indexed_job_with_one_failed_index(backend: Any, cluster: FakeClus
     ]
 
 
+async def test_every_array_task_sees_hpcstate_array_index(backend: Any) -> None:
+    # docs/cli.md's promise, on the fake's kubelet, which resolves the Downward API
+    # fieldRef from the pod (as JOB_COMPLETION_INDEX, recorded from 1.36, is resolved).
+    script = (
+        '[ -n "$HPCSTATE_ARRAY_INDEX" ] && [ "$HPCSTATE_ARRAY_INDEX" = "$JOB_COMPLETION_INDEX" ]'
+        " || exit 99; exit $((HPCSTATE_ARRAY_INDEX + 10))"
+    )
+    sub = await backend.submit(JobSpec(command=["sh", "-c", script], array="0-2", tag="idx"))
+    seen = await collect(backend.watch(list(sub.array_task_ids)))
+    exits = {
+        nid: verdict_of([o for o in seen if o.native_id == nid]).stats.exit
+        for nid in sub.array_task_ids
+    }
+    assert exits == {f"{sub.native_id}[{i}]": ExitStatus.exited(10 + i) for i in range(3)}
+
+
 async def test_submit_retry_finds_the_job_it_created(backend: Any, cluster: FakeCluster) -> None:
     spec = JobSpec(command=["sleep", "5"], tag="run-7/item-3", name="retry")
     first = await backend.submit(spec)
@@ -646,7 +669,7 @@ async def test_queue_tells_gone_from_adopted_with_one_more_list(
     await _post_unlabeled_job(cluster, "theirs", "exit 6")
     ours = (await backend.submit(JobSpec(command=["true"], tag="mine"))).native_id
     await wait_for(functools.partial(_finished, cluster, *ours.split("/")))
-    await wait_for(lambda: "Failed" in str((cluster.job("batch", "theirs") or {}).get("status")))
+    await wait_for(lambda: job_failed(cluster.job("batch", "theirs")))
     # A name missing from the labelled LIST: gone, or an adopted Job without our label.
     mark = len(cluster.requests)
     gone, theirs, mine = await backend.queue(["batch/never-existed", "batch/theirs", ours])

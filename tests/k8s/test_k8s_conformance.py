@@ -100,11 +100,11 @@ def k8s_scenarios() -> list[Scenario]:
 
 
 class TestK8sBackendConformance(BackendConformance):
-    # Both object shapes: >= 1.31 (interim conditions first) and <= 1.30 (none).
+    # Both object shapes: 1.36 as recorded (interim conditions first) and <= 1.30 (none).
     pytestmark: ClassVar[list[pytest.MarkDecorator]] = [
         pytest.mark.asyncio,
         pytest.mark.parametrize(
-            "version", [(1, 31), (1, 30)], ids=["k8s-1.31", "k8s-1.30"], indirect=True
+            "version", [(1, 36), (1, 30)], ids=["k8s-1.36", "k8s-1.30"], indirect=True
         ),
     ]
 

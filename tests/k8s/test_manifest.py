@@ -218,3 +218,29 @@ def test_submission_lists_the_array_tasks() -> None:
     assert sub.array_task_ids == tuple(f"batch/{name}[{i}]" for i in range(3))
     assert sub.submitted_at is not None
     assert sub.submitted_at.minute == 35
+
+
+def test_array_tasks_see_hpcstate_array_index() -> None:
+    # docs/cli.md: every array task sees HPCSTATE_ARRAY_INDEX. On Kubernetes it is the
+    # pod's completion index, by the Downward API (the annotation exists since 1.21).
+    env = {"HPCSTATE_ARRAY_INDEX": "7", "OTHER": "x"}  # a stale value is replaced
+    job = build_job(
+        JobSpec(command=["true"], array="0-2", environment=env), tag="t", settings=SETTINGS
+    )
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    entries = [e for e in container["env"] if e["name"] == "HPCSTATE_ARRAY_INDEX"]
+    assert entries == [
+        {
+            "name": "HPCSTATE_ARRAY_INDEX",
+            "valueFrom": {
+                "fieldRef": {
+                    "apiVersion": "v1",
+                    "fieldPath": "metadata.annotations['batch.kubernetes.io/job-completion-index']",
+                }
+            },
+        }
+    ]
+    assert {"name": "OTHER", "value": "x"} in container["env"]
+    plain = build_job(JobSpec(command=["true"]), tag="t", settings=SETTINGS)
+    [container] = plain["spec"]["template"]["spec"]["containers"]
+    assert "env" not in container  # not an array: no index
