@@ -538,3 +538,20 @@ async def test_a_follower_is_woken_by_a_commit_in_another_process(
     (event,) = store.events(after=before)
     assert isinstance(event.event, h.Submitted)
     assert event.event.native_id == "9"
+
+
+async def test_a_follower_is_woken_by_a_commit_of_its_own_store(store: Store) -> None:
+    store.create_run(make_run(count=1))
+    before = store.last_event_seq()
+
+    async def write_soon() -> None:
+        await asyncio.sleep(0.3)
+        item = store.get_item("r1.0")
+        step = queued(item)
+        store.commit([Change(item=step.item, expected_version=0, events=step.events)])
+
+    writer = asyncio.ensure_future(write_soon())
+    # Woken by the commit, long before its own 600 s timeout (wait_for fails first).
+    seq = await asyncio.wait_for(store.wait_for_events(before, timeout=600), timeout=60)
+    await writer
+    assert seq == store.last_event_seq() > before

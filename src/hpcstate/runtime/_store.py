@@ -776,6 +776,7 @@ class Store:
         self.lock_retries = 0
         #: Why the store is read-only (None: it is writable).
         self.read_only: str | None = None
+        self._text_factory: Callable[[bytes], str] = _text
         #: Runs whose own row is damaged, as list_runs showed them: id -> what is wrong.
         self._damaged_runs: dict[str, str] = {}
         if allow_network_fs is None:
@@ -807,6 +808,9 @@ class Store:
         self.last_sweep: SweepReport | None = None
         if sweep:
             self.last_sweep = self.sweep()
+        # Reads decode text in C from now on; a query that meets bytes that are not
+        # UTF-8 is read again with _text (see _read), so damage is named, not fatal.
+        self._text_factory = self._db.text_factory = str
 
     def _check_environment(self, allow_network_fs: bool) -> str:
         """Create the state directory, decide read-only or not, refuse a network file
@@ -878,7 +882,7 @@ class Store:
             )
         except sqlite3.Error as exc:
             raise self._error(exc, "cannot be opened") from exc
-        db.text_factory = _text
+        db.text_factory = self._text_factory = _text  # while opening and sweeping
         try:
             db.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         except sqlite3.Error as exc:
@@ -950,6 +954,10 @@ class Store:
                 delay = min(1.0, delay * 2)
             except sqlite3.Error as exc:
                 raise self._error(exc) from exc
+            except UnicodeDecodeError as exc:
+                raise StoreError(
+                    f"the state database {self.path} holds text that is not UTF-8"
+                ) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     @contextlib.contextmanager
@@ -964,6 +972,8 @@ class Store:
             )
         with self._lock:
             self._retry_locked(lambda: self._db.execute("BEGIN IMMEDIATE"))
+            # What a write reads (versions, run ids to prune) may meet damaged text.
+            self._db.text_factory = _text
             try:
                 yield self._db
             except BaseException as exc:
@@ -979,10 +989,24 @@ class Store:
                     with contextlib.suppress(sqlite3.Error):
                         self._db.execute("ROLLBACK")
                     raise
+            finally:
+                self._db.text_factory = self._text_factory
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
-            return self._retry_locked(lambda: self._db.execute(sql, params).fetchall())
+            try:
+                return self._retry_locked(lambda: self._db.execute(sql, params).fetchall())
+            except StoreError as exc:
+                cause = exc.__cause__
+                if not isinstance(cause, UnicodeDecodeError) and "decode" not in str(cause):
+                    raise
+            # A damaged text column: read again, decoding each column in Python, so the
+            # damaged rows are found and named and the others read (the slow path).
+            self._db.text_factory = _text
+            try:
+                return self._retry_locked(lambda: self._db.execute(sql, params).fetchall())
+            finally:
+                self._db.text_factory = self._text_factory
 
     def _migrate(self) -> None:
         with self._lock:
@@ -1016,15 +1040,17 @@ class Store:
     async def wait_for_events(self, after: int, *, timeout: float) -> int:
         """Wait until the event log holds an event after ``after`` (a ``seq``), or
         ``timeout`` seconds pass; returns :meth:`last_event_seq`. This store looks at
-        SQLite's data_version (a cheap read of the file header) every 0.1 s: followers
-        on one host need no server. The PostgreSQL store is woken by LISTEN/NOTIFY."""
+        SQLite's data_version (a cheap read of the file header) every 0.1 s and reads
+        the log only when it moved: followers on one host need no server. The
+        PostgreSQL store is woken by LISTEN/NOTIFY."""
         import asyncio
 
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout)
-        seen = -1
+        seen: tuple[int, int] = (-1, -1)
         while True:
-            version = self.data_version()
+            # data_version moves on other connections' commits, total_changes on ours.
+            version = (self.data_version(), self._db.total_changes)
             if version != seen:
                 seen = version
                 last = self.last_event_seq()
