@@ -1,4 +1,7 @@
-"""The SQLite store: runs, items, events and self-reports in one file.
+"""The SQLite store: runs, items, events, self-reports and leases in one file.
+
+:func:`open_store` opens a store from a path or a ``postgresql://`` URL; the
+PostgreSQL store (``_pg_store``) is this class on another connection, same semantics.
 
 * WAL journal, ``busy_timeout``, and every write transaction begun IMMEDIATE: readers
   never block writers, and "database is locked" is retried with backoff, never raised
@@ -819,9 +822,7 @@ class Store:
         try:
             directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            if self.path.exists():  # an existing file in a directory we cannot touch
-                pass
-            else:
+            if not self.path.exists():  # (an existing file in it can still be read)
                 raise StoreEnvironmentError(
                     f"cannot create the state directory {directory} "
                     f"({exc.strerror or exc}); set HPCSTATE_DB or XDG_STATE_HOME to a "
