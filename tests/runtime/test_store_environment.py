@@ -157,6 +157,34 @@ def test_a_read_only_file_system_reads_and_refuses_writes(tmpfs: Tmpfs, tmp_path
     assert "r2" in out.getvalue()
 
 
+def test_a_read_only_file_in_a_writable_directory_reads_and_refuses_writes(
+    tmp_path: Path,
+) -> None:
+    """The file alone is read-only (a read-only bind mount of just the file): the
+    directory is writable, so SQLite can make its WAL index there and reads work."""
+    db = tmp_path / "hpcstate.db"
+    with Store(db) as store:
+        store.create_run(_run("r1", count=2))
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount needs root")
+    bound = subprocess.run(["mount", "--bind", str(db), str(db)], capture_output=True, text=True)
+    if bound.returncode != 0:
+        pytest.skip(f"bind mounts are not permitted here: {bound.stderr.strip()}")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(db)], check=True)
+        with Store(db) as store:
+            assert store.read_only == f"the file {db} is not writable"
+            assert [i.id for i in store.get_run("r1").items] == ["r1.0", "r1.1"]
+            with pytest.raises(StoreReadOnly, match="read-only"):
+                store.create_run(_run("r2"))
+            assert [s.id for s in store.list_runs()] == ["r1"]
+    finally:
+        subprocess.run(["umount", str(db)], check=False)
+    with Store(db) as writable:  # unmounted: the same file is writable again
+        writable.create_run(_run("r2"))
+        assert len(writable.list_runs()) == 2
+
+
 def test_an_uncreatable_state_directory_is_named(tmp_path: Path) -> None:
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
