@@ -651,6 +651,20 @@ def judge(
         )
     ):
         return Assessment(observation=_cancelled(native_id, job, scope, observed_at=observed_at))
+    if (
+        verdict is not None
+        and deleted_at is not None
+        and verdict.state is not State.COMPLETED
+        and verdict.finished_at is not None
+        and verdict.finished_at >= deleted_at
+        and not _own_failures(scope or ())
+    ):
+        # Someone (another hpcstate process's cancel, kubectl) deleted the Job and only
+        # then was a failure written, for pods that the deletion killed: not the job's
+        # failure (1.36 writes none; older controllers could count the killed pods). It
+        # is not decided here: the Job's vanishing is an absence, which a stored cancel
+        # request turns into CANCELLED.
+        verdict = None
     if verdict is not None:
         return Assessment(
             observation=_verdict_observation(native_id, job, scope, verdict, whole, observed_at),

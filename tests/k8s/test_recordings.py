@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
+from attrs import evolve
 
 from hpcstate import Absence, ExitStatus, Observation, ReasonKind, State
 from hpcstate_k8s._dialect import assess, parse_native_id
@@ -361,3 +362,51 @@ def test_the_killed_siblings_exit_is_not_the_verdict_in_a_list() -> None:
     obs = assess(native_id, parse_native_id(native_id), job, [b, a], observed_at=NOW).observation
     assert obs.state is State.FAILED
     assert obs.stats.exit == ExitStatus.exited(3)
+
+
+def test_a_failure_written_after_someone_elses_delete_is_not_a_verdict() -> None:
+    # cancel_running as recorded, plus what an older controller (and the old fake) wrote
+    # after the foreground DELETE: Failed (BackoffLimitExceeded) for the pod it killed.
+    # Another process (no cancel of its own) must not call that a failure.
+    recording = load("cancel_running")
+    deleting = recording.first(JOBS, lambda o: bool(o["metadata"].get("deletionTimestamp")))
+    jobs, pods = recording.state_at(len(recording.events) - 2)  # before the last deletes
+    [job_obj] = jobs
+    assert job_obj["metadata"]["deletionTimestamp"] == "2026-12-06T15:46:32Z"
+    job_obj["status"]["conditions"] = [
+        {
+            "type": "Failed",
+            "status": "True",
+            "reason": "BackoffLimitExceeded",
+            "message": "Job has reached the specified backoff limit",
+            "lastTransitionTime": "2026-12-06T15:46:33Z",
+        }
+    ]
+    job_obj["status"]["failed"] = 1
+    job = read_job(job_obj)
+    native_id = f"{job.namespace}/{job.name}"
+    # The pod's last object: ended 143, deletionTimestamp rewritten by the grace-0 DELETE;
+    # the watch saw it being deleted while it ran.
+    tracker_pods = [read_pod(p) for p in pods]
+    assert deleting > 0
+    seen_pods = [evolve(p, deleted_while_running=True) for p in tracker_pods]
+    for gone in (False, True):
+        obs = assess(
+            native_id, parse_native_id(native_id), job, seen_pods, observed_at=NOW, gone=gone
+        ).observation
+        assert obs.state is not State.FAILED
+        assert not obs.final
+    obs = assess(
+        native_id, parse_native_id(native_id), job, seen_pods, observed_at=NOW, gone=True
+    ).observation
+    assert obs.absence is Absence.UNKNOWN
+    # The process that sent the DELETE still says CANCELLED.
+    mine = assess(
+        native_id,
+        parse_native_id(native_id),
+        job,
+        seen_pods,
+        observed_at=NOW,
+        cancel_requested=True,
+    ).observation
+    assert mine.state is State.CANCELLED
