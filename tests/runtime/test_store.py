@@ -464,10 +464,11 @@ def test_open_store_picks_the_store_by_location(
             assert type(opened) is kind
             opened.create_run(make_run(f"r{secrets.token_hex(3)}", count=1))
     monkeypatch.setenv("HPCSTATE_DB", location)
-    with open_store() as from_env:
-        assert type(from_env) is kind
-        assert len(from_env.list_runs()) == 2
-        assert from_env.schema_version == STORE_SCHEMA_VERSION
+    for from_env in (open_store(), Store()):
+        with from_env:
+            assert type(from_env) is kind
+            assert len(from_env.list_runs()) == 2
+            assert from_env.schema_version == STORE_SCHEMA_VERSION
 
 
 @pytest.mark.postgres

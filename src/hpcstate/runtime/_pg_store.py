@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import re
 import threading
@@ -163,13 +164,16 @@ class PostgresStore(Store):
 
     def __init__(
         self,
-        url: str,
+        url: str | None = None,
         *,
         sweep: bool = True,
         connect_timeout: float = 10.0,
         **_sqlite_only: Any,  # busy_timeout, allow_network_fs: Store(url, ...) passes them
     ) -> None:
         self._psycopg = _import_psycopg()
+        url = url or os.environ.get("HPCSTATE_DB", "")
+        if not is_url(url):
+            raise StoreError(f"not a postgresql:// URL: {redact(url)!r}")
         self.url = url
         self.location = redact(url)
         self.path = Path(self.location)  # for messages only: there is no file

@@ -756,7 +756,10 @@ class Store:
     """
 
     def __new__(cls, path: str | os.PathLike[str] | None = None, **_: Any) -> Store:
-        # Store("postgresql://...") is a PostgresStore (see open_store).
+        # Store("postgresql://...") is a PostgresStore (see open_store); so is Store()
+        # when HPCSTATE_DB is such a URL.
+        if path is None:
+            path = os.environ.get("HPCSTATE_DB") or None
         if cls is Store and isinstance(path, str) and path.startswith(_URL_SCHEMES):
             from ._pg_store import PostgresStore
 
