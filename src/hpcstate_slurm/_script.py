@@ -5,11 +5,12 @@ Without a self-report target the script is ``exec <argv>``: the payload *is* the
 shell. When the spec's environment names a report file (``HPCSTATE_REPORT_FILE``, set by
 hpcstate's tracker at submit), the script execs hpcstate's Perl helper instead
 (:mod:`hpcstate_slurm._helper`): the helper is then the batch shell's process, runs the
-payload as its only child, forwards the job's signals to it, reads its wait status with
-``waitpid``, writes the self-report in the JSON format of ``hpcstate.runtime.SelfReport``
-and ends as the payload did: the same exit code, or killed by the same signal. So Slurm's
-record of the job is what it is with ``exec``, and the report is exact (a signal death
-and an ``exit(128+N)`` are told apart by the wait status, which a shell cannot do).
+payload as its only child, passes on the signals sent to the batch shell alone (TERM
+excepted: Slurm sends it to every process), reads its wait status with ``waitpid``,
+writes the self-report in the JSON format of ``hpcstate.runtime.SelfReport`` and ends as
+the payload did: the same exit code, or killed by the same signal. So Slurm's record of
+the job is what it is with ``exec``, and the report is exact (a signal death and an
+``exit(128+N)`` are told apart by the wait status, which a shell cannot do).
 
 Where ``perl`` is not on the node's PATH the script says so on stderr and falls back to
 ``exec <argv>``: no self-report (the tracker's queue safety net then finds the end).
