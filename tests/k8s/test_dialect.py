@@ -534,5 +534,11 @@ def test_a_failure_written_after_our_delete_is_the_cancel() -> None:
     ref = parse_native_id("batch/sim")
     cancelled = assess("batch/sim", ref, job, [], observed_at=NOW, cancel_requested=True)
     assert cancelled.observation.state is State.CANCELLED
+    # Another process (it did not send the DELETE) does not call it a failure either
+    # (issue 13): undecided while the Job is there; its vanishing is an absence, which
+    # the stored cancel request turns into CANCELLED.
     not_ours = assess("batch/sim", ref, job, [], observed_at=NOW, cancel_requested=False)
-    assert not_ours.observation.state is State.FAILED
+    assert not_ours.observation.state is not State.FAILED
+    assert not not_ours.observation.final
+    gone = assess("batch/sim", ref, job, [], observed_at=NOW, gone=True)
+    assert gone.observation.absence is Absence.UNKNOWN
