@@ -120,6 +120,13 @@ EVIDENCE: tuple[Evidence, ...] = (
         after="recorded on 26.05.3: exit 137 -> 137:0; 23.02-25.x unverified (treated lossy)",
     ),
     Evidence(
+        flag="sacct_derived_high_codes_lossy",
+        changes_at=None,
+        before="",
+        after="measured on 22.05.8 (a step exiting 133: DerivedExitCode 133:0, ExitCode "
+        "5:0) and recorded on 26.05.3; never lossy (print.c, source)",
+    ),
+    Evidence(
         flag="sacct_json_exit_faulty",
         changes_at=_SACCT_JSON_EXIT_FIXED_FROM,
         before="measured on 22.05.8 (dbv0.0.38: SUCCESS/0 for exit 3); source for 21.08, 23.02",
