@@ -98,8 +98,9 @@ def test_json_usage_errors_are_one_object(cli_env: dict[str, str]) -> None:
         "schema": 1,
         "error": "usage",
         "code": 64,
-        "message": "cannot read duration 'soon': expected e.g. 90s, 15m, 1h30m, 2d, 1:30:00",
-        "refers_to": None,
+        "message": "-t/--time: cannot read duration 'soon': expected e.g. 90s, 15m, 1h30m, 2d, "
+        "1:30:00",
+        "refers_to": {"kind": "option", "value": "-t/--time"},
     }
     bogus = hpcstate("list", "--json", "--bogus", env=cli_env)
     assert bogus.code == 64

@@ -37,7 +37,7 @@ def test_an_enormous_time_limit_is_a_usage_error(cli_env: dict[str, str], value:
     result = hpcstate("submit", "--time-limit", value, "--", "true", env=cli_env)
     assert result.code == 64, result.err
     assert result.err.endswith(
-        f"hpcstate: error: duration {value!r} is too long (at most 365000 days)\n"
+        f"hpcstate: error: -t/--time: duration {value!r} is too long (at most 365000 days)\n"
     )
     assert "internal error" not in result.err
     assert hpcstate("list", "--json", "--cached", env=cli_env).out == ""

@@ -164,7 +164,7 @@ def _log_handler(stream: TextIO, debug: bool) -> logging.Handler:
     return handler
 
 
-_OPTION = re.compile(r"\A(?:argument )?(--?[A-Za-z][\w-]*)")
+_OPTION = re.compile(r"\A(?:argument )?(--?[A-Za-z][\w-]*(?:/--?[A-Za-z][\w-]*)*)")
 _SQLITE_IO_WORDS = ("readonly database", "disk is full", "disk i/o error")
 
 

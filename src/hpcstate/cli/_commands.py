@@ -61,6 +61,7 @@ from ._once import ALREADY_THERE, WRAPPER_NAME, is_already_there, once_command
 from ._parser import UsageError
 from ._progress import Progress
 from ._record import run_record
+from ._resources import check_supported, parse_gpus
 from ._values import (
     parse_duration,
     parse_env_assignment,
@@ -185,8 +186,8 @@ class Session:
 # -- submit / track --------------------------------------------------------------------
 
 
-def _spec(args: argparse.Namespace) -> tuple[JobSpec, str]:
-    """The JobSpec the options describe, and the run's default name."""
+def _spec(args: argparse.Namespace, backend: str, kind: str) -> tuple[JobSpec, str]:
+    """The JobSpec the options describe for this backend, and the run's default name."""
     command: list[str] = list(args.command_argv)
     if args.script and command:
         raise UsageError("give either --script FILE or -- COMMAND, not both")
@@ -211,12 +212,32 @@ def _spec(args: argparse.Namespace) -> tuple[JobSpec, str]:
                 raise UsageError(str(exc)) from None
     try:
         environment = dict(parse_env_assignment(e) for e in args.env)
+    except ValueError as exc:
+        raise UsageError(f"--env: {exc}") from None
+    try:
         time_limit = parse_duration(args.time_limit) if args.time_limit else None
+    except ValueError as exc:
+        raise UsageError(f"-t/--time: {exc}") from None
+    try:
         memory = parse_memory(args.mem) if args.mem else None
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    if args.cpus is not None and args.cpus < 1:
-        raise UsageError(f"--cpus must be at least 1, got {args.cpus}")
+        raise UsageError(f"--mem: {exc}") from None
+    try:
+        gpus = parse_gpus(args.gpus) if args.gpus else None
+    except ValueError as exc:
+        raise UsageError(f"-G/--gpus: {exc}") from None
+    check_supported(
+        kind,
+        backend,
+        {
+            "time_limit": time_limit,
+            "memory_bytes": memory,
+            "cpus": args.cpus,
+            "tasks": args.tasks,
+            "nodes": args.nodes,
+            "gpus": gpus,
+        },
+    )
     spec = JobSpec(
         command=tuple(command) if script is None else (),
         script=script,
@@ -224,6 +245,9 @@ def _spec(args: argparse.Namespace) -> tuple[JobSpec, str]:
         time_limit=time_limit,
         memory_bytes=memory,
         cpus=args.cpus,
+        tasks=args.tasks,
+        nodes=args.nodes,
+        options={} if gpus is None else {"gpus": gpus},
         partition=args.partition,
         account=args.account,
         array=args.array,
@@ -238,10 +262,10 @@ def _spec(args: argparse.Namespace) -> tuple[JobSpec, str]:
 
 async def _submit(args: argparse.Namespace, session: Session) -> int:
     # Every option is read before anything is stored or submitted.
-    spec, name = _spec(args)
-    watching = _watch_settings(args)
     backend = args.backend or session.config.default_backend
-    session.backend_config(backend)  # a one-line ConfigError before anything is stored
+    config = session.backend_config(backend)  # a one-line ConfigError before anything
+    spec, name = _spec(args, backend, config.kind)
+    watching = _watch_settings(args)
     tracker = session.tracker([backend])
     try:
         run = await tracker.submit(spec, backend=backend, name=name)

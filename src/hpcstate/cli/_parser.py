@@ -36,6 +36,27 @@ def _exit_table() -> str:
     return "\n".join(lines)
 
 
+def _count(text: str) -> int:
+    """A whole number >= 1 (argparse names the option in its error)."""
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = 0
+    if value < 1 or not text.strip().isascii():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}")
+    return value
+
+
+def _limit(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
+
+
 def _json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json",
@@ -91,11 +112,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="submit a job; prints its run id at once",
         usage="%(prog)s [options] -- COMMAND [ARG...]\n       %(prog)s [options] --script FILE",
     )
-    submit.add_argument("--backend", metavar="NAME", help="configured backend (default: default)")
+    submit.add_argument(
+        "--backend",
+        metavar="NAME",
+        help="a configured backend or an installed kind (default: $HPCSTATE_BACKEND, else "
+        "the config file's default_backend, else local)",
+    )
     submit.add_argument("--name", metavar="N", default="", help="job name")
-    submit.add_argument("--time-limit", metavar="T", help="e.g. 90s, 15m, 1h30m, 1:30:00")
-    submit.add_argument("--mem", metavar="M", help="memory, e.g. 512M, 4G (a bare number is MiB)")
-    submit.add_argument("--cpus", metavar="N", type=int, help="CPUs per task")
+    resources = submit.add_argument_group(
+        "resources (refused, naming the backend, where it cannot express one)"
+    )
+    resources.add_argument(
+        "-t",
+        "--time",
+        "--time-limit",
+        dest="time_limit",
+        metavar="T",
+        help="time limit, e.g. 90s, 15m, 1h30m, 1:30:00, 2-00:00:00 (a bare number is seconds)",
+    )
+    resources.add_argument(
+        "--mem", metavar="M", help="memory, e.g. 512M, 4G (a bare number is MiB)"
+    )
+    resources.add_argument(
+        "-c", "--cpus-per-task", "--cpus", dest="cpus", metavar="N", type=_count,
+        help="CPUs per task",
+    )  # fmt: skip
+    resources.add_argument("-n", "--ntasks", dest="tasks", metavar="N", type=_count, help="tasks")
+    resources.add_argument("-N", "--nodes", metavar="N", type=_count, help="nodes")
+    resources.add_argument("-G", "--gpus", metavar="[TYPE:]N", help="GPUs, e.g. 2 or a100:2")
     submit.add_argument("--partition", metavar="P")
     submit.add_argument("--account", metavar="A")
     submit.add_argument("--array", metavar="SPEC", help="array tasks, e.g. 1-10%%2 or 0,3,5-7")
@@ -157,7 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--state", metavar="S", choices=[s.value for s in State], help="only runs in this state"
     )
     listing.add_argument("--backend", metavar="B", help="only runs on this backend")
-    listing.add_argument("--limit", metavar="N", type=int, help="at most N runs")
+    listing.add_argument(
+        "--limit", metavar="N", type=_limit, help="at most N runs (after --state/--backend)"
+    )
     listing.add_argument(
         "--cached", action="store_true", help="show what is stored; do not ask the backends"
     )
