@@ -1,12 +1,16 @@
 """Scheduler load and verdict delay of tracking 100 short jobs on the real Slurm cluster.
 
-    python bench/slurm_short_jobs.py [--jobs 100] [--modes default,frugal] [--json out.json]
+    python bench/slurm_short_jobs.py [--jobs 100] [--modes default,opt-out] [--json out.json]
 
-For each mode: submits N jobs (``sleep 1; exit $((i % 3))``, so a third succeed) through
-the real :class:`hpcstate.runtime.Tracker` (SystemClock, a SQLite file in a temp dir,
-the Slurm backend with the local runner wrapped in a counting runner), held, then
-releases them all at once, resets the counters and tracks every job to its confirmed
-verdict. Reported, per mode:
+For each mode: submits N jobs through the real :class:`hpcstate.runtime.Tracker`
+(SystemClock, a SQLite file in a temp dir, the Slurm backend with the local runner
+wrapped in a counting runner), held, then releases them all at once, resets the counters
+and tracks every job to its confirmed verdict. The jobs sleep 1 s and then end in one of
+five ways, by index: exit 0, exit 1, exit 2, killed by SIGTERM (the shell kills itself),
+and exit 143 (the code a shell gives for a SIGTERM death: it must stay an exit code).
+"default" sets no option at all (the Tracker's defaults, the Slurm backend's defaults:
+its push wrapper on); "opt-out" sets ``self_report_wrapper = false`` on the jobs (exec,
+no push). Reported, per mode:
 
 * slurmctld RPCs by type (``sdiag --reset`` / ``sdiag``), for the submissions and for
   the tracking separately; slurmdbd RPCs by type (``sacctmgr clear stats`` / ``show
@@ -55,20 +59,31 @@ from hpcstate_slurm._io import SlurmBackend
 PSIJ_CONTROLLER_RPCS = 14
 SUBMITIT_SACCT_QUERIES = 7
 TARGET_DELAY_S = 5.0
-#: The settings compared. The jobs write their own reports (``self_report_wrapper``), so
-#: with the Tracker's defaults the report files are read every ``fast_interval`` (no
-#: RPC), the queue is a safety net every ``queue_interval`` (60 s), and one batched sacct
-#: runs at most every ``accounting_interval`` (5 s) once a job has settled for
-#: ``accounting_lag`` (1 s). "frugal" trades delay for fewer sacct calls; "every-poll" is
-#: the cadence before 2026-11-23 (queue and accounting on every 1 s poll), kept to
-#: compare; "tuned"/"psij-pace" poll everything every ~40 s / ~30 s.
-MODES: dict[str, dict[str, Any]] = {
-    "default": {},
-    "frugal": {"accounting_interval": 20.0},
-    "every-poll": {"queue_interval": 0.0, "accounting_lag": 0.0, "accounting_interval": 0.0},
-    "tuned": {"fast_interval": 40.0, "max_interval": 60.0},
-    "psij-pace": {"fast_interval": 30.0, "max_interval": 60.0},  # not run by default
+#: The settings compared: Tracker arguments, and job options (JobSpec.options). With
+#: no option set, the jobs write their own reports (the Slurm backend's push wrapper is
+#: on by default), so the report files are read every ``fast_interval`` (no RPC), the
+#: queue is a safety net every ``queue_interval`` (60 s), and one batched sacct runs at
+#: most every ``accounting_interval`` once a job has settled for ``accounting_lag``.
+#: "opt-out" turns the wrapper off (no push: the queue is asked every poll); "frugal"
+#: trades delay for fewer sacct calls; "every-poll" is the cadence before 2026-11-23
+#: (queue and accounting on every 1 s poll), kept to compare; "tuned"/"psij-pace" poll
+#: everything every ~40 s / ~30 s.
+MODES: dict[str, tuple[dict[str, Any], dict[str, str]]] = {
+    "default": ({}, {}),
+    "opt-out": ({}, {"self_report_wrapper": "false"}),
+    "frugal": ({"accounting_interval": 20.0}, {}),
+    "every-poll": ({"queue_interval": 0.0, "accounting_lag": 0.0, "accounting_interval": 0.0}, {}),
+    "tuned": ({"fast_interval": 40.0, "max_interval": 60.0}, {}),
+    "psij-pace": ({"fast_interval": 30.0, "max_interval": 60.0}, {}),  # not run by default
 }
+#: How job ``i`` ends (``i % 5``): its command after ``sleep 1``, and the true outcome.
+ENDINGS: tuple[tuple[str, State, ExitStatus], ...] = (
+    ("exit 0", State.COMPLETED, ExitStatus.exited(0)),
+    ("exit 1", State.FAILED, ExitStatus.exited(1)),
+    ("exit 2", State.FAILED, ExitStatus.exited(2)),
+    ("kill -TERM $$", State.FAILED, ExitStatus.killed(15)),
+    ("exit 143", State.FAILED, ExitStatus.exited(143)),
+)
 
 
 class CountingRunner:
@@ -149,8 +164,8 @@ def model_push(
 
 async def calibrate(native_ids: list[str]) -> tuple[int, int]:
     """What one of hpcstate's squeue calls costs slurmctld and one sacct call costs
-    slurmdbd, in query RPCs: the fewest seen over three tries, each alone between a
-    counter reset and a read (so someone else's traffic cannot inflate it)."""
+    slurmdbd, in query RPCs: the median of five tries, each alone between a counter
+    reset and a read, less the median cost of a reset and a read alone."""
     backend = SlurmBackend(name="slurm", runner=LocalRunner(), capabilities=CAPABILITIES)
     ctld_costs, dbd_costs, ctld_base, dbd_base = [], [], [], []
 
@@ -164,7 +179,7 @@ async def calibrate(native_ids: list[str]) -> tuple[int, int]:
     try:
         await backend.backend()
         query = AccountingQuery(native_ids=native_ids)
-        for _ in range(3):
+        for _ in range(5):
             reset_counters()  # nothing: what resetting and reading cost themselves
             base = queries()
             ctld_base.append(base[0])
@@ -177,12 +192,18 @@ async def calibrate(native_ids: list[str]) -> tuple[int, int]:
             dbd_costs.append(queries()[1])
     finally:
         await backend.close()
-    return min(ctld_costs) - min(ctld_base), min(dbd_costs) - min(dbd_base)
+    # Medians of five: other users of the cluster add to a try now and then (a minimum
+    # taken apart from the base's minimum once gave 0 for a squeue).
+    median = statistics.median_low
+    return (
+        max(1, median(ctld_costs) - median(ctld_base)),
+        max(1, median(dbd_costs) - median(dbd_base)),
+    )
 
 
 def expected(index: int) -> tuple[State, ExitStatus]:
-    code = index % 3
-    return (State.COMPLETED if code == 0 else State.FAILED), ExitStatus.exited(code)
+    _, state, exit_ = ENDINGS[index % len(ENDINGS)]
+    return state, exit_
 
 
 async def measure(mode: str, jobs: int, work: Path, timeout: float) -> dict[str, Any]:
@@ -193,7 +214,7 @@ async def measure(mode: str, jobs: int, work: Path, timeout: float) -> dict[str,
         store=work / "state.db",
         backends={"slurm": backend},
         clock=SystemClock(),
-        **MODES[mode],
+        **MODES[mode][0],
     )
     first_verdict: dict[str, float] = {}
     confirmed: dict[str, float] = {}
@@ -215,12 +236,12 @@ async def measure(mode: str, jobs: int, work: Path, timeout: float) -> dict[str,
         begin = time.time()
         for index in range(jobs):
             spec = JobSpec(
-                command=["sh", "-c", f"sleep 1; exit {index % 3}"],
+                command=["sh", "-c", f"sleep 1; {ENDINGS[index % len(ENDINGS)][0]}"],
                 name=f"short-{index}",
                 working_directory=str(work),
                 stdout=str(work / "%j.out"),
-                # released all at once below; push: the job writes its own report
-                options={"hold": "true", "self_report_wrapper": "true"},
+                # held: released all at once below (not a tracking option)
+                options={"hold": "true", **MODES[mode][1]},
             )
             run_ = await tracker.submit(spec, backend="slurm")
             runs[run_.id] = index
@@ -263,7 +284,7 @@ async def measure(mode: str, jobs: int, work: Path, timeout: float) -> dict[str,
         state, exit_ = expected(index)
         got = item.stats.exit
         line = f"{native_id}: {item.state} {got} confirmed={item.confirmed}"
-        if item.state is not state or got is None or got.code != exit_.code or not item.confirmed:
+        if item.state is not state or got is None or not item.confirmed or not same(got, exit_):
             wrong.append(line)
         elif not got.exact:
             # Right, and honest about what it cannot know: 22.05's sacct prints c for
@@ -281,7 +302,7 @@ async def measure(mode: str, jobs: int, work: Path, timeout: float) -> dict[str,
     target = TARGET_DELAY_S
     return {
         "mode": mode,
-        "settings": MODES[mode] or "Tracker defaults",
+        "settings": describe_mode(mode),
         "jobs": jobs,
         "submit_s": submit_s,
         "tracking_s": tracking_s,
@@ -310,6 +331,19 @@ async def measure(mode: str, jobs: int, work: Path, timeout: float) -> dict[str,
         "fewest_sacct_no_lag": fewest_queries(end_times, target=target, lag=0.0),
         "fewest_sacct_with_lag": fewest_queries(end_times, target=target, lag=lag),
     }
+
+
+def describe_mode(mode: str) -> str:
+    tracker, options = MODES[mode]
+    parts = [f"Tracker({', '.join(f'{k}={v}' for k, v in tracker.items())})" if tracker else ""]
+    parts.append(f"job options {options}" if options else "")
+    return "; ".join(p for p in parts if p) or "defaults, no option set"
+
+
+def same(got: ExitStatus, want: ExitStatus) -> bool:
+    """The code and the signal kept apart: an exact answer equal to the truth, or an
+    honest ambiguous one that admits it (those are also listed as ambiguous)."""
+    return got.admits(want)
 
 
 def show(result: dict[str, Any]) -> None:
@@ -381,29 +415,36 @@ def fmt(counts: dict[str, int]) -> str:
 
 
 def compare(results: list[dict[str, Any]]) -> None:
-    print("\n== comparison (100 short jobs)")
-    header = f"{'':34}{'ctld RPCs':>10}{'squeue':>8}{'sacct':>7}{'median':>8}{'p95':>7}{'max':>7}"
-    print(header)
-    print(f"{'PSI/J (founders; polls every 30 s)':34}{PSIJ_CONTROLLER_RPCS:>10}")
-    print(f"{'submitit (founders; up to 600 s)':34}{'':>10}{'':>8}{SUBMITIT_SACCT_QUERIES:>7}")
+    """The table of issue 17, from this run (the peers' rows are the founders'
+    measurements of the same workload, quoted)."""
+    print("\n== comparison (100 short jobs, one run of this bench)\n")
+    print(
+        "| tracker | slurmctld read RPCs | slurmdbd queries (sacct) "
+        "| delay median / p95 / max | verdicts exact and right |"
+    )
+    print("|---|---|---|---|---|")
     for r in results:
         c = r["commands"]
         d = r["delays"] or [math.nan]
+        exact = r["jobs"] - len(r["wrong"]) - len(r["ambiguous"])
         print(
-            f"{'hpcstate ' + r['mode']:34}{r['ctld_own']:>10}{c.get('squeue', 0):>8}"
-            f"{c.get('sacct', 0):>7}{statistics.median(d):>7.1f}s"
-            f"{percentile(d, 0.95):>6.1f}s{max(d):>6.1f}s"
+            f"| hpcstate {r['mode']} ({r['settings']}) | {r['ctld_own']} | {c.get('sacct', 0)} "
+            f"| {statistics.median(d):.1f} / {percentile(d, 0.95):.1f} / {max(d):.1f} s "
+            f"| {exact}/{r['jobs']} ({len(r['ambiguous'])} ambiguous, {len(r['wrong'])} wrong) |"
         )
+    print(f"| PSI/J 0.9.11 (founders) | {PSIJ_CONTROLLER_RPCS} | 0 | 16.6 / 29.6 / 30.7 s | 5/10 |")
+    print("| submitit 1.5.4 (founders) | 0 | 144 | 1.0 / 9.3 / 18.3 s | 0/10 (no exit codes) |")
     print(
-        f"goals: fewer than {PSIJ_CONTROLLER_RPCS} controller RPCs, fewer than"
-        f" {SUBMITIT_SACCT_QUERIES} sacct queries, confirmed within ~{TARGET_DELAY_S:.0f} s"
+        f"\ntargets (issue 17, defaults): <= {PSIJ_CONTROLLER_RPCS} slurmctld read RPCs, <= 40"
+        " slurmdbd queries, median <= 3 s and p95 <= 6 s after each job's End, every exit"
+        " code and signal exact"
     )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=100)
-    parser.add_argument("--modes", default="default,frugal", help=f"of {', '.join(MODES)}")
+    parser.add_argument("--modes", default="default,opt-out", help=f"of {', '.join(MODES)}")
     parser.add_argument("--timeout", type=float, default=240.0, help="per mode, seconds")
     parser.add_argument("--json", type=Path, help="write the raw figures here")
     args = parser.parse_args()

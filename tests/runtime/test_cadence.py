@@ -399,3 +399,29 @@ async def test_a_grace_about_to_run_out_asks_queue_and_accounting_whatever_the_p
     item = tracker.get_run(run.id).items[0]
     assert item.state is State.SETTLING  # the queue's sighting restarted the grace
     assert not item.terminal
+
+
+async def test_the_loop_wakes_when_accounting_becomes_due_not_a_poll_later(
+    db_path: Path, backend: ReportingBackend, clock: VirtualClock
+) -> None:
+    # A reporting job keeps the pace at fast_interval; another one's accounting falls due
+    # between two of those polls: the loop wakes for it then (issue 17: every verdict
+    # would otherwise wait up to one more interval).
+    tracker = _tracker(
+        db_path, backend, clock, fast_interval=1, accounting_lag=1, accounting_interval=4
+    )
+    ended = await tracker.submit(REPORTING, backend="fake")
+    running = await tracker.submit(REPORTING, backend="fake")
+    for run in (ended, running):
+        native = run.items[0].native_id or ""
+        backend.queue_answers[native] = _seen(native, clock, State.RUNNING)
+    await tracker.poll_once()
+    _report(tracker, backend, ended.id, 0)
+    clock.advance(1)
+    await tracker.poll_once()  # the report is read: settling from now
+    assert tracker.get_run(ended.id).items[0].state is State.SETTLING
+    clock.advance(0.5)
+    assert (await tracker.poll_once()).accounting_calls == 0  # settled 0.5 s of 1
+    assert 0.5 <= tracker.next_interval() <= 0.52
+    clock.advance(tracker.next_interval())
+    assert (await tracker.poll_once()).accounting_calls == 1

@@ -239,7 +239,7 @@ class Tracker:
         late_check_interval: float | None = None,
         queue_interval: float = 60.0,
         accounting_lag: float = 1.0,
-        accounting_interval: float = 5.0,
+        accounting_interval: float = 4.0,
         default_backend: str = "local",
     ) -> None:
         if late_check_window < timedelta(0):
@@ -1924,6 +1924,13 @@ class Tracker:
             if pending:
                 base = min(base, 5 * self.fast_interval)
         interval = base * (0.8 + 0.4 * self._random.random())
+        if oldest_settling and not self._error_polls:
+            # Wake when accounting becomes due, not at the first poll after it (a
+            # reporting job keeps the pace at fast_interval, which would add up to one
+            # interval to every verdict).
+            soonest = min(self._accounting_due_in(oldest_settling, now))
+            if 0 < soonest < interval:
+                interval = soonest + 0.01
         if first_deadline is not None:
             # Never jitter past the poll that asks about a grace running out.
             left = (first_deadline - now).total_seconds() - 1.5 * self.fast_interval
