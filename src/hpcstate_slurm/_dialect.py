@@ -17,6 +17,7 @@ Sources and what they are worth:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta, timezone, tzinfo
 from math import ceil
@@ -102,6 +103,8 @@ _BOOLEAN_OPTIONS: Final[Mapping[str, tuple[str, str | None]]] = {
 }
 _TRUE_WORDS: Final = frozenset({"1", "true", "yes", "on"})
 _FALSE_WORDS: Final = frozenset({"0", "false", "no", "off"})
+#: The run id's time in a tracker's tag: hpcstate-20261206-152617-49c6a1.0
+_TAG_TIME: Final = re.compile(r"\Ahpcstate-(\d{8}-\d{6})-")
 _TAG_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 
@@ -288,6 +291,50 @@ class SlurmDialect:
             unset_env=UNSET_ENV,
             timeout=self.timeout,
         )
+
+    def find_submission_accounting_command(self, tag: str) -> Command:
+        """The tag lookup in accounting, for a job that already left the queue.
+
+        Every release from 21.08 stores the submit line (measured on 22.05.8:
+        ``sbatch --parsable --job-name=x --chdir=/tmp --comment=hpcstate:TAG`` while the
+        Comment column stays empty without ``AccountingStoreFlags=job_comment``). The
+        window opens at the time in a tracker's tag (``hpcstate-YYYYMMDD-HHMMSS-...``,
+        UTC) less the accounting margin, else 7 days back. Only the calling user's jobs
+        (no ``-a``): the tracker submits as that user.
+        """
+        if not set(tag) <= _TAG_CHARS or not tag:
+            raise ValueError(f"tag {tag!r} may use only letters, digits and -_.:")
+        stamp = _TAG_TIME.search(tag)
+        start = "now-7days"
+        if stamp is not None:
+            try:
+                when = datetime.strptime(stamp.group(1), "%Y%m%d-%H%M%S").replace(tzinfo=UTC)
+            except ValueError:
+                pass
+            else:
+                start = (when - self.accounting_margin).strftime("%Y-%m-%dT%H:%M:%S")
+        return Command(
+            argv=("sacct", "-P", "-n", "-X", "-S", start, "-o", "JobID,SubmitLine"),
+            env=QUERY_ENV,
+            unset_env=UNSET_ENV,
+            timeout=self.timeout,
+        )
+
+    def parse_find_submission_accounting(
+        self, result: CommandResult, tag: str
+    ) -> Submission | None:
+        """The job whose submit line carries ``--comment=hpcstate:<tag>``, or None."""
+        if result.returncode != 0:
+            self._raise_failure(result)
+        wanted = f"--comment={TAG_PREFIX}{tag}"
+        for _, fields in split_rows(
+            result.stdout, columns=("id", "line"), free_column="line", command="sacct"
+        ):
+            if wanted in fields["line"].split():
+                job, _step = split_job_id(fields["id"], command="sacct")
+                base = job.split("_", 1)[0].split("+", 1)[0]
+                return Submission(native_id=base)
+        return None
 
     def parse_find_submission(self, result: CommandResult, tag: str) -> Submission | None:
         if result.returncode != 0:

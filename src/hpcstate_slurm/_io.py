@@ -9,7 +9,14 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from hpcstate import ConfigError, Observation, SchedulerUnavailable, TransportError
+from hpcstate import (
+    CommandFailed,
+    ConfigError,
+    Observation,
+    ParseError,
+    SchedulerUnavailable,
+    TransportError,
+)
 from hpcstate.backend import (
     AccountingQuery,
     BackendConfig,
@@ -122,7 +129,38 @@ class SlurmBackend:
         return await (await self.backend()).submit(spec)
 
     async def find_submission(self, tag: str) -> Submission | None:
-        return await (await self.backend()).find_submission(tag)
+        """The job an earlier submit with ``tag`` created: asked of the queue, then of
+        accounting (a short job may have ended and left the queue before the lookup).
+
+        None only when both answered and neither knows the tag: then it was never
+        submitted. When accounting cannot answer, this raises: an unknown answer is
+        never "not submitted", so the caller never submits the job a second time.
+        """
+        inner = await self.backend()
+        found = await inner.find_submission(tag)
+        if found is not None:
+            return found
+        dialect = await self.dialect()
+        command = dialect.find_submission_accounting_command(tag)
+        try:
+            result = await self.runner.run(command)
+        except TransportError as exc:
+            raise SchedulerUnavailable(
+                f"backend {self.name!r}: tag {tag} not in the queue, and accounting could "
+                f"not be asked ({exc}); not known whether it was submitted"
+            ) from exc
+        if result.returncode is None:
+            raise SchedulerUnavailable(
+                f"backend {self.name!r}: tag {tag} not in the queue, and sacct timed out; "
+                "not known whether it was submitted"
+            )
+        try:
+            return dialect.parse_find_submission_accounting(result, tag)
+        except (SchedulerUnavailable, CommandFailed, ParseError) as exc:
+            raise SchedulerUnavailable(
+                f"backend {self.name!r}: tag {tag} not in the queue, and accounting did not "
+                f"answer ({exc}); not known whether it was submitted"
+            ) from exc
 
     async def queue(self, native_ids: Sequence[str]) -> Sequence[Observation]:
         return await (await self.backend()).queue(native_ids)

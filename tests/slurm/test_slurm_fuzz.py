@@ -198,6 +198,17 @@ def test_parse_find_submission_is_total(text: str, tag: str) -> None:
         _total(partial(dialect.parse_find_submission, _ok(text, "squeue"), tag))
 
 
+@given(damaged("any"), st.integers(min_value=0, max_value=1))
+def test_parse_find_submission_accounting_is_total(text: str, rc: int) -> None:
+    result = CommandResult(argv=("sacct",), returncode=rc, stdout=text, stderr=text)
+    for dialect in DIALECTS:
+        _total(
+            partial(dialect.parse_find_submission_accounting, result, "hpcstate-x.0"),
+            CommandFailed,
+            SchedulerUnavailable,
+        )
+
+
 @given(damaged("version"))
 def test_parse_version_is_total(text: str) -> None:
     _total(lambda: parse_version(_ok(text, "sbatch")))
