@@ -221,7 +221,7 @@ class Config:
         raise ConfigError(
             f"no backend named {chosen!r}: it is neither configured nor an installed kind "
             f"(usable: {', '.join(self.names())}); add a [backends.{chosen}] table with its "
-            f"kind to {self.path or 'a config file (see docs/cli.md)'}"
+            f"kind to {self.path or 'the config file (~/.config/hpcstate/config.toml)'}"
         )
 
 

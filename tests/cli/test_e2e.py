@@ -7,6 +7,7 @@ docs/concepts/exit-status.md.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
 import subprocess
@@ -265,10 +266,14 @@ def test_corrupt_row_is_reported_and_the_others_still_listed(
     listing = hpcstate("list", "--json", env=cli_env)
     assert listing.code == 65
     assert [r["id"] for r in valid(listing, record_validator)] == [good]
-    assert f"run {bad}: corrupt row in table 'items'" in listing.err
+    # --json: the error is one JSON object on stderr, naming the run.
+    [error] = [json.loads(line) for line in listing.err.splitlines()]
+    assert (error["code"], error["refers_to"]) == (65, {"kind": "run", "value": bad})
+    assert error["message"].startswith(f"run {bad} is damaged in the state database")
     status = hpcstate("status", bad, env=cli_env)
     assert status.code == 65
-    assert "corrupt row in table 'items'" in status.err
+    assert status.err.startswith(f"hpcstate: error: run {bad} is damaged in the state database")
+    assert len(status.err.splitlines()) == 1
     assert hpcstate("status", good, env=cli_env).code == 0
 
 

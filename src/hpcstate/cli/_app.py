@@ -92,6 +92,8 @@ class Console:
     tty: bool
     env: Mapping[str, str]
     json: bool = False  # errors as one JSON object per line on stderr
+    #: Runs whose damage the command already reported (said once per command).
+    reported: set[str] = attrs.field(factory=set)
 
     def out(self, text: str) -> None:
         # Callers escape what they embed; this keeps any escape sequence off the terminal.
@@ -155,10 +157,45 @@ class _Formatter(logging.Formatter):
         return f"{PROG}: {record.levelname.lower()}: {record.getMessage()}"
 
 
-def _log_handler(stream: TextIO, debug: bool) -> logging.Handler:
+class _Damage(logging.Filter):
+    """Takes the runtime's reports of damaged stored rows (the store's check at open,
+    the tracker's skip) out of the log: the command says each in one plain sentence,
+    once (:func:`damage_sentence`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: dict[str, Any] = {}  # row id -> its CorruptRow
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from hpcstate.runtime import CorruptRow
+
+        args = record.args if isinstance(record.args, tuple) else ()
+        found = [a for a in args if isinstance(a, CorruptRow)]
+        if found:
+            for row in found:
+                self.rows.setdefault(row.row_id, row)
+            return False
+        # The store's summary of its check: the sentences above say it, row by row.
+        if isinstance(record.msg, str) and record.msg.startswith("checked the %d stored jobs"):
+            repaired, unrepairable = (args[2], args[3]) if len(args) >= 4 else (1, 1)
+            return bool(repaired or unrepairable)
+        return True
+
+
+def damage_sentence(error: Any) -> str:
+    """One plain sentence for a damaged stored row (a CorruptRow)."""
+    what = "run" if error.table == "runs" else "job"
+    return (
+        f"the stored {what} {error.row_id} is damaged and cannot be read ({error.detail}); "
+        "it is skipped, the other runs are not affected"
+    )
+
+
+def _log_handler(stream: TextIO, debug: bool, damage: _Damage) -> logging.Handler:
     handler = logging.StreamHandler(stream)
     handler.setFormatter(_Formatter())
     handler.setLevel(logging.DEBUG if debug else logging.WARNING)
+    handler.addFilter(damage)
     if not debug:
         handler.addFilter(_Once())
     return handler
@@ -236,6 +273,19 @@ def _exit_code_for(error: BaseException) -> int:
     return ToolExit.SOFTWARE if found is None else found.code
 
 
+def _shown_default(console: Console, args: Sequence[str]) -> str | None:
+    """For ``--help`` only: the default backend this environment really has."""
+    if "-h" not in args and "--help" not in args:
+        return None
+    explicit = None
+    if "--config" in args and args.index("--config") + 1 < len(args):
+        explicit = args[args.index("--config") + 1]
+    try:
+        return _load_config(explicit, env=console.env).default_backend
+    except ConfigError:
+        return None
+
+
 def _split_submit(args: list[str]) -> tuple[list[str], list[str] | None]:
     # Only ``submit`` takes a command after "--"; elsewhere "--" is argparse's own.
     if "--" in args and "submit" in args[: args.index("--")]:
@@ -259,8 +309,8 @@ def run_cli(
         tty=stdout.isatty() if tty is None else tty,
         env=dict(env),
     )
-    parser = build_parser()
     args_list, command_argv = _split_submit(list(argv))
+    parser = build_parser(_shown_default(console, args_list))
     if "--json" in args_list:
         # Known before parsing, so that even a usage error is one JSON object.
         console = attrs.evolve(console, json=True)
@@ -285,7 +335,8 @@ def run_cli(
 
     debug = bool(console.env.get("HPCSTATE_DEBUG"))
     logger = logging.getLogger("hpcstate")
-    handler = _log_handler(stderr, debug)
+    damage = _Damage()
+    handler = _log_handler(stderr, debug, damage)
     previous_level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.DEBUG if debug else logging.WARNING)
@@ -319,6 +370,9 @@ def run_cli(
     finally:
         logger.removeHandler(handler)
         logger.setLevel(previous_level)
+        for row_id, row in damage.rows.items():
+            if row_id.rpartition(".")[0] not in console.reported and row_id not in console.reported:
+                console.warn(damage_sentence(row))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

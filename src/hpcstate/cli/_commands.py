@@ -18,6 +18,7 @@ from hpcstate import (
     TERMINAL,
     Absence,
     BackendError,
+    BackendNotFound,
     ConfigError,
     Event,
     ExitStatus,
@@ -71,7 +72,7 @@ from ._values import (
 )
 
 #: Commands that need no configuration file (they work anywhere, even in a job).
-CONFIG_FREE: Final = frozenset({"decode", "report", "backends"})
+CONFIG_FREE: Final = frozenset({"decode", "report", "backends", "schema"})
 
 _DEFAULT_FOLLOW_INTERVAL: Final = 1.0
 
@@ -151,7 +152,11 @@ class Session:
         try:
             return self.store.get_run(run_id)
         except CorruptRow as exc:
-            raise DataError(f"run {run_id}: {exc}", run_id=run_id) from None
+            self.console.reported.add(run_id)
+            raise DataError(
+                f"run {run_id} is damaged in the state database and cannot be read ({exc.detail})",
+                run_id=run_id,
+            ) from None
 
     def _find_native(self, backend: str, native_id: str) -> str | None:
         # The newest run tracking that job (a recycled id may name older ones too).
@@ -495,7 +500,15 @@ async def _list(args: argparse.Namespace, session: Session) -> int:
             run = store.get_run(summary.id)
         except CorruptRow as exc:
             broken += 1
-            session.console.error(f"error: run {summary.id}: {exc}")
+            session.console.reported.add(summary.id)
+            session.console.fail(
+                Failure(
+                    code=ToolExit.DATA_ERROR,
+                    message=f"run {summary.id} is damaged in the state database and cannot "
+                    f"be read ({exc.detail}); the other runs are listed",
+                    refers_to={"kind": "run", "value": summary.id},
+                )
+            )
             rows.append(
                 [summary.id, summary.backend, "?", str(summary.status), "unreadable", summary.name]
             )
@@ -522,9 +535,6 @@ async def _list(args: argparse.Namespace, session: Session) -> int:
         else:
             session.console.error("no runs")
     if broken:
-        session.console.error(
-            f"error: {broken} run(s) could not be read from {store.path}; the others are listed"
-        )
         return ToolExit.DATA_ERROR
     return ToolExit.OK
 
@@ -802,16 +812,35 @@ async def _backends(args: argparse.Namespace, console: Console) -> int:
             _json_line(console, _backend_doc(name, info))
         return ToolExit.OK
     rows = []
-    broken = []
+    notes = []
     for name, info in found:
         if isinstance(info, BackendInfo):
             rows.append(backend_line(info))
+            continue
+        text = str(info)
+        hint = text.rpartition("to add it: ")[2] if "to add it: " in text else ""
+        if isinstance(info, BackendNotFound) and hint:
+            # Installed, but a dependency is missing: the command that fixes it.
+            rows.append([name, "-", "-", f"needs: {hint}"])
         else:
-            rows.append([name, "-", "-", "BROKEN"])
-            broken.append(f"{name}: {info}")
+            rows.append([name, "-", "-", "cannot be loaded (see below)"])
+            notes.append(f"{name}: {text}")
     console.out(table(rows, ["NAME", "VERSION", "API", "CAPABILITIES"]))
-    for line in broken:
+    for line in notes:
         console.out(f"  {line}")
+    return ToolExit.OK
+
+
+def record_schema() -> str:
+    """The JSON Schema of the run record (package data: hpcstate/schema/record-v1.json)."""
+    from importlib.resources import files
+
+    return files("hpcstate").joinpath("schema/record-v1.json").read_text(encoding="utf-8")
+
+
+async def _schema(args: argparse.Namespace, console: Console) -> int:
+    console.stdout.write(record_schema())
+    console.stdout.flush()
     return ToolExit.OK
 
 
@@ -834,6 +863,7 @@ _WITHOUT_SESSION: Final[dict[str, _ConsoleHandler]] = {
     "decode": _decode,
     "report": _report,
     "backends": _backends,
+    "schema": _schema,
 }
 
 

@@ -28,6 +28,26 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise UsageError(message, self.format_usage())
 
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        """As argparse's, but an unknown option is reported with the usage of the
+        subcommand it was given to (``hpcstate list --bogus``), not the top level's."""
+        parsed, extra = self.parse_known_args(args, namespace)
+        if extra:
+            command = getattr(parsed, "command", None)
+            sub = self._commands.get(command) if command else None
+            usage = (sub or self).format_usage()
+            raise UsageError(f"unrecognized arguments: {' '.join(extra)}", usage)
+        return parsed
+
+    @property
+    def _commands(self) -> dict[str, argparse.ArgumentParser]:
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                return dict(action.choices)
+        return {}
+
 
 def _exit_table() -> str:
     lines = ["exit status (watch, submit --watch; the hpcstate documentation lists them all):"]
@@ -61,7 +81,8 @@ def _json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json",
         action="store_true",
-        help="print JSON (one record per line, schema 1: docs/concepts/json-schema.md)",
+        help="print JSON (one record per line; `hpcstate schema` prints its JSON Schema); "
+        "errors too, as one JSON object on stderr",
     )
 
 
@@ -90,7 +111,8 @@ def _watch_options(parser: argparse.ArgumentParser, *, prefix: str = "") -> None
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(default_backend: str | None = None) -> argparse.ArgumentParser:
+    """The parser; ``default_backend`` (when known) is shown in ``submit --help``."""
     parser = _Parser(
         prog=PROG,
         description="The true outcome of batch jobs: confirmed verdicts, lossless exit:signal.",
@@ -115,8 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
     submit.add_argument(
         "--backend",
         metavar="NAME",
-        help="a configured backend or an installed kind (default: $HPCSTATE_BACKEND, else "
-        "the config file's default_backend, else local)",
+        help="a configured backend or an installed kind (default: "
+        + (
+            f"{default_backend}, from $HPCSTATE_BACKEND, the config file or the built-in local)"
+            if default_backend
+            else "$HPCSTATE_BACKEND, else the config file's default_backend, else local)"
+        ),
     )
     submit.add_argument("--name", metavar="N", default="", help="job name")
     resources = submit.add_argument_group(
@@ -249,6 +275,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     backends = commands.add_parser("backends", help="installed backends and their capabilities")
     _json(backends)
+
+    commands.add_parser(
+        "schema",
+        help="print the JSON Schema (draft 2020-12) of the records --json prints",
+    )
     return parser
 
 
