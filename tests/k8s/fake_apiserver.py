@@ -230,6 +230,7 @@ class FakeCluster:
         self.index_scripts: dict[tuple[str, int], list[Outcome]] = {}
         self.expire_watches: dict[str, int] = {JOB_KIND: 0, POD_KIND: 0}
         self.delay_pod_events_s = 0.0  # deliver pod watch events late (ordering tests)
+        self.namespaces: set[str] = {"batch", "default"}  # namespaces created by POST
         self.paused: set[str] = set()  # kinds whose open watches get no events (a stall)
         self.pod_list_forbidden = False
         self.fail_pod_lists: list[int] = []  # HTTP codes for the next pod LISTs (not watches)
@@ -251,6 +252,8 @@ class FakeCluster:
         app.router.add_route("*", "/apis/batch/v1/namespaces/{ns}/jobs", self._collection)
         app.router.add_route("*", "/apis/batch/v1/namespaces/{ns}/jobs/{name}", self._single)
         app.router.add_route("*", "/api/v1/namespaces/{ns}/pods", self._collection)
+        app.router.add_route("POST", "/api/v1/namespaces", self._create_namespace)
+        app.router.add_route("DELETE", "/api/v1/namespaces/{ns}", self._delete_namespace)
         app.router.add_route("*", "/api/v1/namespaces/{ns}/pods/{name}", self._single)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
@@ -391,6 +394,37 @@ class FakeCluster:
         self._record(kind, "MODIFIED", obj)
 
     # -- HTTP --------------------------------------------------------------------------
+
+    async def _create_namespace(self, request: web.Request) -> web.Response:
+        self.requests.append((request.method, request.path, dict(request.query)))
+        body = await request.json()
+        name = body["metadata"]["name"]
+        if name in self.namespaces:
+            return self._status(409, "AlreadyExists", f'namespaces "{name}" already exists')
+        self.namespaces.add(name)
+        return web.json_response(
+            {
+                **body,
+                "status": {"phase": "Active"},
+                "metadata": {**body["metadata"], "uid": str(uuid.uuid4())},
+            },
+            status=201,
+        )
+
+    async def _delete_namespace(self, request: web.Request) -> web.Response:
+        self.requests.append((request.method, request.path, dict(request.query)))
+        name = request.match_info["ns"]
+        if name not in self.namespaces:
+            return self._status(404, "NotFound", f'namespaces "{name}" not found')
+        self.namespaces.discard(name)
+        return web.json_response(
+            {
+                "kind": "Namespace",
+                "apiVersion": "v1",
+                "metadata": {"name": name},
+                "status": {"phase": "Terminating"},
+            }
+        )
 
     def _status(self, code: int, reason: str, message: str) -> web.Response:
         body = {

@@ -9,6 +9,8 @@ from what each job does.
 from __future__ import annotations
 
 import asyncio
+import os
+import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any, ClassVar
@@ -128,3 +130,177 @@ class TestK8sBackendConformance(BackendConformance):
     @pytest.fixture
     def poll_interval(self) -> float:
         return POLL_INTERVAL_S
+
+
+# -- the same suite against any real cluster -------------------------------------------------
+
+#: Set to a kubeconfig file to run the suite below against that cluster; each test gets a
+#: fresh namespace (created, then deleted). Optional: HPCSTATE_K8S_CONTEXT (the context),
+#: HPCSTATE_K8S_IMAGE (an image with a POSIX sh, sleep and kill; default busybox:1.36).
+CLUSTER_ENV = "HPCSTATE_K8S_KUBECONFIG"
+CLUSTER_POLL_S = 1.0
+CLUSTER_MAX_POLLS = 600  # image pulls and scheduling take real time
+
+
+def cluster_scenarios() -> list[Scenario]:
+    """What runs on a real cluster (nothing scripted), with verdicts by hand."""
+
+    def scenario(name: str, spec: JobSpec, state: State, **verdict: Any) -> Scenario:
+        return Scenario(name=name, spec=spec, state=state, max_polls=CLUSTER_MAX_POLLS, **verdict)
+
+    tag = uuid.uuid4().hex[:8]
+    return [
+        scenario(
+            "success",
+            JobSpec(command=["true"], tag=f"ok-{tag}"),
+            State.COMPLETED,
+            exit=ExitStatus.exited(0),
+        ),
+        scenario(
+            "exit-3",
+            JobSpec(command=["sh", "-c", "exit 3"], tag=f"e3-{tag}"),
+            State.FAILED,
+            exit=ExitStatus.exited(3),
+        ),
+        scenario(
+            "sigkill-without-wrapper",
+            JobSpec(command=["sh", "-c", "kill -9 $$"], tag=f"k9-{tag}"),
+            State.FAILED,
+            exit=ExitStatus.exited(137, ambiguous=MAYBE_SIGNAL),
+        ),
+        # A real OOM kill: a shell string that doubles until the 64 MiB limit is hit.
+        scenario(
+            "oomkilled",
+            JobSpec(
+                command=["sh", "-c", "x=xxxxxxxxxxxxxxxx; while :; do x=$x$x; done"],
+                memory_bytes=64 * 1024 * 1024,
+                tag=f"oom-{tag}",
+            ),
+            State.OUT_OF_MEMORY,
+        ),
+        scenario(
+            "active-deadline",
+            JobSpec(command=["sleep", "300"], tag=f"slow-{tag}", time_limit=timedelta(seconds=5)),
+            State.TIMEOUT,
+        ),
+        scenario(
+            "cancel",
+            JobSpec(command=["sleep", "300"], tag=f"cancel-{tag}"),
+            State.CANCELLED,
+            cancel=True,
+        ),
+        scenario(
+            "array",
+            JobSpec(command=["true"], array="0-2", tag=f"arr-{tag}"),
+            State.COMPLETED,
+            exit=ExitStatus.exited(0),
+        ),
+    ]
+
+
+async def create_namespace(options: dict[str, Any]) -> str:
+    """A fresh namespace on the cluster the options name; returns its name."""
+    from hpcstate_k8s._client import KubeApi, make_http_client
+
+    http, _ = make_http_client(options, request_timeout_s=30.0)
+    api = KubeApi(http, request_timeout_s=30.0)
+    name = f"hpcstate-conf-{uuid.uuid4().hex[:10]}"
+    try:
+        await api.create(
+            "api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+        )
+    finally:
+        await api.close()
+    return name
+
+
+async def delete_namespace(options: dict[str, Any], name: str) -> None:
+    from hpcstate_k8s._client import KubeApi, make_http_client
+
+    http, _ = make_http_client(options, request_timeout_s=30.0)
+    api = KubeApi(http, request_timeout_s=30.0)
+    try:
+        await api.delete(f"api/v1/namespaces/{name}", propagation="Background")
+    finally:
+        await api.close()
+
+
+def cluster_options() -> dict[str, Any]:
+    options: dict[str, Any] = {"kubeconfig": os.environ[CLUSTER_ENV]}
+    if os.environ.get("HPCSTATE_K8S_CONTEXT"):
+        options["context"] = os.environ["HPCSTATE_K8S_CONTEXT"]
+    return options
+
+
+class TestK8sClusterConformance(BackendConformance):
+    """The suite against a real cluster: ``HPCSTATE_K8S_KUBECONFIG=~/.kube/config pytest
+    tests/k8s/test_k8s_conformance.py -k Cluster`` (skipped without it)."""
+
+    pytestmark: ClassVar[list[pytest.MarkDecorator]] = [
+        pytest.mark.asyncio,
+        pytest.mark.skipif(
+            not os.environ.get(CLUSTER_ENV),
+            reason=f"set {CLUSTER_ENV} to a kubeconfig to run the suite against that cluster",
+        ),
+    ]
+
+    @pytest.fixture
+    async def namespace(self) -> AsyncIterator[str]:
+        options = cluster_options()
+        name = await create_namespace(options)
+        try:
+            yield name
+        finally:
+            await delete_namespace(options, name)
+
+    @pytest.fixture
+    async def backend(self, namespace: str) -> AsyncIterator[Backend]:
+        from hpcstate.backend import BackendConfig
+        from hpcstate_k8s import BACKEND
+
+        options = {
+            **cluster_options(),
+            "namespace": namespace,
+            "image": os.environ.get("HPCSTATE_K8S_IMAGE", "busybox:1.36"),
+        }
+        made = BACKEND.make_backend(BackendConfig(name="k8s", kind="k8s", options=options))
+        try:
+            yield made
+        finally:
+            await made.close()
+
+    @pytest.fixture
+    def scenarios(self) -> list[Scenario]:
+        return cluster_scenarios()
+
+    @pytest.fixture
+    def clock(self) -> RealClock:
+        return RealClock()
+
+    @pytest.fixture
+    def poll_interval(self) -> float:
+        return CLUSTER_POLL_S
+
+
+@pytest.mark.asyncio
+async def test_the_cluster_suites_namespace_helpers_on_the_fake(
+    cluster: FakeCluster, kubeconfig: Any
+) -> None:
+    # The plumbing of the real-cluster suite, on the fake: one namespace created, then
+    # deleted, through the kubeconfig the suite is given.
+    options = {"kubeconfig": str(kubeconfig)}
+    name = await create_namespace(options)
+    assert name.startswith("hpcstate-conf-")
+    assert name in cluster.namespaces
+    await delete_namespace(options, name)
+    assert name not in cluster.namespaces
+    assert [s.name for s in cluster_scenarios()] == [
+        "success",
+        "exit-3",
+        "sigkill-without-wrapper",
+        "oomkilled",
+        "active-deadline",
+        "cancel",
+        "array",
+    ]
