@@ -39,6 +39,26 @@ def _mapping(value: Mapping[str, str]) -> Mapping[str, str]:
     return dict(value)
 
 
+def _refuse_nul(what: str, value: str | None) -> None:
+    if value is not None and "\0" in value:
+        raise ValueError(
+            f"{what} contains a NUL byte at offset {value.index(chr(0))} ({value!r}): no "
+            "program can receive one (argv, environment and file names end at NUL); "
+            "refused before anything runs"
+        )
+
+
+def _refuse_nul_in(what: str, values: Sequence[str]) -> None:
+    for i, value in enumerate(values):
+        _refuse_nul(f"{what}[{i}]", value)
+
+
+def _refuse_nul_in_mapping(what: str, values: Mapping[str, str]) -> None:
+    for key, value in values.items():
+        _refuse_nul(f"{what} name", key)
+        _refuse_nul(f"{what}[{key!r}]", value)
+
+
 @frozen(kw_only=True)
 class JobSpec:
     """What to run and with which resources. Backends ignore what they cannot express
@@ -70,6 +90,26 @@ class JobSpec:
         given = [x for x in (self.command, self.script, self.script_path) if x]
         if len(given) != 1:
             raise ValueError("a JobSpec needs exactly one of command, script, script_path")
+        # A NUL cannot reach a payload: refuse it here, naming the field, rather than
+        # as a job that "failed with 126" or a transport that "lost the connection".
+        _refuse_nul_in("JobSpec command", self.command)
+        for name in (
+            "script",
+            "script_path",
+            "name",
+            "partition",
+            "account",
+            "array",
+            "working_directory",
+            "stdout",
+            "stderr",
+            "tag",
+        ):
+            _refuse_nul(f"JobSpec {name}", getattr(self, name))
+        _refuse_nul_in_mapping("JobSpec environment", self.environment)
+        _refuse_nul_in("JobSpec dependencies", self.dependencies)
+        _refuse_nul_in("JobSpec extra_args", self.extra_args)
+        _refuse_nul_in_mapping("JobSpec options", self.options)
 
 
 @frozen(kw_only=True)
@@ -82,6 +122,10 @@ class Command:
     # ending in "*" remove every variable that starts with the prefix)
     stdin: str | None = None
     timeout: float = 60.0
+
+    def __attrs_post_init__(self) -> None:
+        _refuse_nul_in("Command argv", self.argv)
+        _refuse_nul_in_mapping("Command env", self.env)
 
 
 @frozen(kw_only=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hpcstate import ConfigError, TransportError
-from hpcstate.backend import BackendConfig, Command
+from hpcstate.backend import BackendConfig, Command, JobSpec
 from hpcstate.runtime import HostKeyRejected, SshRunner, make_runner
 
 from .conftest import Sshd
@@ -397,3 +397,23 @@ def test_the_cli_refuses_a_hostile_ssh_config(sshd: Sshd, home: Path, tmp_path: 
     assert not marker.exists()
     assert done.returncode != 0, done.stdout + done.stderr
     assert "turns host-key checking off" in done.stderr
+
+
+async def test_a_nul_byte_never_reaches_ssh(sshd: Sshd) -> None:
+    # It used to surface as a transient "Connection lost" (sshd drops the channel);
+    # now it is refused, naming the argument, before any connection is made.
+    fresh = SshRunner(
+        "127.0.0.1",
+        port=sshd.port,
+        username="root",
+        known_hosts=sshd.known_hosts,
+        client_keys=[sshd.key],
+    )
+    try:
+        with pytest.raises(ValueError, match=r"argv\[1\] contains a NUL byte"):
+            await fresh.run(Command(argv=["echo", "a\0b"]))
+        assert fresh.connections_opened == 0
+    finally:
+        await fresh.close()
+    with pytest.raises(ValueError, match=r"JobSpec command\[1\] contains a NUL byte"):
+        JobSpec(command=["echo", "a\0b"])
