@@ -142,3 +142,52 @@ def test_an_unreachable_ssh_host_at_submit_is_69_not_pending(
     assert "remote" in result.err
     runs = hpcstate("list", "--json", "--cached", env=env).records()
     assert [run["state"] for run in runs] in ([], ["failed"])  # never "pending"
+
+
+@pytest.fixture
+def sshd(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """A real OpenSSH server on 127.0.0.1 (scripts/sshd-loopback), stopped afterwards."""
+    script = Path(__file__).resolve().parents[2] / "scripts" / "sshd-loopback"
+    directory = tmp_path / "sshd"
+    port = _closed_port()
+    started = subprocess.run(
+        [str(script), "start", str(port), str(directory)],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    if started.returncode != 0:
+        problem = f"scripts/sshd-loopback start failed: {started.stderr.strip()}"
+        if os.environ.get("HPCSTATE_REQUIRE_CLUSTER") == "1":
+            pytest.fail(f"required system missing under CI: {problem}")
+        pytest.skip(problem)
+    try:
+        yield port, directory
+    finally:
+        subprocess.run([str(script), "stop", str(directory)], timeout=60, check=False)
+
+
+@pytest.mark.sshd
+def test_a_refused_host_key_at_submit_is_69_not_pending(
+    cli_env: dict[str, str], tmp_path: Path, sshd: tuple[int, Path]
+) -> None:
+    port, directory = sshd
+    empty = tmp_path / "known_hosts"  # the server's key is unknown here
+    empty.write_text("", encoding="utf-8")
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'[backends.remote]\nkind = "slurm"\nhost = "root@127.0.0.1:{port}"\n'
+        f'known_hosts = "{empty}"\nclient_keys = ["{directory / "id_ed25519"}"]\n',
+        encoding="utf-8",
+    )
+    env = {**cli_env, "HPCSTATE_CONFIG": str(config)}
+    result = hpcstate("submit", "--backend", "remote", "--json", "--", "true", env=env)
+    assert result.code == 69, result.err
+    [error] = [json.loads(line) for line in result.err.splitlines()]
+    assert (error["error"], error["refers_to"]) == (
+        "unavailable",
+        {"kind": "backend", "value": "remote"},
+    )
+    assert "host key" in error["message"].lower()
+    [record] = result.records()  # the run, as stored: failed, it never ran
+    assert (record["state"], record["reason"]["kind"]) == ("failed", "submit_rejected")
+    [stored] = hpcstate("list", "--json", "--cached", env=env).records()
+    assert stored["state"] == "failed"

@@ -17,7 +17,6 @@ import attrs
 from hpcstate import (
     TERMINAL,
     Absence,
-    BackendError,
     BackendNotFound,
     ConfigError,
     Event,
@@ -42,7 +41,15 @@ from hpcstate.backend import (
     Command,
     JobSpec,
 )
-from hpcstate.runtime import CorruptRow, Store, StoreError, Tracker, make_runner, report
+from hpcstate.runtime import (
+    CorruptRow,
+    Store,
+    StoreError,
+    SubmitRefused,
+    Tracker,
+    make_runner,
+    report,
+)
 
 # TODO(runtime): Change is not exported by hpcstate.runtime; asked for in the report.
 from hpcstate.runtime._store import Change
@@ -274,21 +281,17 @@ async def _submit(args: argparse.Namespace, session: Session) -> int:
     tracker = session.tracker([backend])
     try:
         run = await tracker.submit(spec, backend=backend, name=name)
-    except BackendError as exc:
-        # The tracker's SubmitRefused: refused by the scheduler or the transport (a
-        # host key, a login), or unreachable; the run is stored as failed, never pending.
-        refused = getattr(exc, "run", None)
-        if not isinstance(refused, Run):
-            raise
+    except SubmitRefused as exc:
+        # Refused by the scheduler or the transport (a host key, a login), or
+        # unreachable: the run is stored as failed, never left pending.
         if args.json:
-            _json_line(session.console, run_record(refused))
-        reason = str(getattr(exc, "reason", exc))
+            _json_line(session.console, run_record(exc.run))
         what = (
             f"could not reach {backend} to submit"
-            if getattr(exc, "unreachable", False)
+            if exc.unreachable
             else f"{backend} rejected the submission"
         )
-        return _refused(session.console, backend, f"{what}: {reason}")
+        return _refused(session.console, backend, f"{what}: {exc.reason}")
     rejected = _rejection(run)
     if rejected is not None:
         if args.json:
