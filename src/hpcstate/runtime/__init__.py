@@ -51,6 +51,7 @@ from ._output import OutputCheck as OutputCheck
 from ._output import OutputSnapshot as OutputSnapshot
 from ._output import OutputStall as OutputStall
 from ._output import SuccessMarker as SuccessMarker
+from ._pg_store import PostgresStore as PostgresStore
 from ._report import DB_ENV as DB_ENV
 from ._report import ITEM_ID_ENV as ITEM_ID_ENV
 from ._report import REPORT_FILE_ENV as REPORT_FILE_ENV
@@ -63,11 +64,14 @@ from ._ssh import SshRunner as SshRunner
 from ._store import STORE_SCHEMA_VERSION as STORE_SCHEMA_VERSION
 from ._store import Change as Change
 from ._store import CommitResult as CommitResult
+from ._store import Lease as Lease
+from ._store import LeaseLost as LeaseLost
 from ._store import RunSummary as RunSummary
 from ._store import Store as Store
 from ._store import StoredEvent as StoredEvent
 from ._store import SweepReport as SweepReport
 from ._store import default_db_path as default_db_path
+from ._store import open_store as open_store
 from ._tracker import BackendStatus as BackendStatus
 from ._tracker import PollReport as PollReport
 from ._tracker import SubmitRefused as SubmitRefused
@@ -89,11 +93,14 @@ __all__ = [
     "CorruptRow",
     "ErrorPattern",
     "HostKeyRejected",
+    "Lease",
+    "LeaseLost",
     "LocalRunner",
     "OutputCheck",
     "OutputSnapshot",
     "OutputStall",
     "PollReport",
+    "PostgresStore",
     "RunSummary",
     "SelfReport",
     "SshRunner",
@@ -111,5 +118,6 @@ __all__ = [
     "Tracker",
     "default_db_path",
     "make_runner",
+    "open_store",
     "report",
 ]
