@@ -216,7 +216,7 @@ def test_pure_modules_import_no_io() -> None:
     code = (
         "import sys, hpcstate; before = set(sys.modules);"
         "import hpcstate_k8s, hpcstate_k8s._dialect, hpcstate_k8s._manifest,"
-        " hpcstate_k8s._tracking, hpcstate_k8s._objects;"
+        " hpcstate_k8s._tracking, hpcstate_k8s._objects, hpcstate_k8s._wire;"
         "print(sorted(m for m in set(sys.modules) - before if m.split('.')[0] in "
         "{'asyncio', 'subprocess', 'socket', 'lightkube', 'httpx2', 'aiohttp', 'yaml'}))"
     )
