@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -271,3 +272,46 @@ def test_load_config_reads_the_file_the_cli_reads(tmp_path: Path) -> None:
     assert load_config(path, env={}).path == str(path)
     with pytest.raises(ConfigError, match="file not found"):
         load_config(tmp_path / "missing.toml", env={})
+
+
+# -- the CLI passes [tracker] to the Tracker; a wrong key is 78 (installed script) --------
+
+
+def test_the_cli_hands_the_tracker_table_to_the_tracker(
+    cli_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hpcstate.cli import _commands
+    from hpcstate.runtime import Tracker
+
+    from .conftest import invoke
+
+    seen: list[dict[str, object]] = []
+
+    def recording(**kwargs: object) -> Tracker:
+        seen.append(kwargs)
+        return Tracker(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_commands, "Tracker", recording)
+    config = tmp_path / "config.toml"
+    config.write_text('[tracker]\ngrace = "2m"\nqueue_interval = "90s"\n', encoding="utf-8")
+    result = invoke("submit", "--", "true", env={**cli_env, "HPCSTATE_CONFIG": str(config)})
+    assert result.code == 0, result.err
+    [kwargs] = seen
+    assert (kwargs["grace"], kwargs["queue_interval"]) == (timedelta(minutes=2), 90.0)
+
+
+def test_a_wrong_tracker_key_is_78_naming_file_and_key(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    from .conftest import hpcstate
+
+    config = tmp_path / "config.toml"
+    config.write_text('[tracker]\ngrase = "2m"\n', encoding="utf-8")
+    env = {**cli_env, "HPCSTATE_CONFIG": str(config)}
+    result = hpcstate("list", env=env)
+    assert result.code == 78
+    assert result.err.startswith(f"hpcstate: error: {config}: tracker.grase: unknown key")
+    assert len(result.err.splitlines()) == 1
+    as_json = hpcstate("list", "--json", env=env)
+    error = json.loads(as_json.err)
+    assert (error["code"], error["refers_to"]) == (78, {"kind": "config", "value": str(config)})

@@ -52,7 +52,7 @@ from hpcstate.runtime import (
 )
 
 # TODO(runtime): Change is not exported by hpcstate.runtime; asked for in the report.
-from hpcstate.runtime._store import Change
+from hpcstate.runtime._store import Change, open_store
 
 from ._app import Console, DataError, Failure, UnknownRun
 from ._config import Config
@@ -127,7 +127,8 @@ class Session:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = Store(self.db_path)
+            # A path (SQLite) or a postgresql:// URL, from --db, $HPCSTATE_DB or the file.
+            self._store = open_store(self.db_path)
         return self._store
 
     def backend_config(self, name: str) -> BackendConfig:
