@@ -123,3 +123,32 @@ async def test_the_recording_replays_through_the_real_tracker(
     assert item.stats.exit == expected
     assert item.stats.reason is not None
     assert item.stats.reason.kind is reason
+
+
+def test_the_recorded_tag_lookup_finds_the_case_and_only_it(recorded: Path) -> None:
+    dialect = _dialect(recorded)
+    lookup = load_recording(recorded / "_find_submission")
+    first = load_recording(recorded / CASES[0])
+    tag = str(first.info["tag"])
+    job = (first.path / "jobid.txt").read_text().strip()
+    assert dialect.find_submission_command(tag) is not None
+    stems = lookup.stems()
+    found = dialect.parse_find_submission(lookup.command("squeue_find").result, tag)
+    if found is None:  # the job had left the queue: accounting's submit line has the tag
+        assert "sacct_find" in stems
+        sacct = lookup.command("sacct_find")
+        assert sacct.argv == tuple(dialect.find_submission_accounting_command(tag).argv)
+        found = dialect.parse_find_submission_accounting(sacct.result, tag)
+    assert found is not None
+    assert found.native_id == job
+    missing = tag[:-2] + ".9"
+    assert (
+        dialect.parse_find_submission(lookup.command("squeue_find_missing_tag").result, missing)
+        is None
+    )
+    assert (
+        dialect.parse_find_submission_accounting(
+            lookup.command("sacct_find_missing_tag").result, missing
+        )
+        is None
+    )
