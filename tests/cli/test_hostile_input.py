@@ -68,3 +68,16 @@ def test_watch_options_are_checked_before_anything_is_submitted(
     # Nothing was stored, so nothing was submitted (and the job cannot have run).
     assert hpcstate("list", "--json", "--cached", env=cli_env).out == ""
     assert not marker.exists()
+
+
+def test_log_lines_are_escaped_too() -> None:
+    import io
+    import logging
+
+    from hpcstate.cli._app import _Damage, _log_handler
+
+    stream = io.StringIO()
+    handler = _log_handler(stream, debug=False, damage=_Damage())
+    record = logging.LogRecord("hpcstate.x", logging.WARNING, "f", 1, "job %s", (HOSTILE,), None)
+    handler.handle(record)
+    assert stream.getvalue() == f"hpcstate: warning: job {SHOWN}\n"

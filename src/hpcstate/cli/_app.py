@@ -154,7 +154,8 @@ class _Once(logging.Filter):
 
 class _Formatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return f"{PROG}: {record.levelname.lower()}: {record.getMessage()}"
+        # A log line may carry a job name or a scheduler's words: no control characters.
+        return f"{PROG}: {record.levelname.lower()}: {printable(record.getMessage())}"
 
 
 class _Damage(logging.Filter):
