@@ -42,7 +42,7 @@ from hpcstate.testing.replay import (
     files_absent,
     load_recording,
 )
-from hpcstate_slurm import CAPABILITIES, SlurmDialect, SlurmVersion
+from hpcstate_slurm import CAPABILITIES, SlurmDialect, SlurmVersion, SubmitRejected
 from hpcstate_slurm._io import SlurmBackend
 
 ROOT = Path(__file__).resolve().parents[1] / "golden" / "slurm" / "26.05.3-production"
@@ -445,3 +445,41 @@ def test_replay_answers_come_in_recorded_order(tmp_path: Path) -> None:
     asyncio.run(replay.run())
     used = [s for s in replay.runner.used() if s.startswith("squeue")]
     assert used[:3] == ["squeue_O_pending", "squeue_O_running", "squeue_O"]
+
+
+def test_errors_recorded_on_26_05() -> None:
+    """An id that never existed (alone: rc 1; with another: rc 0, missing), accounting
+    for it (no record), scancel of it (rc 0: done), a submit to a missing partition."""
+    errors = _case("_errors")
+    alone = errors.command("squeue_O_never")
+    _same_command(DIALECT.queue_command(["999999"]), alone)
+    (never,) = DIALECT.parse_queue(alone.result, native_ids=["999999"], observed_at=AT)
+    assert never.absence is not None
+    both = errors.command("squeue_O_never_multi")
+    _same_command(DIALECT.queue_command(["999998", "999999"]), both)
+    found = DIALECT.parse_queue(both.result, native_ids=["999998", "999999"], observed_at=AT)
+    assert all(o.absence is not None for o in found)
+    sacct = errors.command("sacct_P_never")
+    query = AccountingQuery(native_ids=["999999"])
+    (record,) = DIALECT.parse_accounting(sacct.result, query=query, observed_at=AT)
+    assert record.absence is not None
+    scancel = errors.command("scancel_never")
+    _same_command(DIALECT.cancel_command(["999999"]), scancel)
+    DIALECT.check_cancel(scancel.result)
+    submit = errors.command("sbatch_bad_partition")
+    with pytest.raises(SubmitRejected) as rejected:
+        DIALECT.parse_submit(submit.result, JobSpec(command=("true",)))
+    assert rejected.value.message == "Invalid partition name specified"
+
+
+def test_accounting_for_every_purged_case_at_once() -> None:
+    multi = _case("_multi")
+    recorded = multi.command("sacct_P_many")
+    ids = recorded.argv[recorded.argv.index("-j") + 1].split(",")
+    found = DIALECT.parse_accounting(
+        recorded.result, query=AccountingQuery(native_ids=ids), observed_at=AT
+    )
+    assert [o.native_id for o in found] == ids
+    assert all(o.absence is None and o.final for o in found if o.native_id != ANCHOR)
+    (anchor,) = (o for o in found if o.native_id == ANCHOR)  # the held job, still pending
+    assert anchor.state is State.QUEUED
