@@ -402,29 +402,8 @@ async def test_replay_reaches_the_verdict_at_the_first_poll_after_the_end(
     assert replay.runner.closed
 
 
-#: Successes whose item kept the reason of its wait ("Priority", "Resources") although
-#: the final observations say ``none``: the state machine keeps an earlier reason over a
-#: ``none`` one. The core's rule deriving a verdict's reason from its exit fixes that
-#: (not in this engineer's files); until it lands these fail.
-_AWAITING_CORE_REASON_RULE = frozenset(
-    {
-        "array_cancel_one",
-        "array_mod2",
-        "script_exit_0",
-        "script_step_exit_5_then_true",
-        "step_exit_5_then_true",
-    }
-)
-REASONS = [
-    pytest.param(
-        name,
-        marks=pytest.mark.xfail(reason="pending reason kept by the core's merge", strict=False)
-        if name in _AWAITING_CORE_REASON_RULE
-        else (),
-    )
-    for name in sorted(CASES_26_PROD)
-    if name not in _STALE_SCRIPT
-]
+#: Every case but the ones whose recording no longer covers the submit (see above).
+REASONS = [name for name in sorted(CASES_26_PROD) if name not in _STALE_SCRIPT]
 
 
 @pytest.mark.parametrize("name", REASONS)
