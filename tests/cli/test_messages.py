@@ -5,6 +5,7 @@ that tells the truth and names no file the wheel does not ship."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -75,7 +76,7 @@ def _plugin_missing_a_dependency(root: Path) -> dict[str, str]:
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: gpuplug\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[hpcstate.backends]\ngpuplug = gpuplug:INFO\n")
-    return {"PYTHONPATH": str(root)}
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
 
 
 def test_backends_shows_the_install_hint(cli_env: dict[str, str], tmp_path: Path) -> None:
