@@ -6,6 +6,7 @@ tracker's commit)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -16,9 +17,16 @@ from pathlib import Path
 from hpcstate import ExitStatus, MarkerCode, State
 from hpcstate.backend import JobSpec, Submission
 from hpcstate.runtime import Change, CommitResult, Store, Tracker
+from hpcstate.runtime._store import Lease
 from hpcstate.runtime.local import LocalBackend
 
 PY = sys.executable
+SRC = Path(__file__).resolve().parents[2] / "src"
+#: The other process imports this tree's hpcstate, whatever else is installed.
+ENV = {
+    **os.environ,
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(SRC), os.environ.get("PYTHONPATH")])),
+}
 
 # The other writer: a separate process, its own connection, an ordinary add_marker.
 _ADD_NOTE = textwrap.dedent(
@@ -57,7 +65,7 @@ _CANCEL_RUN = textwrap.dedent(
 
 
 def other_process(*argv: str) -> None:
-    subprocess.run([PY, "-c", *argv], check=True, timeout=60)
+    subprocess.run([PY, "-c", *argv], check=True, timeout=60, env=ENV)
 
 
 def cancelling(change: Change) -> bool:
@@ -71,12 +79,12 @@ class RacedStore(Store):
 
     before_next_commit: list[str] | None = None
 
-    def commit(self, changes: Sequence[Change]) -> CommitResult:
+    def commit(self, changes: Sequence[Change], *, lease: Lease | None = None) -> CommitResult:
         argv = self.before_next_commit
         if argv is not None and any(cancelling(c) for c in changes):
             self.before_next_commit = None
             other_process(*argv)
-        return super().commit(changes)
+        return super().commit(changes, lease=lease)
 
 
 async def test_cancel_of_a_running_job_keeps_its_marker_when_another_writer_wins(

@@ -52,7 +52,7 @@ def scratch(tmp_path: Path) -> tuple[Path, dict[str, str]]:
         HOME=str(home),
         XDG_CONFIG_HOME=str(home / ".config"),
         XDG_STATE_HOME=str(home / ".local" / "state"),
-        PYTHONPATH=str(work),
+        PYTHONPATH=os.pathsep.join((str(work), str(DOC.parents[2] / "src"))),
     )
     return work, env
 

@@ -22,6 +22,7 @@ import logging
 import os
 import random
 import secrets
+import socket
 from collections import defaultdict
 from collections.abc import (
     AsyncGenerator,
@@ -75,7 +76,16 @@ from ._clock import Clock, SystemClock
 from ._errors import AuthenticationFailed, HostKeyRejected, StoreError
 from ._output import OutputCheck, OutputSnapshot, check_from_dict, check_to_dict
 from ._report import DB_ENV, ITEM_ID_ENV, REPORT_FILE_ENV, RUN_ID_ENV, SelfReport, report_file_name
-from ._store import ACTIVE_STATES, Change, CommitResult, ItemRow, Store, StoredEvent
+from ._store import (
+    ACTIVE_STATES,
+    Change,
+    CommitResult,
+    ItemRow,
+    Lease,
+    LeaseLost,
+    Store,
+    StoredEvent,
+)
 
 log = logging.getLogger("hpcstate.runtime.tracker")
 
@@ -241,6 +251,9 @@ class Tracker:
         accounting_lag: float = 1.0,
         accounting_interval: float = 4.0,
         default_backend: str = "local",
+        poll_lease: bool = True,
+        lease_ttl: float = 10.0,
+        holder: str | None = None,
     ) -> None:
         if late_check_window < timedelta(0):
             raise ConfigError(f"late_check_window must not be negative, got {late_check_window}")
@@ -249,6 +262,7 @@ class Tracker:
             ("queue_interval", queue_interval),
             ("accounting_lag", accounting_lag),
             ("accounting_interval", accounting_interval),
+            ("lease_ttl", lease_ttl),
         ):
             if not seconds >= 0:  # also refuses NaN
                 raise ConfigError(f"{knob} must be a number of seconds >= 0, got {seconds!r}")
@@ -270,6 +284,14 @@ class Tracker:
         self.accounting_lag = accounting_lag
         #: The backend ``submit`` uses when none is named.
         self.default_backend = default_backend
+        #: One poller per backend among the processes sharing the store (see
+        #: docs/concepts/runtime.md#one-poller-per-backend).
+        self.poll_lease = poll_lease
+        self.lease_ttl = lease_ttl
+        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._leases: dict[str, Lease] = {}  # lease key -> the lease this process holds
+        self._following: set[str] = set()  # backends another process polls for us
+        self._wake_data_version = -1
         self.accounting_interval = accounting_interval
         self._last_queue_at: dict[str, datetime] = {}  # backend -> its last queue call
         self._queue_quiet: dict[str, int] = {}  # backend -> queue calls in a row, no event
@@ -361,6 +383,8 @@ class Tracker:
         if self._loop_task is None or self._loop_task.done():
             self._loop_task = asyncio.ensure_future(self._run_loop())
             self._aux_tasks.append(asyncio.ensure_future(self._wake_checker()))
+            if self.poll_lease:
+                self._aux_tasks.append(asyncio.ensure_future(self._heartbeat()))
 
     async def aclose(self) -> None:
         """Stop polling, close backends (and the store if the tracker opened it)."""
@@ -379,6 +403,11 @@ class Tracker:
         for backend in self._backends.values():
             with contextlib.suppress(Exception):
                 await backend.close()
+        for lease in list(self._leases.values()):
+            # A clean exit hands polling over at once (not after the lease expires).
+            with contextlib.suppress(Exception):
+                self.store.release_lease(lease, now=self.clock.now())
+        self._leases.clear()
         if self._own_store:
             self.store.close()
 
@@ -793,8 +822,13 @@ class Tracker:
         if stale:
             with _gc_paused():
                 rows, bad = self.store.items_by_id(stale)
+            fresh = self._loaded and bool(self._leases)
             for row in rows:
                 if row.item.state in _ACTIVE:
+                    if fresh and row.item.id not in self._entries:
+                        # Submitted by a process this one polls for: the fast pace of a
+                        # submit applies to it too.
+                        self._last_submit_at = self.clock.now()
                     self._entries[row.item.id] = _Entry(row)
                     if row.item.markers:
                         self._no_unreachable_markers.discard(row.item.backend)
@@ -864,8 +898,11 @@ class Tracker:
         results = await asyncio.gather(
             *(self._poll_backend_guarded(name, reports, now) for name in by_backend)
         )
-        if consumed:
-            self.store.consume_self_reports(consumed, at=now)
+        polled = {name for name, r in zip(by_backend, results, strict=True) if r.get("polled")}
+        # A report of an item whose backend another process polls is that process's.
+        used = [i for i, backend in consumed if backend is None or backend in polled]
+        if used:
+            self.store.consume_self_reports(used, at=now)
         report = PollReport(
             at=now,
             items=sum(len(v) for v in by_backend.values()),
@@ -876,7 +913,7 @@ class Tracker:
             illegal=sum(r["illegal"] for r in results),
             conflicts=sum(r["conflicts"] for r in results),
             submitted=sum(r["submitted"] for r in results),
-            self_reports=len(consumed),
+            self_reports=len(used),
             corrupt=tuple(sorted(self._corrupt)),
             errors=tuple(e for r in results for e in r["errors"]),
             settling=sum(1 for e in self._entries.values() if e.item.state is State.SETTLING),
@@ -890,16 +927,17 @@ class Tracker:
 
     def _self_report_observations(
         self, now: datetime
-    ) -> tuple[dict[str, list[Observation]], list[int]]:
+    ) -> tuple[dict[str, list[Observation]], list[tuple[int, str | None]]]:
         """Open self-reports from the store as observations keyed by item id, and the
-        ids of the reports this poll uses up."""
+        ids of the reports this poll may use up, with their item's backend (None: an
+        item this tracker does not poll, finished or unknown)."""
         found: dict[str, list[Observation]] = defaultdict(list)
-        consumed: list[int] = []
+        consumed: list[tuple[int, str | None]] = []
         for stored in self.store.open_self_reports():
             entry = self._entries.get(stored.item_id)
             if entry is not None and entry.item.native_id is None:
                 continue  # its submit answer is not stored yet: keep it for later
-            consumed.append(stored.id)
+            consumed.append((stored.id, entry.item.backend if entry is not None else None))
             if entry is None or entry.item.native_id is None:
                 continue  # finished already (too late to matter) or unknown
             try:
@@ -988,7 +1026,17 @@ class Tracker:
             counts["errors"].append(f"{name}: {exc}")
             self._mark_status(name, str(exc), now)
             return
-        counts["submitted"] = await self._submit_pending(name, backend)
+        counts["submitted"] = await self._submit_pending(name, backend)  # anyone submits
+        lease: Lease | None = None
+        if self.poll_lease:
+            lease = self._hold(name, backend, now)
+            if lease is None:
+                # Another process polls this backend for everyone sharing the store: its
+                # commits reach us through the store (refresh, event log).
+                self._follow(name)
+                return
+        self._following.discard(name)
+        counts["polled"] = True
         # Pending items may have just been submitted: take them from the cache again.
         entries = [e for e in self._entries.values() if e.item.backend == name]
         polled = [e for e in entries if e.item.state in _POLLED and e.item.native_id is not None]
@@ -1050,7 +1098,13 @@ class Tracker:
                         working[item_id] = step.item
                         events.setdefault(item_id, []).extend(step.events)
             self._reachability_markers(name, working, events, now, reachable=error is None)
-            changes, result = self._persist(base, working, events, counts)
+            changes, result = self._persist(base, working, events, counts, lease=lease)
+        if counts.get("lease_lost"):
+            self._follow(name)
+            return
+        if lease is not None:
+            calls = counts["queue_calls"] + counts["accounting_calls"]
+            self._renew(lease, now, polled=True, scheduler_calls=calls)
         if queue_called:
             quiet = 0 if changes or counts["submitted"] else self._queue_quiet.get(name, 0) + 1
             self._queue_quiet[name] = quiet
@@ -1340,6 +1394,8 @@ class Tracker:
         working: dict[str, RunItem],
         events: dict[str, list[Event]],
         counts: dict[str, Any],
+        *,
+        lease: Lease | None = None,
     ) -> tuple[list[Change], CommitResult]:
         changes: list[Change] = []
         for item_id, item in working.items():
@@ -1355,7 +1411,17 @@ class Tracker:
             )
         if not changes:
             return changes, CommitResult()
-        result = self.store.commit(changes)
+        try:
+            result = self.store.commit(changes, lease=lease)
+        except LeaseLost as exc:
+            # Another process took this backend over (this one paused past the lease's
+            # expiry): nothing it observed is written; it follows from now on.
+            log.warning("%s; following the store from now on", exc)
+            if lease is not None:
+                self._leases.pop(lease.backend, None)
+            counts["lease_lost"] = True
+            self._force_refresh = True
+            return [], CommitResult()
         applied = set(result.applied)
         counts["events"] += sum(len(c.events) for c in changes if c.item.id in applied)
         for change in changes:
@@ -1867,8 +1933,77 @@ class Tracker:
             try:
                 if self.store.has_open_self_reports():
                     self.wake()
+                if self._following or self._leases:
+                    # The process that polls for us committed (take its news now), or a
+                    # process we poll for submitted a job (poll it now).
+                    version = self.store.data_version()
+                    if version != self._wake_data_version:
+                        self._wake_data_version = version
+                        self.wake()
             except Exception as exc:
                 log.debug("self-report check failed: %s", exc)
+
+    # -- one poller per backend (leases in the store) -------------------------------------
+
+    def _lease_key(self, name: str, backend: Backend) -> str:
+        from .local import LocalBackend
+
+        if isinstance(backend, LocalBackend):
+            # Local jobs are processes of one host under one job directory: a `local`
+            # backend on another host (a shared PostgreSQL store) is another machine.
+            return f"{name}@{socket.gethostname()}:{backend.root}"
+        return name
+
+    def _hold(self, name: str, backend: Backend, now: datetime) -> Lease | None:
+        """The lease to poll ``name`` under, taken or renewed now; None while another
+        live process holds it."""
+        key = self._lease_key(name, backend)
+        held = self._leases.get(key)
+        if held is None:
+            current = self.store.lease(key)  # a read: followers do not take the write lock
+            if current is not None and current.live(now) and current.holder != self.holder:
+                return None
+        lease = self.store.acquire_lease(
+            key, self.holder, ttl=timedelta(seconds=self.lease_ttl), now=now
+        )
+        if lease is None:
+            self._leases.pop(key, None)
+            return None
+        if held is None or held.generation != lease.generation:
+            log.info("%s polls backend %s for every process sharing the store", self.holder, name)
+        self._leases[key] = lease
+        return lease
+
+    def _renew(self, lease: Lease, now: datetime, *, polled: bool, scheduler_calls: int) -> None:
+        try:
+            self._leases[lease.backend] = self.store.renew_lease(
+                lease,
+                ttl=timedelta(seconds=self.lease_ttl),
+                now=now,
+                polled=polled,
+                scheduler_calls=scheduler_calls,
+            )
+        except LeaseLost as exc:
+            log.warning("%s; following the store from now on", exc)
+            self._leases.pop(lease.backend, None)
+
+    def _follow(self, name: str) -> None:
+        self._following.add(name)
+        watching = self._watch_tasks.pop(name, None)
+        if watching is not None:
+            watching[1].cancel()
+
+    async def _heartbeat(self) -> None:
+        """Renew the held leases between polls (the loop may sleep longer than a lease
+        lasts); a process that stops (killed, paused) stops renewing, and another takes
+        over once its lease expires."""
+        while True:
+            await asyncio.sleep(self.lease_ttl / 3)
+            try:
+                for lease in list(self._leases.values()):
+                    self._renew(lease, self.clock.now(), polled=False, scheduler_calls=0)
+            except Exception as exc:  # the store is busy: the next beat tries again
+                log.debug("renewing a lease failed: %s", exc)
 
     # -- the loop -------------------------------------------------------------------------
 
