@@ -173,42 +173,9 @@ def _cli(replay: Replay, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _core_rule_landed() -> bool:
-    """The core's rule (issue 13): an item carrying cancel_requested that vanishes is
-    CANCELLED. Until it is in, the cross-process cancel below reads GONE."""
-    from datetime import datetime, timezone
-
-    from hpcstate import Absence, Marker, MarkerCode, Observation, RunItem, Source, advance
-
-    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    item = RunItem(
-        id="r.0",
-        run_id="r",
-        backend="k8s",
-        native_id="ns/j",
-        state=State.RUNNING,
-        markers=(Marker(code=MarkerCode.CANCEL_REQUESTED.value, text="cancel requested"),),
-        created_at=at,
-        updated_at=at,
-    )
-    obs = Observation(
-        native_id="ns/j",
-        source=Source.QUEUE,
-        observed_at=at + timedelta(seconds=1),
-        absence=Absence.UNKNOWN,
-    )
-    try:
-        return advance(item, obs).item.state is State.CANCELLED
-    except Exception:  # an IllegalTransition today: the rule is not in
-        return False
-
-
 async def test_cancel_from_a_second_process_is_cancelled(tmp_path: Path) -> None:
-    if not _core_rule_landed():
-        pytest.xfail(
-            "needs the core rule: an item with the cancel_requested marker that vanishes is "
-            "CANCELLED (src/hpcstate/_machine.py, issue 13); until then it reads GONE"
-        )
+    # The core's rule (issue 13, ff4f206): an item carrying the stored cancel_requested
+    # marker that then vanishes is CANCELLED; this process never sent the DELETE.
     async with Replay("cancel_running", tmp_path) as replay:
         spec, options = _spec(replay.recording)
         async with replay.tracker(options) as tracker:
