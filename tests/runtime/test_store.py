@@ -416,6 +416,34 @@ def test_unconfirmed_verdicts_leave_out_confirmed_and_old_ones(store: Store) -> 
     assert store.unconfirmed_verdicts(later + timedelta(seconds=1)) == ([], [])
 
 
+def test_unconfirmed_verdicts_name_a_document_that_is_not_json_and_keep_the_others(
+    store: Store, location: str
+) -> None:
+    # The SQL filter reads each document as JSON (SQLite: "malformed JSON"; PostgreSQL:
+    # "invalid input syntax for type json"): one damaged row used to fail the query,
+    # and with it the accounting re-checks of every job.
+    store.create_run(make_run("a", count=3))
+    changes = []
+    for index in range(3):
+        item = queued(store.get_item(f"a.{index}"), native=str(index)).item
+        obs = h.Observation(
+            native_id=str(index),
+            source=h.Source.QUEUE,
+            observed_at=T0 + timedelta(seconds=5),
+            state=State.COMPLETED,
+            final=False,
+        )
+        step = h.advance(item, obs)
+        step = h.tick(step.item, now=T0 + timedelta(minutes=20), grace=timedelta(seconds=60))
+        changes.append(Change(item=step.item, expected_version=0))
+    store.commit(changes)
+    raw_sql(location, "UPDATE items SET doc = ? WHERE id = ?", ("{not json", "a.1"))
+    rows, bad = store.unconfirmed_verdicts(T0)
+    assert [r.item.id for r in rows] == ["a.0", "a.2"]
+    assert len(bad) == 1
+    assert "'a.1'" in str(bad[0])
+
+
 def test_events_can_skip_a_corrupt_row(store: Store, location: str) -> None:
     store.create_run(make_run("a", count=2))
     for index in range(2):

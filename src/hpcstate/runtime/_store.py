@@ -1392,9 +1392,15 @@ class Store:
         params = [format_time(since)]
         try:
             rows, bad = self._item_rows(where, params)
-        except StoreError as exc:  # an SQLite built without JSON functions
-            if "json_extract" not in str(exc.__cause__):
+        except StoreError as exc:
+            # An SQLite built without JSON functions, or ONE damaged document that the
+            # SQL filter cannot read (SQLite: "malformed JSON"; PostgreSQL: "invalid
+            # input syntax for type json"), which fails the whole query: filter in
+            # Python instead, where a damaged row is named and never hides the others.
+            # The environment's problems (unreachable, read-only...) are raised.
+            if type(exc) is not StoreError:
                 raise
+            log.debug("unconfirmed verdicts read without the JSON filter: %s", exc)
             rows, bad = self._item_rows(where.rsplit(" AND json_extract", 1)[0], params)
         return [r for r in rows if not r.item.confirmed], bad
 
