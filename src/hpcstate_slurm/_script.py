@@ -24,6 +24,7 @@ wrapping itself again. Any other interpreter (Python, Perl, csh, ...) is left un
 
 from __future__ import annotations
 
+import re
 import shlex
 from collections.abc import Mapping, Sequence
 from typing import Final
@@ -47,6 +48,9 @@ HELPER_PID_ENV: Final = "HPCSTATE_HELPER_PID"
 SHELL_INTERPRETERS: Final = frozenset({"sh", "bash", "dash", "ash", "ksh", "ksh93", "mksh", "zsh"})
 #: Perl's environment that could break the helper; the helper restores it for the payload.
 PERL_ENV: Final = ("PERL5OPT", "PERL5LIB", "PERLLIB")
+#: A name ``sh`` can ``export``: any other makes dash end the batch script (exit 2,
+#: before the payload runs) and bash drop the variable with a warning.
+_SHELL_NAME: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 NO_HELPER_NOTE: Final = (
     "hpcstate: no perl on this node: the job runs without hpcstate's helper "
     "and writes no self-report"
@@ -81,6 +85,13 @@ def command_script(
     self-report when it ends; without perl on the node, or otherwise, it is exec'd."""
     if not argv:
         raise ValueError("command_script needs a non-empty argv")
+    for key in environment:
+        if not _SHELL_NAME.match(key):
+            raise ValueError(
+                f"environment variable name {key!r} cannot be set by the batch script: a "
+                "name is letters, digits and '_', not starting with a digit; refused "
+                "before anything is submitted"
+            )
     lines = ["#!/bin/sh"]
     lines.extend(f"export {key}={shlex.quote(value)}" for key, value in environment.items())
     target = ReportTarget.from_environment(environment) if self_report else None

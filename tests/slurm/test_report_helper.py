@@ -141,6 +141,24 @@ def test_without_a_report_target_the_payload_is_execd() -> None:
     assert "perl" not in command_script(["true"], {"HPCSTATE_REPORT_FILE": "f"})
 
 
+@pytest.mark.parametrize("helper", [True, False], ids=["helper", "exec"])
+@pytest.mark.parametrize("name", ["MY-VAR", "1X", "A B", "A=B", "A;touch x", ""])
+def test_an_environment_name_sh_cannot_export_is_refused_before_submission(
+    name: str, helper: bool, tmp_path: Path
+) -> None:
+    # `export MY-VAR=x` ends a dash batch script with exit 2 before the payload runs
+    # (bash drops the variable): the job would "fail" without ever running.
+    with pytest.raises(ValueError, match="environment variable name") as info:
+        script_for(["true"], {name: "x", **tracker_env(tmp_path / "r.json")}, helper=helper)
+    assert repr(name) in str(info.value)
+
+
+def test_environment_names_sh_can_export_reach_the_payload(tmp_path: Path) -> None:
+    env = {"_A1": "one", "b_2": "two two", **tracker_env(tmp_path / "r.json")}
+    code, out, _ = run("sh", script_for(["sh", "-c", 'echo "$_A1/$b_2"'], env), tmp_path)
+    assert (code, out) == (0, "one/two two\n")
+
+
 def test_the_helper_source_is_valid_perl_without_modules_beyond_config() -> None:
     checked = subprocess.run(
         [str(PERL), "-c", "-Mstrict", "-Mwarnings", "-e", PERL_HELPER],
