@@ -279,6 +279,7 @@ class Truth:
     ended_at: datetime | None
     restarts: int
     submitted_at: datetime
+    cancel_requested: bool = False  # someone asked to cancel it (even after it ended)
 
 
 @define
@@ -297,6 +298,7 @@ class _Job:
     segments: list[_Segment]
     outcome: State
     exit: ExitStatus | None
+    cancel_requested: bool = False
 
     @property
     def ended_at(self) -> datetime:
@@ -377,6 +379,7 @@ class SimulatedCluster:
             ended_at=job.ended_at if ended else None,
             restarts=len(job.segments) - 1,
             submitted_at=job.submitted_at,
+            cancel_requested=job.cancel_requested,
         )
 
     def plan(self, native_id: str) -> JobPlan:
@@ -448,6 +451,7 @@ class SimulatedCluster:
         job = self._jobs.get(native_id)
         if job is None:
             return
+        job.cancel_requested = True
         now = self.clock.now()
         where = job.where(now)
         if where is None:
@@ -727,11 +731,17 @@ def judge_first_verdict(
     3. A failure verdict (any of FAILURES) for a job that truly succeeded is wrong,
        confirmed or not.
     4. A verdict before the job truly ended is wrong.
+
+    One exception to 2 and 3: after a cancel request, an unconfirmed CANCELLED is
+    acceptable whatever the truth: the job vanished without a record, and nothing can
+    tell a cancel that took it from one that came just too late (a record corrects it).
     """
     if truth.state is None:
         return f"verdict {state} before the job ended"
     if state not in TERMINAL:
         return f"{state} is not a verdict"
+    if state is State.CANCELLED and not confirmed and truth.cancel_requested:
+        return None
     failure = state not in (State.COMPLETED, State.GONE)
     if failure and truth.state is State.COMPLETED:
         return f"{state} for a job that completed"
