@@ -115,15 +115,15 @@ class TestSlurmBackendConformance(BackendConformance):
             _scenario(work, "exit_3", ["sh", "-c", "exit 3"], failed, ExitStatus.exited(3)),
             # A plain exit 137 (no signal anywhere): the controller says exit 137, exactly.
             _scenario(work, "exit_137", ["sh", "-c", "exit 137"], failed, ExitStatus.exited(137)),
-            # The payload kills itself with SIGSEGV. Its wrapper shell sees status 139 and
-            # cannot tell that from exit 139; it received no signal itself, so it exits 139
-            # (never inventing a signal) and Slurm records exit 139 (_script.py).
+            # The payload kills itself with SIGSEGV. The report helper (perl, _script.py)
+            # reads its wait status, writes the report and ends the same way, killed by
+            # SIGSEGV: Slurm records signal 11, as with exec.
             _scenario(
                 work,
                 "self_segv",
                 ["sh", "-c", "kill -SEGV $$"],
                 failed,
-                ExitStatus.exited(139),
+                ExitStatus.killed(11),
             ),
             # Without the wrapper the payload's shell is the batch shell (exec): it dies
             # of SIGSEGV itself and Slurm records signal 11, a lossless signal.
