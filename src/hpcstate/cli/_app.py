@@ -102,7 +102,8 @@ class Console:
 
     def error(self, text: str) -> None:
         self.stdout.flush()
-        self.stderr.write(f"{PROG}: {printable(text, keep_newlines=True)}\n")
+        # One line, always: a message that quotes a name or a scheduler cannot add lines.
+        self.stderr.write(f"{PROG}: {printable(text)}\n")
         self.stderr.flush()
 
     def warn(self, text: str) -> None:

@@ -292,7 +292,15 @@ async def _submit(args: argparse.Namespace, session: Session) -> int:
             if exc.unreachable
             else f"{backend} rejected the submission"
         )
-        return _refused(session.console, backend, f"{what}: {exc.reason}")
+        message = f"{what}: {exc.reason}"
+        if getattr(exc, "in_doubt", False):
+            # The tag lookup could not answer either: the job may exist. The run stays
+            # pending so that it is looked up, never submitted again.
+            message += (
+                f"; the job may have been submitted: run {exc.run.id} is kept to look it "
+                "up (`hpcstate status` asks again), it will not be submitted twice"
+            )
+        return _refused(session.console, backend, message)
     rejected = _rejection(run)
     if rejected is not None:
         if args.json:
