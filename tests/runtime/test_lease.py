@@ -16,7 +16,7 @@ from hpcstate.runtime import Store
 from hpcstate.runtime._store import Change, Lease, LeaseLost, open_store
 
 from . import test_store
-from .test_store import make_run
+from .test_store import is_postgres, make_run, raw_sql
 
 # The store tests' fixtures: every test here runs on an SQLite file and on PostgreSQL.
 location = test_store.location
@@ -118,6 +118,44 @@ def test_a_released_lease_is_free_at_once(store: Store) -> None:
     assert (taken.holder, taken.generation, taken.released) == ("b", 2, False)
     with pytest.raises(LeaseLost):
         store.renew_lease(lease, ttl=TTL, now=T0 + timedelta(seconds=3))
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("expires_at", "not a time"), ("generation", "x"), ("since", "2026-13-99")],
+)
+def test_a_damaged_lease_row_is_free_and_the_next_poller_rewrites_it(
+    store: Store, location: str, column: str, value: str
+) -> None:
+    # A lease row that cannot be read used to raise CorruptRow from lease(), leases()
+    # and acquire_lease(): no process could poll that backend ever again.
+    if column == "generation" and is_postgres(location):
+        pytest.skip("PostgreSQL's typed column cannot hold text: damage of SQLite files only")
+    store.create_run(make_run(count=1))
+    old = store.acquire_lease("slurm", "a", ttl=TTL, now=T0)
+    assert old is not None
+    flux = store.acquire_lease("flux", "a", ttl=TTL, now=T0)
+    assert flux is not None
+    raw_sql(location, f"UPDATE leases SET {column} = ? WHERE backend = ?", (value, "slurm"))
+    assert store.lease("slurm") is None
+    assert store.leases() == [flux]  # the damaged row hides no other
+    with pytest.raises(LeaseLost):
+        store.renew_lease(old, ttl=TTL, now=T0 + timedelta(seconds=1))
+    item = store.get_item("r1.0")
+    step = h.submitted(item, native_id="1", at=T0 + timedelta(seconds=1))
+    with pytest.raises(LeaseLost):
+        store.commit([Change(item=step.item, expected_version=0, events=step.events)], lease=old)
+    assert store.get_item("r1.0").version == 0
+    at = T0 + timedelta(seconds=2)
+    new = store.acquire_lease("slurm", "b", ttl=TTL, now=at)
+    assert new is not None
+    assert (new.holder, new.since, new.expires_at) == ("b", at, at + TTL)
+    assert new.generation == (2 if column != "generation" else 1)
+    assert store.lease("slurm") == new
+    result = store.commit(
+        [Change(item=step.item, expected_version=0, events=step.events)], lease=new
+    )
+    assert result.applied == ("r1.0",)
 
 
 _RACER = textwrap.dedent(

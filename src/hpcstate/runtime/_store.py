@@ -1430,7 +1430,7 @@ class Store:
         conflicts: list[str] = []
         with self._write() as db:
             if lease is not None:
-                current = self._stored_lease(db, lease.backend)
+                current = self._held_lease(db, lease)
                 if (
                     current is None
                     or current.released
@@ -1704,6 +1704,26 @@ class Store:
         ).fetchone()
         return _lease_from_row(row) if row else None
 
+    def _held_lease(self, db: Any, lease: Lease) -> Lease | None:
+        """The stored lease of ``lease.backend`` for a holder checking it still holds
+        it; a damaged row is a lost lease (nobody can prove to hold it; the next
+        :meth:`acquire_lease` replaces the row)."""
+        try:
+            return self._stored_lease(db, lease.backend)
+        except CorruptRow as exc:
+            raise LeaseLost(
+                f"{lease.holder} no longer holds the lease of {lease.backend}: {exc}"
+            ) from exc
+
+    @staticmethod
+    def _damaged_lease_generation(db: Any, backend: str) -> int:
+        """The generation of a damaged lease row, where that column still reads."""
+        row = db.execute("SELECT generation FROM leases WHERE backend = ?", (backend,)).fetchone()
+        try:
+            return max(0, int(row[0])) if row else 0
+        except (TypeError, ValueError, OverflowError):
+            return 0
+
     @staticmethod
     def _put_lease(db: Any, lease: Lease, *, new: bool) -> None:
         values = (
@@ -1741,7 +1761,22 @@ class Store:
         at once, exactly one gets it (writes are serialized, the check is inside)."""
         at = now or datetime.now(timezone.utc)
         with self._write() as db:
-            current = self._stored_lease(db, backend)
+            try:
+                current = self._stored_lease(db, backend)
+            except CorruptRow as exc:
+                # Nobody can prove to hold a lease whose row cannot be read (a holder
+                # that tries gets LeaseLost): it is free, and this write replaces it.
+                lease = Lease(
+                    backend=backend,
+                    holder=holder,
+                    generation=self._damaged_lease_generation(db, backend) + 1,
+                    since=at,
+                    renewed_at=at,
+                    expires_at=at + ttl,
+                )
+                self._put_lease(db, lease, new=False)
+                log.warning("%s; %s took the lease over and rewrote the row", exc, holder)
+                return lease
             if current is not None and current.live(at) and current.holder != holder:
                 return None
             if current is not None and current.live(at):  # already ours
@@ -1781,7 +1816,7 @@ class Store:
         stop polling. An expired lease nobody took is renewed (nobody else polled)."""
         at = now or datetime.now(timezone.utc)
         with self._write() as db:
-            current = self._stored_lease(db, lease.backend)
+            current = self._held_lease(db, lease)
             if (
                 current is None
                 or current.released
@@ -1818,16 +1853,16 @@ class Store:
             return bool(cursor.rowcount == 1)
 
     def lease(self, backend: str) -> Lease | None:
-        """The stored lease of ``backend`` (live or not; see :meth:`Lease.live`)."""
+        """The stored lease of ``backend`` (live or not; see :meth:`Lease.live`).
+        A damaged row reads as None (no one holds it; :meth:`acquire_lease` replaces it)."""
         rows = self._read(f"SELECT {_LEASE_COLUMNS} FROM leases WHERE backend = ?", (backend,))
-        return _lease_from_row(rows[0]) if rows else None
+        return _readable_lease(rows[0]) if rows else None
 
     def leases(self) -> list[Lease]:
-        """Every backend's stored lease (for ``hpcstate backends`` and metrics)."""
-        return [
-            _lease_from_row(r)
-            for r in self._read(f"SELECT {_LEASE_COLUMNS} FROM leases ORDER BY backend")
-        ]
+        """Every backend's stored lease (for ``hpcstate backends`` and metrics); a
+        damaged row is left out (logged) and never hides the others."""
+        rows = self._read(f"SELECT {_LEASE_COLUMNS} FROM leases ORDER BY backend")
+        return [lease for lease in map(_readable_lease, rows) if lease is not None]
 
     def prune(self, *, older_than: timedelta, now: datetime) -> int:
         """Delete runs whose items are all terminal and unchanged for ``older_than``
@@ -1886,6 +1921,14 @@ def _lease_from_row(row: Sequence[Any]) -> Lease:
         )
     except (ValueError, TypeError) as exc:
         raise CorruptRow("leases", _shown(backend), f"it cannot be read: {exc}") from exc
+
+
+def _readable_lease(row: Sequence[Any]) -> Lease | None:
+    try:
+        return _lease_from_row(row)
+    except CorruptRow as exc:
+        log.warning("%s; read as free (the next poller takes it over)", exc)
+        return None
 
 
 def _status_of(counts: Mapping[State, int]) -> State:
