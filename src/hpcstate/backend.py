@@ -16,6 +16,7 @@ tracker's load does not grow with the number of jobs it tracks.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol, runtime_checkable
@@ -39,10 +40,12 @@ def _mapping(value: Mapping[str, str]) -> Mapping[str, str]:
     return dict(value)
 
 
-def _refuse_nul(what: str, value: str | None) -> None:
-    if value is not None and "\0" in value:
+def _refuse_nul(what: str, value: object) -> None:
+    # Only text can hold a NUL: an option may be a TOML integer, a path a Path.
+    text = os.fspath(value) if isinstance(value, os.PathLike) else value
+    if isinstance(text, str) and "\0" in text:
         raise ValueError(
-            f"{what} contains a NUL byte at offset {value.index(chr(0))} ({value!r}): no "
+            f"{what} contains a NUL byte at offset {text.index(chr(0))} ({text!r}): no "
             "program can receive one (argv, environment and file names end at NUL); "
             "refused before anything runs"
         )

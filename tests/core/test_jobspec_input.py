@@ -56,3 +56,17 @@ def test_refused_exactly_when_an_argument_holds_a_nul(argv: list[str]) -> None:
         return
     with pytest.raises(ValueError, match=rf"\AJobSpec command\[{bad[0]}\] contains a NUL byte"):
         JobSpec(command=argv)
+
+
+def test_values_that_are_not_text_are_not_mistaken_for_text() -> None:
+    # A backend option may be a TOML integer, a path a Path: no NUL possible, no TypeError.
+    from pathlib import Path
+
+    spec = JobSpec(
+        command=["true"],
+        options={"gpus": 2},  # type: ignore[dict-item]
+        working_directory=Path("/tmp"),  # type: ignore[arg-type]
+    )
+    assert spec.options == {"gpus": 2}
+    with pytest.raises(ValueError, match="JobSpec working_directory contains a NUL byte"):
+        JobSpec(command=["true"], working_directory=Path("/tmp/a\0b"))  # type: ignore[arg-type]
