@@ -11,7 +11,9 @@ import contextlib
 import errno
 import io
 import os
+import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -287,3 +289,67 @@ def test_a_store_on_a_network_file_system_is_refused_naming_it(
     with Store(db) as store:
         store.create_run(_run("r1"))
         assert store._read("PRAGMA journal_mode")[0][0] == "delete"
+
+
+# -- a power loss or an OS crash -------------------------------------------------------
+
+_CLAIMER = """
+import os, sys
+from datetime import datetime, timezone
+from hpcstate.runtime import Store
+
+store = Store(sys.argv[1], sweep=False)
+at = datetime(2026, 3, 1, tzinfo=timezone.utc)
+store.claim_submit("c.0", version=0, tag="t0", at=at)  # restarts the WAL: synced anyway
+os.path.exists(sys.argv[2] + "-begin")
+claimed = store.claim_submit("c.1", version=0, tag="t1", at=at)
+os.path.exists(sys.argv[2] + "-end")
+os._exit(0 if claimed else 3)  # no close: closing checkpoints (and syncs) the WAL
+"""
+
+
+def test_a_submit_claim_is_on_disk_when_claim_submit_returns(tmp_path: Path) -> None:
+    # WAL with synchronous=NORMAL (the store's setting) does not sync at commit: after a
+    # power loss the claim could be gone while its job went out, and a restarted
+    # tracker would submit the job again. The claim's commit must sync the log.
+    strace = shutil.which("strace")
+    if strace is None:
+        pytest.skip("strace is not installed (apt-get install strace)")
+    db = tmp_path / "s.db"
+    with Store(db) as store:
+        store.create_run(_run("c", count=2))
+    marker = str(tmp_path / "mark")
+    trace = tmp_path / "trace"
+    source = Path(h.__file__).parent.parent  # the hpcstate under test, in the child too
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(source), os.environ.get("PYTHONPATH", "")]),
+    }
+    done = subprocess.run(
+        [
+            strace,
+            "-f",
+            "-qq",
+            "-o",
+            str(trace),
+            "-e",
+            "trace=fsync,fdatasync,access,stat,newfstatat",
+            sys.executable,
+            "-c",
+            _CLAIMER,
+            str(db),
+            marker,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    if "ptrace" in done.stderr and done.returncode != 0:
+        pytest.skip(f"strace cannot trace here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stderr
+    lines = trace.read_text().splitlines()
+    begin = next(i for i, line in enumerate(lines) if f"{marker}-begin" in line)
+    end = next(i for i, line in enumerate(lines) if f"{marker}-end" in line)
+    syncs = [line for line in lines[begin:end] if "fsync(" in line or "fdatasync(" in line]
+    assert syncs, "the second claim's commit did not sync anything"

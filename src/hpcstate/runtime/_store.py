@@ -996,6 +996,19 @@ class Store:
             finally:
                 self._db.text_factory = self._text_factory
 
+    @contextlib.contextmanager
+    def _durable(self) -> Iterator[None]:
+        """Around a write that must survive a power loss or an OS crash, not only a
+        killed process: WAL with ``synchronous=NORMAL`` (the store's setting, for
+        speed) may lose the last commits then; ``FULL`` syncs the log at commit."""
+        with self._lock:
+            self._retry_locked(lambda: self._db.execute("PRAGMA synchronous = FULL"))
+            try:
+                yield
+            finally:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("PRAGMA synchronous = NORMAL")
+
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
             try:
@@ -1355,8 +1368,12 @@ class Store:
 
     def claim_submit(self, item_id: str, *, version: int, tag: str, at: datetime) -> bool:
         """Record the intent to submit a PENDING item under ``tag``. Returns False if
-        the item changed or another process already claimed it: only one submits."""
-        with self._write() as db:
+        the item changed or another process already claimed it: only one submits.
+
+        The claim is on disk when this returns, even across a power loss or an OS
+        crash (see :meth:`_durable`): a claim lost after the job went out would let
+        a restarted tracker submit it again."""
+        with self._durable(), self._write() as db:
             cursor = db.execute(
                 "UPDATE items SET submit_tag = ?, submit_started_at = ? "
                 "WHERE id = ? AND version = ? AND state = 'pending' AND submit_started_at IS NULL",
