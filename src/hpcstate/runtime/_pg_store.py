@@ -34,7 +34,7 @@ from typing import Any, Final, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from ._errors import StoreEnvironmentError, StoreError, StoreFull, StoreReadOnly
-from ._store import _LEASES_TABLE, STORE_SCHEMA_VERSION, Store, SweepReport
+from ._store import _LEASES_TABLE, STORE_SCHEMA_VERSION, Store, SweepReport, is_url
 
 log = logging.getLogger("hpcstate.runtime.store")
 
@@ -103,11 +103,6 @@ _META: Final = """
 CREATE TABLE IF NOT EXISTS hpcstate_meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
 INSERT INTO hpcstate_meta VALUES ('schema', 0), ('data_version', 0) ON CONFLICT DO NOTHING
 """
-
-
-def is_url(location: object) -> bool:
-    """True for a ``postgresql://`` (or ``postgres://``) URL."""
-    return isinstance(location, str) and location.startswith(("postgresql://", "postgres://"))
 
 
 def redact(url: str) -> str:

@@ -179,6 +179,11 @@ def default_db_path() -> Path:
 _URL_SCHEMES: Final = ("postgresql://", "postgres://")
 
 
+def is_url(location: object) -> bool:
+    """True for a ``postgresql://`` (or ``postgres://``) URL: a PostgreSQL store."""
+    return isinstance(location, str) and location.startswith(_URL_SCHEMES)
+
+
 def open_store(location: str | os.PathLike[str] | None = None, *, sweep: bool = True) -> Store:
     """THE way to open a state database: a ``postgresql://`` URL opens a PostgreSQL
     store (needs ``hpcstate[postgres]``), anything else is the path of an SQLite file;
@@ -186,11 +191,7 @@ def open_store(location: str | os.PathLike[str] | None = None, *, sweep: bool = 
     (:func:`default_db_path`). Both kinds behave the same (:class:`Store`)."""
     if location is None:
         location = os.environ.get("HPCSTATE_DB") or None
-    if isinstance(location, str) and location.startswith(_URL_SCHEMES):
-        from ._pg_store import PostgresStore
-
-        return PostgresStore(location, sweep=sweep)
-    return Store(location, sweep=sweep)
+    return Store(location, sweep=sweep)  # a URL makes it a PostgresStore (Store.__new__)
 
 
 def state_dir() -> Path:
@@ -760,7 +761,7 @@ class Store:
         # when HPCSTATE_DB is such a URL.
         if path is None:
             path = os.environ.get("HPCSTATE_DB") or None
-        if cls is Store and isinstance(path, str) and path.startswith(_URL_SCHEMES):
+        if cls is Store and is_url(path):
             from ._pg_store import PostgresStore
 
             return super().__new__(PostgresStore)
