@@ -444,6 +444,22 @@ def test_unconfirmed_verdicts_name_a_document_that_is_not_json_and_keep_the_othe
     assert "'a.1'" in str(bad[0])
 
 
+def test_a_write_after_the_server_dropped_the_connection_connects_again(
+    store: Store, location: str
+) -> None:
+    # A server restart, an idle timeout or a terminated backend closes the store's
+    # connection: reads connected again, but the next write failed "cannot be reached"
+    # (a CLI submit exited 74 against a healthy server).
+    if not is_postgres(location):
+        pytest.skip("PostgreSQL only: an SQLite file has no connection to lose")
+    import psycopg
+
+    with psycopg.connect(location, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(%s)", [store._conn.info.backend_pid])  # type: ignore[attr-defined]
+    store.create_run(make_run())
+    assert [r.id for r in store.list_runs()] == ["r1"]
+
+
 def test_events_can_skip_a_corrupt_row(store: Store, location: str) -> None:
     store.create_run(make_run("a", count=2))
     for index in range(2):

@@ -253,20 +253,46 @@ class PostgresStore(Store):
         """One transaction holding the store's write lock (writers are serialized, as
         SQLite's are); it bumps data_version and notifies followers at commit."""
         with self._lock:
-            self._alive()
+            db = self._begin()
             try:
-                with self._conn.transaction():
-                    db = _Connection(self._conn)
-                    db.execute("SELECT pg_advisory_xact_lock(?)", (_WRITE_LOCK,))
-                    yield cast(Any, db)
-                    db.execute(
-                        "UPDATE hpcstate_meta SET value = value + 1 WHERE key = 'data_version'"
-                    )
-                    db.execute(f"NOTIFY {CHANNEL}")
+                yield cast(Any, db)
+                db.execute("UPDATE hpcstate_meta SET value = value + 1 WHERE key = 'data_version'")
+                db.execute(f"NOTIFY {CHANNEL}")
+                db.execute("COMMIT")
             except self._duplicate_errors:
+                self._rollback(db)
                 raise
             except self._psycopg.Error as exc:
+                self._rollback(db)
                 raise self._pg_error(exc) from exc
+            except BaseException:
+                self._rollback(db)
+                raise
+
+    def _rollback(self, db: _Connection) -> None:
+        if not self._conn.closed:
+            with contextlib.suppress(self._psycopg.Error):
+                db.execute("ROLLBACK")
+
+    def _begin(self) -> _Connection:
+        """BEGIN and take the write lock. A connection the server closed since the last
+        call (a restart, an idle timeout, a terminated backend) is opened again and the
+        BEGIN retried once: nothing was written yet, so that is safe (a failure later in
+        the transaction is not retried: its outcome may be unknown)."""
+        for attempt in (1, 2):
+            self._alive()
+            db = _Connection(self._conn)
+            try:
+                db.execute("BEGIN")
+                db.execute("SELECT pg_advisory_xact_lock(?)", (_WRITE_LOCK,))
+            except self._psycopg.Error as exc:
+                self._rollback(db)
+                if attempt == 2 or not self._conn.closed:
+                    raise self._pg_error(exc) from exc
+                log.info("connection to %s lost; writing again", self.location)
+            else:
+                return db
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @contextlib.contextmanager
     def _durable(self) -> Iterator[None]:
