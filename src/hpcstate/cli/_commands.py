@@ -495,7 +495,8 @@ async def _list(args: argparse.Namespace, session: Session) -> int:
     store = session.store
     if not args.cached:
         active = store.list_runs(active_only=True)
-        await _refresh(session, [s.backend for s in active if s.backend in session.config.names()])
+        usable = set(session.config.names())  # once: it reads the installed entry points
+        await _refresh(session, [s.backend for s in active if s.backend in usable])
     # Filter first, then limit: "--state failed --limit 2" is the two newest failed runs.
     summaries = [
         summary
