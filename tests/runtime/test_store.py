@@ -600,3 +600,33 @@ async def test_a_follower_is_woken_by_a_commit_of_its_own_store(store: Store) ->
     seq = await asyncio.wait_for(store.wait_for_events(before, timeout=600), timeout=60)
     await writer
     assert seq == store.last_event_seq() > before
+
+
+async def test_a_follower_whose_listening_connection_was_dropped_listens_again(
+    store: Store, location: str
+) -> None:
+    # The server closed the LISTEN connection (a restart, an idle timeout): the next
+    # wait raised "cannot be reached" although the server was up again.
+    if not is_postgres(location):
+        pytest.skip("PostgreSQL only: SQLite followers have no connection to lose")
+    import psycopg
+
+    store.create_run(make_run(count=1))
+    before = store.last_event_seq()
+    assert await store.wait_for_events(before, timeout=0.2) == before  # now listening
+    with psycopg.connect(location, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(%s)",
+            [store._listener.info.backend_pid],  # type: ignore[attr-defined]
+        )
+
+    async def write_soon() -> None:
+        await asyncio.sleep(0.5)
+        with open_store(location, sweep=False) as other:
+            step = queued(other.get_item("r1.0"))
+            other.commit([Change(item=step.item, expected_version=0, events=step.events)])
+
+    writer = asyncio.ensure_future(write_soon())
+    seq = await asyncio.wait_for(store.wait_for_events(before, timeout=600), timeout=60)
+    await writer
+    assert seq == store.last_event_seq() > before

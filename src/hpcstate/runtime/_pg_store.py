@@ -367,15 +367,18 @@ class PostgresStore(Store):
         a writer's NOTIFY (at its commit) wakes it; no polling of the server."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(0.0, timeout)
-        if self._listener is None or self._listener.closed:
-            try:
-                self._listener = await self._psycopg.AsyncConnection.connect(
-                    self.url, autocommit=True, connect_timeout=max(1, int(self._connect_timeout))
-                )
-                await self._listener.execute(f"LISTEN {CHANNEL}")
-            except self._psycopg.Error as exc:
-                raise self._pg_error(exc) from exc
+        reconnected = False
         while True:
+            if self._listener is None or self._listener.closed:
+                try:
+                    self._listener = await self._psycopg.AsyncConnection.connect(
+                        self.url,
+                        autocommit=True,
+                        connect_timeout=max(1, int(self._connect_timeout)),
+                    )
+                    await self._listener.execute(f"LISTEN {CHANNEL}")
+                except self._psycopg.Error as exc:
+                    raise self._pg_error(exc) from exc
             # Listening before looking: a commit between the two still wakes us.
             last = self.last_event_seq()
             remaining = deadline - loop.time()
@@ -385,4 +388,9 @@ class PostgresStore(Store):
                 async for _ in self._listener.notifies(timeout=remaining, stop_after=1):
                     pass
             except self._psycopg.Error as exc:
-                raise self._pg_error(exc) from exc
+                # The server closed the listening connection (a restart, an idle
+                # timeout): listen again once, then look again (nothing is missed).
+                if reconnected or not self._listener.closed:
+                    raise self._pg_error(exc) from exc
+                log.info("listening connection to %s lost; listening again", self.location)
+                reconnected = True
