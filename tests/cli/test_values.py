@@ -87,3 +87,31 @@ def test_parsers_raise_only_value_error(text: str) -> None:
     for parse in (parse_duration, parse_memory, parse_env_assignment):
         with contextlib.suppress(ValueError):
             parse(text)  # type: ignore[operator]
+
+
+# Numbers of every size, alone, with a unit, or as clock fields (issue 14: OverflowError
+# from "1000000000d", "99999999999999999999s", "99999999999:00:00").
+_DIGITS = st.text(alphabet="0123456789", min_size=1, max_size=400)
+_DURATIONS = st.one_of(
+    st.text(max_size=80),
+    st.builds(lambda n, u: n + u, _DIGITS, st.sampled_from(["", "s", "m", "h", "d", "w"])),
+    st.builds(lambda a, b, c: f"{a}:{b}:{c}", _DIGITS, _DIGITS, _DIGITS),
+    st.builds(lambda d, a: f"{d}-{a}:00:00", _DIGITS, _DIGITS),
+)
+
+
+@given(_DURATIONS)
+def test_parse_duration_returns_a_bounded_duration_or_value_error(text: str) -> None:
+    with contextlib.suppress(ValueError):
+        assert timedelta(0) <= parse_duration(text) <= timedelta(days=365000)
+
+
+@given(
+    st.one_of(
+        st.text(max_size=80),
+        st.builds(lambda n, u: n + u, _DIGITS, st.sampled_from(["", "K", "M", "G", "P", "b"])),
+    )
+)
+def test_parse_memory_returns_a_bounded_size_or_value_error(text: str) -> None:
+    with contextlib.suppress(ValueError):
+        assert 0 <= parse_memory(text) <= 2**60
