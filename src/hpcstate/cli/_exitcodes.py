@@ -121,10 +121,11 @@ def combine(codes: Iterable[int]) -> int:
 
 #: One line per code, for ``--help`` and the docs.
 DESCRIPTIONS: dict[int, str] = {
-    ToolExit.OK: "success (with --exit-status: the job succeeded)",
+    ToolExit.OK: "success (watch: the job succeeded)",
     ToolExit.USAGE: "usage error: bad arguments or a value that cannot be read",
     ToolExit.DATA_ERROR: "a stored record cannot be read (corrupt database row)",
-    ToolExit.UNKNOWN_RUN: "unknown run: no such run id or BACKEND:NATIVE_ID",
+    ToolExit.UNKNOWN_RUN: "unknown run: no such run id or BACKEND:NATIVE_ID (track: a job "
+    "the backend never heard of)",
     ToolExit.UNAVAILABLE: "the backend's problem: not installed, refused the submission, or "
     "unreachable (at submit, or past --timeout)",
     ToolExit.SOFTWARE: "internal error in hpcstate (a bug: please report it)",

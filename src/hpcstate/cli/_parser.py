@@ -125,7 +125,12 @@ def build_parser(default_backend: str | None = None) -> argparse.ArgumentParser:
         help="configuration file (default: $HPCSTATE_CONFIG, else "
         "$XDG_CONFIG_HOME/hpcstate/config.toml; none: the embedded local backend)",
     )
-    parser.add_argument("--db", metavar="PATH", help="state database (default: $HPCSTATE_DB)")
+    parser.add_argument(
+        "--db",
+        metavar="PATH",
+        help="state database, a file or a postgresql:// URL (default: $HPCSTATE_DB, else the "
+        "config file's database, else $XDG_STATE_HOME/hpcstate/hpcstate.db)",
+    )
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
