@@ -19,7 +19,9 @@ A user's own script (``#SBATCH`` lines and all) is wrapped only when its ``#!`` 
 POSIX-family shell: after its leading comment block (so every ``#SBATCH`` line stays where
 sbatch reads it) a few lines re-run the script by its own path (``$0 "$@"``) under the
 same helper. A guard (``HPCSTATE_HELPER_PID`` equal to ``$PPID``) keeps the re-run from
-wrapping itself again. Any other interpreter (Python, Perl, csh, ...) is left unchanged.
+wrapping itself again, and another (``HPCSTATE_HELPER_JOB``, the job's id) keeps the
+script run again inside the same job (``srun "$0"``) from writing the job's report.
+Any other interpreter (Python, Perl, csh, ...) is left unchanged.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ ARRAY_INDEX_ENVS: Final = ("HPCSTATE_ARRAY_INDEX", "SLURM_ARRAY_TASK_ID", "JOB_C
 ARRAY_INDEX_PLACEHOLDER: Final = "{array_index}"
 #: The variable that keeps a user's script, re-run by the helper, from wrapping itself again.
 HELPER_PID_ENV: Final = "HPCSTATE_HELPER_PID"
+#: The job whose batch script the helper runs (``job:$SLURM_JOB_ID``): the script run
+#: again inside that job (``srun "$0"``, ``bash "$0" worker``) is not wrapped, so only the
+#: batch script writes the job's report.
+HELPER_JOB_ENV: Final = "HPCSTATE_HELPER_JOB"
 #: The interpreters (``#!`` line) whose scripts get the helper: POSIX-family shells.
 SHELL_INTERPRETERS: Final = frozenset({"sh", "bash", "dash", "ash", "ksh", "ksh93", "mksh", "zsh"})
 #: Perl's environment that could break the helper; the helper restores it for the payload.
@@ -154,9 +160,11 @@ def user_script(script: str, environment: Mapping[str, str], *, self_report: boo
         [
             "# hpcstate: re-run this script under hpcstate's helper (perl), which writes the",
             "# job's self-report and then ends as the script did. Without perl, it runs as is.",
-            f'if [ "${{{HELPER_PID_ENV}-}}" != "$PPID" ]; then',
+            f'if [ "${{{HELPER_PID_ENV}-}}" != "$PPID" ] && '
+            f'[ "${{{HELPER_JOB_ENV}-}}" != "job:${{SLURM_JOB_ID-}}" ]; then',
             "  if command -v perl >/dev/null 2>&1; then",
-            f"    {HELPER_PID_ENV}=$$ " + _helper_exec('"$0" "$@"'),
+            f'    {HELPER_PID_ENV}=$$ {HELPER_JOB_ENV}="job:${{SLURM_JOB_ID-}}" '
+            + _helper_exec('"$0" "$@"'),
             "  fi",
             f"  echo {shlex.quote(NO_HELPER_NOTE)} >&2",
             "fi",

@@ -30,6 +30,7 @@ from hpcstate.runtime._report import SelfReport, report_file_name
 from hpcstate_slurm import SlurmDialect
 from hpcstate_slurm._helper import HELPER_DETAIL, PERL_HELPER
 from hpcstate_slurm._script import (
+    HELPER_JOB_ENV,
     HELPER_PID_ENV,
     NO_HELPER_NOTE,
     command_script,
@@ -217,7 +218,10 @@ def test_a_users_script_keeps_its_leading_block() -> None:
     assert lines[:5] == script.splitlines()[:5]  # every line sbatch reads, unchanged
     assert wrapped.endswith("set -eu\n#SBATCH --not-read-by-sbatch\nexit 3\n")
     block = lines[5 : lines.index("set -eu")]
-    assert block[2] == f'if [ "${{{HELPER_PID_ENV}-}}" != "$PPID" ]; then'
+    assert block[2] == (
+        f'if [ "${{{HELPER_PID_ENV}-}}" != "$PPID" ] && '
+        f'[ "${{{HELPER_JOB_ENV}-}}" != "job:${{SLURM_JOB_ID-}}" ]; then'
+    )
     assert (block[0][:11], block[-2], block[-1]) == ("# hpcstate:", "  echo " + block[-2][7:], "fi")
     assert user_script(script, {}) == script  # no report target: unchanged
     assert user_script(script, tracker_env("r.json"), self_report=False) == script
@@ -473,6 +477,44 @@ def test_a_users_script_is_rerun_by_its_path_under_the_helper(shell: str, tmp_pa
     assert job.stdout == f"zero={path} args=2 first=a second=b c parent=perl\n"  # once
     assert job.stderr == ""
     assert read_report(report).exit == ExitStatus.killed(11)
+
+
+SELF_LAUNCHING = """#!{shell}
+#SBATCH --ntasks=2
+if [ -z "${{INNER-}}" ]; then
+  # as `srun "$0"`: the script again, inside the job, not as the helper's child
+  INNER=1 sh -c '"$0"' "$0"
+  [ -e {report} ] && echo report-before-the-end || echo no-report-yet
+  exit 3
+fi
+echo inner parent=$(cat /proc/$PPID/comm)
+exit 5
+"""
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_users_script_run_again_inside_its_job_writes_no_report(
+    shell: str, tmp_path: Path
+) -> None:
+    # A step task running the script again (srun "$0") wrapped itself too: it wrote the
+    # job's report, with the task's exit, while the batch script still ran.
+    report = tmp_path / "report.json"
+    path = tmp_path / "job.sh"
+    text = SELF_LAUNCHING.format(shell=shutil.which(shell), report=report)
+    path.write_text(user_script(text, tracker_env(report)))
+    path.chmod(0o755)
+    job = subprocess.run(
+        [str(path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **tracker_env(report), "SLURM_JOB_ID": "4242"},
+        check=False,
+    )
+    assert (job.returncode, job.stderr) == (3, "")
+    assert job.stdout == "inner parent=sh\nno-report-yet\n"
+    assert read_report(report).exit == ExitStatus.exited(3)
 
 
 def test_a_users_script_without_perl_runs_as_is(tmp_path: Path) -> None:
