@@ -630,3 +630,21 @@ async def test_a_follower_whose_listening_connection_was_dropped_listens_again(
     seq = await asyncio.wait_for(store.wait_for_events(before, timeout=600), timeout=60)
     await writer
     assert seq == store.last_event_seq() > before
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://hpcstate:s3cret@127.0.0.1:1/db",
+        "postgresql://127.0.0.1:1/db?user=hpcstate&password=s3cret&sslmode=disable",
+        "postgres://127.0.0.1:1/db?PASSWORD=s3cret",
+    ],
+)
+def test_a_password_in_the_url_is_never_shown(url: str) -> None:
+    # libpq takes a password before the @ and as a password= parameter: the second was
+    # shown in every message and log line naming the store.
+    pytest.importorskip("psycopg")
+    with pytest.raises(StoreError) as info:
+        open_store(url)  # nothing listens on port 1: cannot be reached
+    assert "s3cret" not in str(info.value)
+    assert "127.0.0.1:1/db" in str(info.value)

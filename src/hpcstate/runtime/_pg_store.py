@@ -105,14 +105,19 @@ INSERT INTO hpcstate_meta VALUES ('schema', 0), ('data_version', 0) ON CONFLICT 
 """
 
 
+_QUERY_PASSWORD: Final = re.compile(r"(?i)((?:^|&)password=)[^&]*")
+
+
 def redact(url: str) -> str:
-    """The URL without its password (for messages and logs)."""
+    """The URL without its password (for messages and logs): the one before ``@`` and
+    a ``password=`` parameter (libpq reads both)."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)
+        user = netloc[0].split(":", 1)[0]
+        parts = parts._replace(netloc=f"{user}:***@{netloc[1]}")
+    parts = parts._replace(query=_QUERY_PASSWORD.sub(r"\1***", parts.query))
+    return urlunsplit(parts)
 
 
 _PLACEHOLDER: Final = re.compile(r"\?")
