@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from hpcstate import ReasonKind, State
-from hpcstate.backend import BackendConfig, JobSpec
+from hpcstate import ReasonKind, SchedulerUnavailable, State, TransportError
+from hpcstate.backend import BackendConfig, JobSpec, Submission
 from hpcstate.runtime import HostKeyRejected, Store, SubmitRefused, Tracker
+from hpcstate.runtime._tracker import SUBMIT_IN_DOUBT
 from hpcstate.runtime.local import LocalBackend
 
 from .conftest import Sshd, free_port
+from .fakes import ScriptedBackend, VirtualClock
 
 
 def only_run(db_path: Path) -> list[State]:
@@ -58,7 +60,7 @@ async def test_a_refused_host_key_fails_the_submission(
 
 
 @pytest.mark.sshd
-async def test_an_unreachable_host_fails_the_submission(
+async def test_an_unreachable_host_fails_the_submission_and_never_submits_later(
     sshd: Sshd, tmp_path: Path, db_path: Path
 ) -> None:
     nobody = BackendConfig(
@@ -75,9 +77,82 @@ async def test_an_unreachable_host_fails_the_submission(
     assert refused.unreachable
     assert "unreachable" in refused.reason
     assert "cannot connect" in refused.reason
-    assert [i.state for i in refused.run.items] == [State.FAILED]
+    # Not even the tag lookup could answer: the job may exist. Kept, marked, never
+    # submitted again (the lookup decides once the host answers).
+    assert refused.in_doubt
+    (item,) = refused.run.items
+    assert item.state is State.PENDING
+    assert item.has_marker(SUBMIT_IN_DOUBT)
     assert report.submitted == 0
-    assert only_run(db_path) == [State.FAILED]
+
+
+class Unreachable(ScriptedBackend):
+    """Submit and (while ``lookup_down``) the tag lookup fail as an unreachable host's
+    would; for the lookup answers no real system here gives on cue."""
+
+    lookup_down = True
+
+    async def find_submission(self, tag: str) -> Submission | None:
+        self.lookups.append(tag)
+        if self.lookup_down:
+            raise TransportError("ssh login: cannot connect: [Errno 113] No route to host")
+        return self.tagged.get(tag)
+
+
+async def test_unreachable_at_submit_then_not_found_fails_the_run(
+    db_path: Path, clock: VirtualClock
+) -> None:
+    fake = Unreachable()
+    fake.submit_fail_with = TransportError("ssh login: cannot connect: timed out")
+    tracker = Tracker(store=db_path, backends={"fake": fake}, clock=clock)  # type: ignore[dict-item]
+    with pytest.raises(SubmitRefused) as caught:
+        await tracker.submit(JobSpec(command=["x"]), backend="fake")
+    assert caught.value.in_doubt
+    fake.lookup_down = False  # the host answers again: nothing under the tag
+    clock.advance(1)
+    await tracker.poll_once()
+    (item,) = tracker.get_run(caught.value.run.id).items
+    assert item.state is State.FAILED
+    assert item.stats.reason is not None
+    assert item.stats.reason.kind is ReasonKind.SUBMIT_REJECTED
+    assert "not found" in item.stats.reason.text
+    assert len(fake.submits) == 1  # never submitted again
+    await tracker.aclose()
+
+
+async def test_unreachable_at_submit_then_found_is_tracked(
+    db_path: Path, clock: VirtualClock
+) -> None:
+    fake = Unreachable()
+    fake.submit_fail_with = TransportError("ssh login: connection lost during command")
+    tracker = Tracker(store=db_path, backends={"fake": fake}, clock=clock)  # type: ignore[dict-item]
+    with pytest.raises(SubmitRefused) as caught:
+        await tracker.submit(JobSpec(command=["x"]), backend="fake")
+    (tag,) = fake.lookups
+    fake.tagged[tag] = Submission(native_id="4242")  # it had gone through
+    fake.lookup_down = False
+    clock.advance(1)
+    await tracker.poll_once()
+    (item,) = tracker.get_run(caught.value.run.id).items
+    assert item.state is State.QUEUED
+    assert item.native_id == "4242"
+    assert len(fake.submits) == 1
+    await tracker.aclose()
+
+
+async def test_unreachable_at_submit_with_an_answering_lookup_fails_at_once(
+    db_path: Path, clock: VirtualClock
+) -> None:
+    fake = Unreachable()
+    fake.lookup_down = False  # the lookup answers: nothing was created
+    fake.submit_fail_with = SchedulerUnavailable("sbatch: Unable to contact slurm controller")
+    tracker = Tracker(store=db_path, backends={"fake": fake}, clock=clock)  # type: ignore[dict-item]
+    with pytest.raises(SubmitRefused) as caught:
+        await tracker.submit(JobSpec(command=["x"]), backend="fake")
+    assert caught.value.unreachable
+    assert not caught.value.in_doubt
+    assert [i.state for i in caught.value.run.items] == [State.FAILED]
+    await tracker.aclose()
 
 
 @pytest.mark.skipif(shutil.which("sbatch") is None, reason="needs the loopback Slurm cluster")

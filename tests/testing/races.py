@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 from attrs import frozen
 
-from hpcstate import Event, Finished, RunItem, State
+from hpcstate import Event, Finished, ReasonKind, RunItem, State
 from hpcstate.backend import JobSpec
 from hpcstate.testing.simulator import (
     Conditions,
@@ -150,7 +150,10 @@ async def _race(
             judged.add(key)
             truth = _truth(loop, cluster, key)
             if truth is None:
-                if event.state is not State.CANCELLED:  # cancelled before it was submitted
+                # Cancelled before it was submitted, or its submit refused (the scheduler
+                # was unreachable and nothing was created): both are true of a job that
+                # never existed.
+                if event.state is not State.CANCELLED and not _refused(loop.item(key)):
                     wrong.append(f"{key}: verdict {event.state} for a job never submitted")
                 continue
             why = judge_first_verdict(
@@ -184,6 +187,17 @@ async def _race(
     )
 
 
+def _refused(item: RunItem) -> bool:
+    """A confirmed failure that never ran: its submission was refused."""
+    reason = item.stats.reason
+    return (
+        item.state is State.FAILED
+        and item.confirmed
+        and reason is not None
+        and reason.kind is ReasonKind.SUBMIT_REJECTED
+    )
+
+
 def _unsettled(loop: Loop, cluster: SimulatedCluster, ids: list[str]) -> list[str]:
     """Items without their final, confirmed, true verdict (purged ones excepted)."""
     problems = []
@@ -193,7 +207,7 @@ def _unsettled(loop: Loop, cluster: SimulatedCluster, ids: list[str]) -> list[st
         item = loop.item(native_id)
         truth = _truth(loop, cluster, native_id)
         if truth is None:
-            if item.state is not State.CANCELLED:
+            if item.state is not State.CANCELLED and not _refused(item):
                 problems.append(f"{native_id}: never submitted ({item.state})")
             continue
         if not item.terminal:

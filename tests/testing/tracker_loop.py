@@ -16,7 +16,7 @@ from pathlib import Path
 import hpcstate as h
 from hpcstate import Event, Finished, RunItem
 from hpcstate.backend import JobSpec
-from hpcstate.runtime import Tracker
+from hpcstate.runtime import SubmitRefused, Tracker
 from hpcstate.testing.simulator import SimulatedBackend, VirtualClock
 
 
@@ -55,7 +55,10 @@ class TrackerLoop:
                 self._run_of[item.id] = run_id
 
     async def submit(self, spec: JobSpec) -> list[str]:
-        run = await self.tracker.submit(spec, backend="sim")
+        try:
+            run = await self.tracker.submit(spec, backend="sim")
+        except SubmitRefused as refused:  # stored (FAILED, or PENDING in doubt): tracked
+            run = refused.run
         self._runs.add(run.id)
         self._reload()
         return [item.id for item in run.items]

@@ -93,6 +93,9 @@ _ACTIVE: Final = frozenset(State(s) for s in ACTIVE_STATES)
 _POLLED: Final = frozenset({State.QUEUED, State.RUNNING, State.SETTLING})
 #: A submit claim older than this, still unanswered, belongs to a dead tracker.
 _CLAIM_STALE: Final = timedelta(seconds=300)
+#: The marker of an item whose submit may or may not have reached its backend (it was
+#: unreachable, and so was the tag lookup): never submitted again, only looked up.
+SUBMIT_IN_DOUBT: Final = "submit_in_doubt"
 #: Compare-and-set attempts of add_marker against concurrent writers.
 _MARKER_ATTEMPTS: Final = 20
 
@@ -105,12 +108,19 @@ class SubmitRefused(BackendError):
     ``submit_rejected``, confirmed: they never ran); ``run`` is the run as stored,
     ``reason`` the backend's or transport's message, ``__cause__`` the original error.
     ``unreachable`` is True when the backend could not be reached (a transient cause:
-    submitting again later may work). The CLI exits 69 (EX_UNAVAILABLE) for it."""
+    submitting again later may work). ``in_doubt`` is True when not even a lookup of
+    the submission's tag answered, so the job MAY exist: the items then stay PENDING
+    with the ``submit_in_doubt`` marker and are never submitted again; the tracker looks
+    the tag up once the backend answers and records the job, or ends them FAILED. The
+    CLI exits 69 (EX_UNAVAILABLE) for it."""
 
-    def __init__(self, run: Run, reason: str, *, unreachable: bool = False) -> None:
+    def __init__(
+        self, run: Run, reason: str, *, unreachable: bool = False, in_doubt: bool = False
+    ) -> None:
         self.run = run
         self.reason = reason
         self.unreachable = unreachable
+        self.in_doubt = in_doubt
         if unreachable:
             super().__init__(f"{run.backend} could not be reached to submit: {reason}")
         else:
@@ -192,6 +202,7 @@ class _Refusal:
     reason: str
     cause: BaseException | None
     unreachable: bool
+    in_doubt: bool = False
 
 
 class _Watcher:
@@ -513,7 +524,7 @@ class Tracker:
         if refusals:
             first = next(iter(refusals.values()))
             raise SubmitRefused(
-                stored, first.reason, unreachable=first.unreachable
+                stored, first.reason, unreachable=first.unreachable, in_doubt=first.in_doubt
             ) from first.cause
         return stored
 
@@ -1495,7 +1506,7 @@ class Tracker:
             started = entry.submit_started_at
             if started is None or entry.item.state is not State.PENDING:
                 continue
-            if now - started < _CLAIM_STALE:
+            if now - started < _CLAIM_STALE and not entry.item.has_marker(SUBMIT_IN_DOUBT):
                 continue  # maybe another tracker is submitting it right now
             count += await self._guarded(
                 f"item {entry.item.id}: resolving its submit",
@@ -1627,26 +1638,55 @@ class Tracker:
         whole: bool,
     ) -> int:
         """A submit() call's backend could not be reached (after the backend's own
-        retries). Look the tag up once: a job found is recorded as submitted; otherwise
-        the items end refused, so the caller hears it now and no later tracker submits
-        them behind its back."""
+        retries). Look the tag up once: a job found is recorded as submitted; none found
+        ends the items refused. If the lookup cannot answer either, the job may exist:
+        the items keep their claim and get the ``submit_in_doubt`` marker, so that no
+        process ever submits them again; the first lookup that answers records the job
+        or ends them refused. Either way the caller hears it now (SubmitRefused)."""
         finder = getattr(backend, "find_submission", None)
         found: Submission | None = None
-        detail = ""
-        if finder is not None:
+        failed: Exception | None = None
+        if finder is None:
+            failed = BackendError(f"backend {name!r} cannot look submissions up by tag")
+        else:
             try:
                 found = await finder(tag)
             except Exception as lookup:
-                detail = (
-                    f"; looking up its tag {tag} failed too ({lookup}): if the job was "
-                    f"created anyway, adopt it with track() (its job name or comment "
-                    f"carries {tag})"
-                )
+                failed = lookup
         if found is not None:
             log.info("submit of tag %s: answer lost, found as %s", tag, found.native_id)
             return await self._submitted(group, found, whole=whole)
-        message = f"backend {name!r} unreachable at submit: {exc}{detail}"
-        return await self._rejected(group, message, refusals=refusals, cause=exc, unreachable=True)
+        message = f"backend {name!r} unreachable at submit: {exc}"
+        if failed is None:  # the backend answered: nothing was created
+            return await self._rejected(
+                group, message, refusals=refusals, cause=exc, unreachable=True
+            )
+        text = (
+            f"{message}; looking its tag {tag} up failed too ({failed}): the job may have "
+            "been created; it is looked up again once the backend answers (then tracked, "
+            "or the run fails), and never submitted again"
+        )
+        marker = Marker(code=SUBMIT_IN_DOUBT, text=text[:500])
+        now = self.clock.now()
+
+        def marking(row: ItemRow) -> Change | None:
+            if row.item.state is not State.PENDING:
+                return None
+            step = add_marker(row.item, marker, at=now)
+            if step.item is row.item:
+                return None
+            return Change(item=step.item, expected_version=row.item.version, events=step.events)
+
+        changes = []
+        for entry in group:
+            step = add_marker(entry.item, marker, at=now)
+            if step.item is not entry.item:
+                changes.append(
+                    Change(item=step.item, expected_version=entry.version, events=step.events)
+                )
+            refusals[entry.item.id] = _Refusal(text, exc, unreachable=True, in_doubt=True)
+        await self._commit_entries(changes, marking, "its submit-in-doubt marker")
+        return 0
 
     async def _rejected(
         self,
@@ -1798,6 +1838,16 @@ class Tracker:
             ]
             group.sort(key=lambda e: e.item.array_index or 0)
             return await self._submitted(group, found, whole=self._whole_array(entry.item.run_id))
+        doubt = next((m for m in entry.item.markers if m.code == SUBMIT_IN_DOUBT), None)
+        if doubt is not None:
+            # Its submit() call was told it failed: never submitted again behind its back.
+            group = [
+                e
+                for e in self._entries.values()
+                if e.submit_tag == tag and e.item.state is State.PENDING
+            ]
+            message = f"{doubt.text.split('; looking its tag', 1)[0]}; tag {tag} not found"
+            return await self._rejected(group, message)
         if self.store.release_submit(entry.item.id, version=entry.version):
             entry.submit_started_at = None
         return 0
