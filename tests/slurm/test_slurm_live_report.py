@@ -51,17 +51,16 @@ CASES: dict[str, tuple[list[str], ExitStatus, State, ExitStatus]] = {
     # scancel sends SIGTERM to every process of the batch step: the wrapper sees it too,
     # so it reports the signal and dies of it; Slurm records 0:15 as without a wrapper.
     "cancelled": (["sleep", "300"], ExitStatus.killed(15), State.CANCELLED, ExitStatus.killed(15)),
-    # The limit of a plain-sh wrapper: a payload that kills itself ends with status 139
-    # for its shell, which cannot tell that from exit 139. The report says so; the
-    # wrapper exits 139 and Slurm records exit 139 (never an invented signal).
+    # A payload that kills itself: the report helper (perl) reads its wait status, so the
+    # report says SIGSEGV exactly, and it ends the same way: Slurm records signal 11.
     "self_segv": (
         ["sh", "-c", "kill -SEGV $$"],
-        ExitStatus.from_shell_code(139),
+        ExitStatus.killed(11),
         State.FAILED,
-        ExitStatus.exited(139),
+        ExitStatus.killed(11),
     ),
-    # The other limit: a signal sent to the batch shell alone (scancel -b) reaches the
-    # wrapper, which cannot pass it on while the payload runs in the foreground.
+    # A signal sent to the batch shell alone (scancel -b): the helper passes it on to the
+    # payload, which handles it ("got-usr1") and goes on to exit 4.
     "batch_only_usr1": (
         [
             "sh",
@@ -120,7 +119,7 @@ async def _run(
         output = await backend.read_output(ids["exit_3"], str(work / "%j.out"), 5)
         usr1 = await backend.read_output(ids["batch_only_usr1"], str(work / "%j.out"), 5)
         assert usr1 is not None
-        assert "got-usr1" not in usr1.tail  # the payload never saw the signal
+        assert "got-usr1" in usr1.tail  # the helper passed the signal on
         return driver, ids, dict(files), commands, output
     finally:
         await backend.close()
