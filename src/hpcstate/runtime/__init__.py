@@ -115,6 +115,7 @@ __all__ = [
     "SuccessMarker",
     "SweepReport",
     "SyncTracker",
+    "SystemClock",
     "Tracker",
     "default_db_path",
     "make_runner",
