@@ -59,6 +59,7 @@ from hpcstate import (
     State,
     StatsUpdated,
     Step,
+    Submitted,
     add_marker,
     advance,
     cancel_before_submit,
@@ -1978,6 +1979,9 @@ class Tracker:
 
     async def _wake_checker(self) -> None:
         """Self-reports land in the store from other processes: notice them quickly."""
+        if _notifies(self.store):
+            await self._wake_on_notify()
+            return
         while True:
             await asyncio.sleep(self.wake_check_interval)
             try:
@@ -1992,6 +1996,54 @@ class Tracker:
                         self.wake()
             except Exception as exc:
                 log.debug("self-report check failed: %s", exc)
+
+    async def _wake_on_notify(self) -> None:
+        """A store that pushes its commits (PostgreSQL: LISTEN/NOTIFY) wakes this
+        process when another one commits, instead of being asked on a timer: a
+        follower sends no query between its own polls but the one that starts each
+        wait (every ``_FOLLOWER_WAIT`` seconds at most). The holder of a lease also
+        looks for self-reports every ``wake_check_interval`` (it alone consumes
+        them, so that cost does not grow with the number of processes)."""
+        seq = -1
+        while True:
+            holding = bool(self._leases)
+            timeout = self.wake_check_interval if holding else _FOLLOWER_WAIT
+            try:
+                if seq < 0:
+                    seq = self.store.last_event_seq()
+                last = await self.store.wait_for_events(seq, timeout=timeout)
+                if last != seq:
+                    news, seq = self._news_from_others(seq), last
+                    if news:
+                        # The process that polls for us committed (take its news now),
+                        # or a process we poll for submitted a job (poll it now).
+                        self.wake()
+                if self._leases and self.store.has_open_self_reports():
+                    self.wake()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the server is away: the poll loop still runs
+                log.debug("waiting for the store's news failed: %s", exc)
+                await asyncio.sleep(max(self.wake_check_interval, 1.0))
+
+    def _news_from_others(self, after: int) -> bool:
+        """Whether the events after ``after`` call for a poll: a follower takes every
+        commit; a holder only another process's submission or an item's change it has
+        not made itself (its own commits NOTIFY it too, and must not make it poll
+        again at once)."""
+        if self._following and not self._leases:
+            return True
+        if not self._leases:
+            return False
+        for stored in self.store.events(after=after, skip_corrupt=True):
+            event = stored.event
+            entry = self._entries.get(event.item_id)
+            if entry is None:
+                if isinstance(event, Submitted):
+                    return True
+            elif event.version > entry.version:
+                return True
+        return False
 
     # -- one poller per backend (leases in the store) -------------------------------------
 
@@ -2164,6 +2216,18 @@ class Tracker:
             for task in (sleeper, waker):
                 task.cancel()
             self._wake.clear()
+
+
+#: Seconds a follower on a store that pushes its commits waits for news before it
+#: looks again (a NOTIFY wakes it at once; this bounds a missed one).
+_FOLLOWER_WAIT: Final = 5.0
+
+
+def _notifies(store: Store) -> bool:
+    """The store wakes its waiters on other processes' commits (PostgreSQL)."""
+    from ._pg_store import PostgresStore
+
+    return isinstance(store, PostgresStore)
 
 
 def _reports_itself(entry: _Entry) -> bool:
