@@ -419,11 +419,28 @@ async def _watch(
             progress.status(states, elapsed_s=time.monotonic() - started)
             await asyncio.sleep(1.0)
 
+    printed: set[str] = set()
+
+    async def landed(run_id: str) -> None:
+        # --json: each record the moment its verdict lands (one flushed line), so a
+        # wrapper can act on each job while the others still run.
+        await tracker.wait(run_id)
+        if args.json and run_id not in printed:
+            printed.add(run_id)
+            _json_line(
+                console, run_record(await _note_already_done(session, session.get_run(run_id)))
+            )
+
     unsubscribe = tracker.subscribe(on_event)
     ticker = asyncio.ensure_future(redraw())
     timed_out = False
     try:
-        waits = [tracker.wait(run.id) for run in runs if run.status not in TERMINAL]
+        if args.json:
+            for run in runs:  # already decided: at once, in argument order
+                if run.status in TERMINAL:
+                    printed.add(run.id)
+                    _json_line(console, run_record(await _note_already_done(session, run)))
+        waits = [landed(run.id) for run in runs if run.status not in TERMINAL]
         await asyncio.wait_for(asyncio.gather(*waits), timeout)
     except asyncio.TimeoutError:
         timed_out = True
@@ -435,7 +452,8 @@ async def _watch(
     timed_out = timed_out or any(item.state not in TERMINAL for run in final for item in run.items)
     for run in final:
         if args.json:
-            _json_line(console, run_record(run))
+            if run.id not in printed:  # still undecided at --timeout: as it stands
+                _json_line(console, run_record(run))
         else:
             for line in verdict_lines(run):
                 console.out(line)
