@@ -59,7 +59,7 @@ from ._parse import (
     split_job_id,
     split_rows,
 )
-from ._script import command_script
+from ._script import command_script, script_reports_itself, user_script
 from ._versions import MINIMUM_VERSION, SlurmBehaviour, SlurmVersion, behaviour_for
 
 UTC: Final = timezone.utc
@@ -106,6 +106,26 @@ _FALSE_WORDS: Final = frozenset({"0", "false", "no", "off"})
 #: The run id's time in a tracker's tag: hpcstate-20261206-152617-49c6a1.0
 _TAG_TIME: Final = re.compile(r"\Ahpcstate-(\d{8}-\d{6})-")
 _TAG_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+def _self_report(spec: JobSpec) -> bool:
+    """The option ``self_report_wrapper`` (default true): a boolean (a TOML ``true``) or
+    one of the words ``true/yes/on/1`` and ``false/no/off/0``; anything else is refused,
+    naming the option."""
+    value: object = spec.options.get("self_report_wrapper", True)
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in _TRUE_WORDS:
+            return True
+        if word in _FALSE_WORDS:
+            return False
+    raise ValueError(
+        "option self_report_wrapper must be true or false (a boolean, or one of the words "
+        f"{', '.join(sorted(_TRUE_WORDS))} / {', '.join(sorted(_FALSE_WORDS))}), "
+        f"got {value!r}"
+    )
 
 
 class SubmitRejected(CommandFailed):
@@ -244,32 +264,37 @@ class SlurmDialect:
         if spec.script_path:
             argv.append(spec.script_path)
         elif spec.script:
-            stdin = spec.script
+            stdin = user_script(spec.script, spec.environment, self_report=_self_report(spec))
         else:
             stdin = self._command_script(spec)
         return Command(argv=argv, stdin=stdin, timeout=self.timeout)
 
     @staticmethod
     def reports_itself(spec: JobSpec) -> bool:
-        """A command run through the report wrapper (option ``self_report_wrapper``)
-        writes its report; a user's own script is not wrapped."""
-        if spec.script or spec.script_path:
+        """Whether the job's batch script runs hpcstate's report helper, so that the job
+        writes its own report: a command, or a user's script whose ``#!`` names a POSIX
+        shell, unless the option ``self_report_wrapper`` is off; never a ``script_path``
+        (its text is on the job's side). An option that is neither true nor false
+        answers False here; submitting the spec refuses it, naming the option."""
+        if spec.script_path:
             return False
-        return spec.options.get("self_report_wrapper", "true").strip().lower() in _TRUE_WORDS
+        try:
+            on = _self_report(spec)
+        except ValueError:
+            return False
+        return on and (not spec.script or script_reports_itself(spec.script))
 
     @staticmethod
     def _command_script(spec: JobSpec) -> str:
-        """A batch script that runs the argv as given (quoted once, no extra shell); it
-        writes the job's self-report when the tracker named a report file and the spec's
-        option ``self_report_wrapper`` is true; otherwise the payload is exec'd.
+        """A batch script that runs the argv as given (quoted once, no extra shell).
 
-        Off by default: in plain sh the wrapper cannot tell a payload killed by signal N
-        from one that exited 128+N, so Slurm would record "exit 139" where exec gives it
-        the lossless "killed by SIGSEGV". Fidelity first; push is opt-in."""
-        wrapper = spec.options.get("self_report_wrapper", "true").strip().lower()
-        if wrapper not in _TRUE_WORDS | _FALSE_WORDS:
-            raise ValueError(f"option self_report_wrapper must be true or false, got {wrapper!r}")
-        return command_script(spec.command, spec.environment, self_report=wrapper in _TRUE_WORDS)
+        On by default (option ``self_report_wrapper``): when the tracker named a report
+        file, the payload runs under hpcstate's Perl helper, which writes the job's
+        self-report from the payload's wait status and then ends as the payload did
+        (the same exit code, or killed by the same signal), so Slurm's record is the one
+        ``exec`` gives. Without perl on the node, or with the option off, the payload is
+        exec'd and writes no report."""
+        return command_script(spec.command, spec.environment, self_report=_self_report(spec))
 
     def parse_submit(self, result: CommandResult, spec: JobSpec) -> Submission:
         if result.returncode != 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from hpcstate.runtime import _report
 from hpcstate.runtime._report import SelfReport, report_file_name
 from hpcstate_slurm import SlurmDialect
 from hpcstate_slurm import _script as script_module
+from hpcstate_slurm._helper import PERL_HELPER
 
 HERE = Path(__file__).resolve().parent
 D22 = SlurmDialect.for_version("22.05.8")
@@ -30,6 +32,15 @@ UTC = timezone.utc
 #: The shells a batch script meets as /bin/sh: dash (Debian, Ubuntu), bash (RHEL & co).
 SHELLS = [pytest.param(name, id=name) for name in ("dash", "bash") if shutil.which(name)]
 RUN_ID = "20261123-200000-a1b2c3"
+#: A user's own batch script (JobSpec.script), as ``hpcstate submit --script`` sends it.
+USER_SCRIPT = """#!/bin/bash
+#SBATCH --job-name=mine
+#SBATCH --output=out-%j.log
+
+# the payload
+srun hostname
+exit 3
+"""
 
 
 def tracker_env(report_file: str, *, item_id: str = f"{RUN_ID}.0") -> dict[str, str]:
@@ -41,8 +52,8 @@ def tracker_env(report_file: str, *, item_id: str = f"{RUN_ID}.0") -> dict[str, 
     return env
 
 
-def script_for(argv: list[str], env: Mapping[str, str], **options: str) -> str:
-    options.setdefault("self_report_wrapper", "true")
+def script_for(argv: list[str], env: Mapping[str, str], **options: object) -> str:
+    """The dialect's batch script for ``argv`` (the helper by default)."""
     stdin = D22.submit_command(JobSpec(command=argv, environment=env, options=options)).stdin
     assert stdin is not None
     return stdin
@@ -75,6 +86,15 @@ def wait_for_file(path: Path) -> None:
 
 # -- the text --------------------------------------------------------------------------
 
+#: In the golden scripts, the helper's Perl source (one shell word, ``shlex.quote`` of
+#: ``PERL_HELPER``) stands as this word: the helper's own text is checked by what it does
+#: (tests/slurm/test_report_helper.py), every line hpcstate writes around it here.
+HELPER_WORD = "@@PERL_HELPER@@"
+
+
+def golden(name: str) -> str:
+    return (HERE / "scripts" / name).read_text().replace(HELPER_WORD, shlex.quote(PERL_HELPER))
+
 
 def test_golden_script_with_a_report_file() -> None:
     spec = JobSpec(
@@ -83,10 +103,21 @@ def test_golden_script_with_a_report_file() -> None:
             "OMP_NUM_THREADS": "4",
             **tracker_env(f"/scratch/u/out/hpcstate-report-{RUN_ID}.{{array_index}}.json"),
         },
-        options={"self_report_wrapper": "true"},
     )
-    expected = (HERE / "scripts" / "command_with_report.sh").read_text()
-    assert D22.submit_command(spec).stdin == expected
+    assert D22.submit_command(spec).stdin == golden("command_with_report.sh")
+
+
+def test_golden_user_script_with_a_report_file() -> None:
+    """A user's own shell script: its #SBATCH block unchanged, the helper's lines after
+    it, the rest of the script unchanged."""
+    spec = JobSpec(script=USER_SCRIPT, environment=tracker_env("/scratch/u/r.json"))
+    command = D22.submit_command(spec)
+    assert command.stdin == golden("user_script_with_report.sh")
+    # the environment reaches the job as sbatch --export, as without hpcstate
+    assert command.argv[-1] == (
+        f"--export=ALL,HPCSTATE_RUN_ID={RUN_ID},HPCSTATE_ITEM_ID={RUN_ID}.0,"
+        "HPCSTATE_REPORT_FILE=/scratch/u/r.json"
+    )
 
 
 def test_without_a_report_file_the_payload_is_execd() -> None:
@@ -94,13 +125,38 @@ def test_without_a_report_file_the_payload_is_execd() -> None:
     assert D22.submit_command(spec).stdin == "#!/bin/sh\nexport A='x y'\nexec sleep 1\n"
 
 
-def test_the_wrapper_can_be_turned_off() -> None:
+@pytest.mark.parametrize("off", ["false", "no", "off", "0", " False ", False])
+def test_the_wrapper_can_be_turned_off(off: object) -> None:
     env = tracker_env("r.json")
-    text = script_for(["true"], env, self_report_wrapper="false")
-    assert text.splitlines()[-1] == "exec true"
-    assert "hpcstate_status" not in text
-    with pytest.raises(ValueError, match="self_report_wrapper"):
-        script_for(["true"], env, self_report_wrapper="maybe")
+    text = script_for(["true"], env, self_report_wrapper=off)
+    assert text == (
+        "#!/bin/sh\nexport HPCSTATE_RUN_ID=20261123-200000-a1b2c3\n"
+        "export HPCSTATE_ITEM_ID=20261123-200000-a1b2c3.0\n"
+        "export HPCSTATE_REPORT_FILE=r.json\nexec true\n"
+    )
+    spec = JobSpec(script=USER_SCRIPT, environment=env, options={"self_report_wrapper": off})
+    assert D22.submit_command(spec).stdin == USER_SCRIPT
+    assert not D22.reports_itself(spec)
+
+
+@pytest.mark.parametrize("on", ["true", "yes", "on", "1", "TRUE", True])
+def test_the_wrapper_option_as_a_word_or_a_toml_boolean(on: object) -> None:
+    text = script_for(["true"], tracker_env("r.json"), self_report_wrapper=on)
+    assert "exec perl -e " in text
+    assert D22.reports_itself(JobSpec(command=["true"], options={"self_report_wrapper": on}))
+
+
+@pytest.mark.parametrize("bad", ["maybe", "", 1, 0, 2.5, None, ["true"]])
+def test_a_wrapper_option_that_is_no_yes_or_no_is_refused_naming_it(bad: object) -> None:
+    for spec in (
+        JobSpec(command=["true"], options={"self_report_wrapper": bad}),
+        JobSpec(script=USER_SCRIPT, options={"self_report_wrapper": bad}),
+    ):
+        with pytest.raises(ValueError, match="option self_report_wrapper must be") as info:
+            D22.submit_command(spec)
+        assert repr(bad) in str(info.value)
+        # asked before submitting, it says no (the submit then refuses it, as above)
+        assert not D22.reports_itself(spec)
 
 
 def test_a_run_id_alone_or_a_file_alone_is_no_target() -> None:
@@ -108,32 +164,41 @@ def test_a_run_id_alone_or_a_file_alone_is_no_target() -> None:
     assert script_for(["true"], {"HPCSTATE_REPORT_FILE": "f"}).endswith("exec true\n")
 
 
-def test_script_specs_are_not_wrapped() -> None:
-    user = "#!/bin/bash\n#SBATCH --time=5\nexit 3\n"
-    command = D22.submit_command(JobSpec(script=user, environment=tracker_env("r.json")))
-    assert command.stdin == user
+def test_which_user_scripts_are_wrapped() -> None:
+    env = tracker_env("r.json")
+    python = "#!/usr/bin/env python3\n#SBATCH --time=5\nraise SystemExit(3)\n"
+    assert D22.submit_command(JobSpec(script=python, environment=env)).stdin == python
+    assert not D22.reports_itself(JobSpec(script=python, environment=env))
+    # a script on the job's side: sbatch reads it there, hpcstate never sees its text
+    on_disk = D22.submit_command(JobSpec(script_path="/home/u/job.sh", environment=env))
+    assert (on_disk.stdin, on_disk.argv[-1]) == (None, "/home/u/job.sh")
+    assert not D22.reports_itself(JobSpec(script_path="/home/u/job.sh", environment=env))
+    # no report target named: the script goes as written
+    assert D22.submit_command(JobSpec(script=USER_SCRIPT)).stdin == USER_SCRIPT
 
 
 def test_the_dialect_says_which_jobs_report_themselves() -> None:
     # The tracker stops asking the queue every poll only for jobs that say so: exactly
-    # those whose batch script is the wrapper.
+    # those whose batch script runs the helper (on by default).
     env = tracker_env("r.json")
-    on = {"self_report_wrapper": "true"}
-    assert D22.reports_itself(JobSpec(command=["true"], environment=env, options=on))
-    assert "hpcstate_status" in (
-        D22.submit_command(JobSpec(command=["true"], environment=env, options=on)).stdin or ""
-    )
-    assert not D22.reports_itself(JobSpec(command=["true"], environment=env))
-    assert not D22.reports_itself(JobSpec(command=["true"], options={"self_report_wrapper": "no"}))
-    assert not D22.reports_itself(JobSpec(script="#!/bin/sh\nexit 3\n", options=on))
+    off = {"self_report_wrapper": "false"}
+    assert D22.reports_itself(JobSpec(command=["true"], environment=env))
+    assert D22.reports_itself(JobSpec(script=USER_SCRIPT, environment=env))
+    assert D22.reports_itself(JobSpec(script="#!/usr/bin/env -S zsh -f\nexit 3\n"))
+    assert not D22.reports_itself(JobSpec(command=["true"], options=off))
+    assert not D22.reports_itself(JobSpec(script=USER_SCRIPT, options=off))
+    assert not D22.reports_itself(JobSpec(script="#!/usr/bin/python3\nprint(1)\n"))
+    assert not D22.reports_itself(JobSpec(script_path="job.sh"))
     # The backend the tracker holds answers before it has asked Slurm its version.
     from hpcstate.runtime import LocalRunner
     from hpcstate_slurm import CAPABILITIES
     from hpcstate_slurm._io import SlurmBackend
 
     backend = SlurmBackend(name="slurm", runner=LocalRunner(), capabilities=CAPABILITIES)
-    assert backend.reports_itself(JobSpec(command=["true"], options=on))
-    assert not backend.reports_itself(JobSpec(command=["true"]))
+    assert backend.reports_itself(JobSpec(command=["true"]))
+    assert backend.reports_itself(JobSpec(script=USER_SCRIPT))
+    assert not backend.reports_itself(JobSpec(command=["true"], options=off))
+    assert not backend.reports_itself(JobSpec(script="#!/usr/bin/python3\nprint(1)\n"))
     assert backend.commands_run == 0
 
 
@@ -171,8 +236,10 @@ def test_exit_codes(shell: str, payload: str, expected: ExitStatus, tmp_path: Pa
 
 
 @pytest.mark.parametrize("shell", SHELLS)
-def test_payload_killed_by_term_alone_is_reported_as_its_code(shell: str, tmp_path: Path) -> None:
-    """Only the payload got SIGTERM: the shell sees 143 and cannot tell it from exit 143."""
+def test_payload_killed_by_term_alone_is_reported_as_the_signal(shell: str, tmp_path: Path) -> None:
+    """Only the payload got SIGTERM: the helper reads its wait status, so the report is
+    exactly signal 15 (not an ambiguous 143), and the helper dies of it, as the payload
+    run with exec would have."""
     report = tmp_path / "report.json"
     pid_file = tmp_path / "payload.pid"
     argv = ["sh", "-c", f"echo $$ > {pid_file}.tmp; mv {pid_file}.tmp {pid_file}; exec sleep 60"]
@@ -180,13 +247,20 @@ def test_payload_killed_by_term_alone_is_reported_as_its_code(shell: str, tmp_pa
     wait_for_file(pid_file)
     os.kill(int(pid_file.read_text()), signal.SIGTERM)
     _, stderr = job.communicate(timeout=30)
-    assert job.returncode == 143  # an exit code, as the shell saw it: never a made-up signal
-    assert stderr == ""  # no "Terminated" note from the wrapper's shell
-    found = read_report(report)
-    assert found.exit.code == 143
-    assert found.exit.signal is None
-    assert found.exit.ambiguous is not None
-    assert "signal 15" in found.exit.ambiguous
+    assert job.returncode == -signal.SIGTERM  # the batch shell's process died of TERM
+    assert stderr == ""  # no "Terminated" note
+    assert read_report(report).exit == ExitStatus.killed(15)
+    assert read_report(report).exit.ambiguous is None
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_payload_that_exits_143_is_reported_as_the_code(shell: str, tmp_path: Path) -> None:
+    """The other half: exit(143) is a code, never signal 15."""
+    report = tmp_path / "report.json"
+    job = start(shell, script_for(["sh", "-c", "exit 143"], tracker_env(str(report))), tmp_path)
+    job.communicate(timeout=30)
+    assert job.returncode == 143
+    assert read_report(report).exit == ExitStatus.exited(143)
 
 
 @pytest.mark.parametrize("shell", SHELLS)
@@ -207,17 +281,37 @@ def test_job_killed_by_term_is_reported_as_the_signal(shell: str, tmp_path: Path
 
 @pytest.mark.parametrize("shell", SHELLS)
 def test_a_signal_the_payload_handles_does_not_end_the_job(shell: str, tmp_path: Path) -> None:
-    """USR1 to the whole job (sbatch --signal): the payload handles it and goes on; the
-    wrapper must not die of it (it would end the job), nor report a signal."""
+    """USR1 to the whole job (``scancel -f -s USR1``): the payload handles it and goes
+    on; the helper must not die of it (it would end the job), nor report a signal. The
+    payload gets USR1 twice, from the sender and passed on by the helper; standard
+    signals do not queue, so it may run its handler once or twice (docs/backends/slurm.md,
+    "What is different from exec")."""
     report = tmp_path / "report.json"
     ready = tmp_path / "ready"
     payload = f"trap 'echo usr1' USR1; touch {ready}; sleep 1; sleep 1; exit 4"
     job = start(shell, script_for(["sh", "-c", payload], tracker_env(str(report))), tmp_path)
     wait_for_file(ready)
     os.killpg(job.pid, signal.SIGUSR1)
+    stdout, _ = job.communicate(timeout=30)  # stderr: the payload's shell notes its
+    assert job.returncode == 4  # `sleep` killed by the USR1 it got too, as with exec
+    assert stdout in ("usr1\n", "usr1\nusr1\n")
+    assert read_report(report).exit == ExitStatus.exited(4)
+
+
+@pytest.mark.parametrize("shell", SHELLS)
+def test_a_signal_to_the_batch_shell_alone_reaches_the_payload_once(
+    shell: str, tmp_path: Path
+) -> None:
+    """USR1 to the batch shell's process alone (``scancel -b -s USR1``, ``--signal=B:``):
+    the helper passes it on, as exec would have delivered it to the payload itself."""
+    report = tmp_path / "report.json"
+    ready = tmp_path / "ready"
+    payload = f"trap 'echo usr1' USR1; touch {ready}; sleep 1; sleep 1; exit 4"
+    job = start(shell, script_for(["sh", "-c", payload], tracker_env(str(report))), tmp_path)
+    wait_for_file(ready)
+    os.kill(job.pid, signal.SIGUSR1)
     stdout, _ = job.communicate(timeout=30)
-    assert job.returncode == 4
-    assert stdout == "usr1\n"
+    assert (job.returncode, stdout) == (4, "usr1\n")
     assert read_report(report).exit == ExitStatus.exited(4)
 
 
@@ -304,10 +398,18 @@ def test_any_ids_and_file_name_make_a_readable_report(
     assert found.reported_at > datetime.now(UTC) - timedelta(minutes=5)
 
 
-def test_the_wrapper_is_off_by_default_so_signals_stay_lossless() -> None:
-    # exec keeps "killed by SIGSEGV" for Slurm to record; the sh wrapper would turn it
-    # into "exit 139". Push is opt-in.
+def test_the_helper_is_on_by_default_and_falls_back_to_exec() -> None:
+    # Push by default (issue 17): the helper keeps Slurm's lossless record, so no option
+    # is needed; the script's last line is the exec used where the node has no perl.
     spec = JobSpec(command=["true"], environment=tracker_env("r.json"))
     stdin = D22.submit_command(spec).stdin
     assert stdin is not None
-    assert stdin.splitlines()[-1] == "exec true"
+    assert stdin.endswith(
+        "if command -v perl >/dev/null 2>&1; then\n"
+        "  PERL5OPT= PERL5LIB= PERLLIB= exec perl -e " + shlex.quote(PERL_HELPER) + " -- "
+        '"${PERL5OPT+=$PERL5OPT}" "${PERL5LIB+=$PERL5LIB}" "${PERLLIB+=$PERLLIB}" true\n'
+        "fi\n"
+        "echo 'hpcstate: no perl on this node: the job runs without hpcstate'\"'\"'s helper "
+        "and writes no self-report' >&2\n"
+        "exec true\n"
+    )
