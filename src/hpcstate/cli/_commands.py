@@ -773,6 +773,32 @@ async def _prune(args: argparse.Namespace, session: Session) -> int:
     return ToolExit.OK
 
 
+async def _fleet(args: argparse.Namespace, session: Session) -> int:
+    from ._fleet import lease_doc, lease_rows, prometheus_text
+
+    if args.json and args.prometheus:
+        raise UsageError("--json and --prometheus: choose one")
+    leases = session.store.leases()
+    now = datetime.now(timezone.utc)
+    console = session.console
+    if args.prometheus:
+        console.stdout.write(prometheus_text(leases, now))
+        console.stdout.flush()
+    elif args.json:
+        for lease in leases:
+            _json_line(console, lease_doc(lease, now))
+    elif not leases:
+        console.out("no process has polled a backend through this store yet")
+    else:
+        console.out(
+            table(
+                lease_rows(leases, now),
+                ["BACKEND", "HOLDER", "LEASE", "SINCE", "LAST POLL", "CALLS"],
+            )
+        )
+    return ToolExit.OK
+
+
 async def _decode(args: argparse.Namespace, console: Console) -> int:
     decoded = decode(args.value, Form(args.form) if args.form else None)
     if args.json:
@@ -889,6 +915,7 @@ _WITH_SESSION: Final[dict[str, _SessionHandler]] = {
     "cancel": _cancel,
     "logs": _logs,
     "prune": _prune,
+    "fleet": _fleet,
 }
 _WITHOUT_SESSION: Final[dict[str, _ConsoleHandler]] = {
     "decode": _decode,

@@ -278,6 +278,17 @@ def build_parser(default_backend: str | None = None) -> argparse.ArgumentParser:
     report.add_argument("--detail", metavar="TEXT", default="")
     _json(report)
 
+    fleet = commands.add_parser(
+        "fleet",
+        help="who polls each backend for the processes sharing the store (leases)",
+    )
+    fleet.add_argument(
+        "--prometheus",
+        action="store_true",
+        help="print the figures as metrics in the Prometheus text format",
+    )
+    _json(fleet)
+
     backends = commands.add_parser("backends", help="installed backends and their capabilities")
     _json(backends)
 
