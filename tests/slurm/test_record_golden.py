@@ -16,8 +16,7 @@ from slurm_live import ROOT, cluster_status
 from hpcstate import TERMINAL, ExitStatus, ReasonKind, RunItem, State
 from hpcstate.backend import AccountingQuery
 from hpcstate.runtime import Tracker
-from hpcstate.testing import VirtualClock
-from hpcstate.testing.replay import ReplayRunner, files_absent, load_recording
+from hpcstate.testing import ReplayRunner, VirtualClock, files_absent, load_recording
 from hpcstate_slurm import CAPABILITIES, SlurmDialect, SlurmVersion
 from hpcstate_slurm._io import SlurmBackend
 

@@ -21,10 +21,9 @@ from test_slurm_production_26 import ROOT, _as_recorded, _case
 from hpcstate import Observation, State
 from hpcstate.backend import AccountingQuery, Backend, Capabilities, JobSpec, Submission
 from hpcstate.runtime import Clock
-from hpcstate.testing import VirtualClock
+from hpcstate.testing import ReplayRunner, VirtualClock, files_absent, load_recording
 from hpcstate.testing.conformance import BackendConformance
 from hpcstate.testing.golden import Scenario
-from hpcstate.testing.replay import ReplayRunner, files_absent, load_recording
 from hpcstate_slurm import CAPABILITIES
 from hpcstate_slurm._io import SlurmBackend
 

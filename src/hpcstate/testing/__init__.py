@@ -9,6 +9,9 @@
 * :mod:`~hpcstate.testing.conformance`: the suite to subclass (``DialectConformance``,
   ``BackendConformance``). Needs pytest, pytest-asyncio and hypothesis, so it is not
   imported here: ``from hpcstate.testing.conformance import DialectConformance``.
+* :mod:`~hpcstate.testing.replay`: :class:`ReplayRunner`, a Runner that replays a
+  recorded timeline (:func:`load_recording`): the backend's real commands answered with
+  what the real scheduler printed for the same command, in order.
 * :mod:`~hpcstate.testing.strategies`: hypothesis strategies (specs, results, garbling).
 """
 
@@ -23,6 +26,14 @@ from .golden import Scenario as Scenario
 from .golden import load_case as load_case
 from .golden import load_cases as load_cases
 from .golden import load_scenarios as load_scenarios
+from .replay import TRACKER_ENV as TRACKER_ENV
+from .replay import RecordedCase as RecordedCase
+from .replay import RecordedCommand as RecordedCommand
+from .replay import ReplayRunner as ReplayRunner
+from .replay import argv_of as argv_of
+from .replay import files_absent as files_absent
+from .replay import load_recording as load_recording
+from .replay import load_recordings as load_recordings
 from .simulator import Conditions as Conditions
 from .simulator import JobPlan as JobPlan
 from .simulator import Outage as Outage
@@ -33,12 +44,16 @@ from .simulator import VirtualClock as VirtualClock
 from .simulator import judge_first_verdict as judge_first_verdict
 
 __all__ = [
+    "TRACKER_ENV",
     "Conditions",
     "FakeRunner",
     "GoldenCase",
     "GoldenError",
     "JobPlan",
     "Outage",
+    "RecordedCase",
+    "RecordedCommand",
+    "ReplayRunner",
     "Scenario",
     "SimulatedBackend",
     "SimulatedCluster",
@@ -46,8 +61,12 @@ __all__ = [
     "UnexpectedCommand",
     "VirtualClock",
     "argv_matches",
+    "argv_of",
+    "files_absent",
     "judge_first_verdict",
     "load_case",
     "load_cases",
+    "load_recording",
+    "load_recordings",
     "load_scenarios",
 ]
