@@ -78,10 +78,11 @@ def _same_command(built: Command, recorded: RecordedCommand) -> None:
 
 def _as_recorded(spec: JobSpec) -> JobSpec:
     """The spec with the option values the recording ran with: it was made at hpcstate
-    d2ec250, when ``self_report_wrapper`` defaulted to false (exec'd payload); the default
-    is true since. The option is no sbatch flag: with it spelled out, today's dialect
-    builds the recorded argv and batch script again."""
-    if spec.command and "self_report_wrapper" not in spec.options:
+    d2ec250, when ``self_report_wrapper`` defaulted to false (exec'd payload) and a user's
+    own script was sent unchanged; the default is true since, for scripts too. The option
+    is no sbatch flag: with it spelled out, today's dialect builds the recorded argv and
+    batch script again."""
+    if (spec.command or spec.script) and "self_report_wrapper" not in spec.options:
         return evolve(spec, options={**spec.options, "self_report_wrapper": "false"})
     return spec
 
