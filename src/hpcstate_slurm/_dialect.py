@@ -109,10 +109,13 @@ _TAG_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVW
 
 
 def _self_report(spec: JobSpec) -> bool:
-    """The option ``self_report_wrapper`` (default true): a boolean (a TOML ``true``) or
-    one of the words ``true/yes/on/1`` and ``false/no/off/0``; anything else is refused,
-    naming the option."""
-    value: object = spec.options.get("self_report_wrapper", True)
+    """The option ``self_report_wrapper`` (default true)."""
+    return _yes_no("self_report_wrapper", spec.options.get("self_report_wrapper", True))
+
+
+def _yes_no(key: str, value: object) -> bool:
+    """A yes/no option: a boolean (a TOML ``true``) or one of the words ``true/yes/on/1``
+    and ``false/no/off/0``; anything else is refused, naming the option."""
     if isinstance(value, bool):
         return value
     if isinstance(value, str):
@@ -122,7 +125,7 @@ def _self_report(spec: JobSpec) -> bool:
         if word in _FALSE_WORDS:
             return False
     raise ValueError(
-        "option self_report_wrapper must be true or false (a boolean, or one of the words "
+        f"option {key} must be true or false (a boolean, or one of the words "
         f"{', '.join(sorted(_TRUE_WORDS))} / {', '.join(sorted(_FALSE_WORDS))}), "
         f"got {value!r}"
     )
@@ -251,7 +254,7 @@ class SlurmDialect:
                 argv.append(f"{_OPTION_FLAGS[key]}={option}")
             elif key in _BOOLEAN_OPTIONS:
                 on, off = _BOOLEAN_OPTIONS[key]
-                if option.lower() in ("1", "true", "yes"):
+                if _yes_no(key, option):
                     argv.append(on)
                 elif off is not None:
                     argv.append(off)

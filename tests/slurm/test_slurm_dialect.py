@@ -104,6 +104,31 @@ def test_submit_command_runs_the_argv_exactly_once_quoted() -> None:
     assert "export X='a,b c'" in script
 
 
+@pytest.mark.parametrize(
+    ("value", "flag"),
+    [
+        (True, "--requeue"),
+        ("on", "--requeue"),
+        (" Yes ", "--requeue"),
+        ("1", "--requeue"),
+        (False, "--no-requeue"),
+        ("off", "--no-requeue"),
+        ("NO", "--no-requeue"),
+    ],
+)
+def test_yes_no_options_take_a_toml_boolean_or_a_word(value: object, flag: str) -> None:
+    spec = JobSpec(command=["true"], options={"requeue": value})
+    argv = D22.submit_command(spec).argv
+    assert [a for a in argv if "requeue" in a] == [flag]
+
+
+@pytest.mark.parametrize("value", ["maybe", "", 1, None])
+def test_a_yes_no_option_that_is_neither_is_refused_naming_it(value: object) -> None:
+    with pytest.raises(ValueError, match="option hold must be true or false") as info:
+        D22.submit_command(JobSpec(command=["true"], options={"hold": value}))
+    assert repr(value) in str(info.value)
+
+
 def test_submit_command_options() -> None:
     spec = JobSpec(
         script_path="/home/u/job.sh",
