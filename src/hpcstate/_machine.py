@@ -109,27 +109,43 @@ def classify(item: RunItem, observation: Observation) -> Input:
 
 
 def _forgotten(item: RunItem) -> Input:
-    """No source knows the job any more: cancelled if a cancel was asked for (by any
-    process sharing the store) and the job was not seen to end first; else forgotten."""
+    """No source knows the job any more: cancelled if the cancel had a live job to act
+    on (see ``_cancel_took_it``); else forgotten (GONE, outcome unknown)."""
     if _cancel_took_it(item):
         return Input.VANISHED_AFTER_CANCEL
     return Input.FORGOTTEN
 
 
+#: Code of the marker the machine adds when the queue lists a job as queued or running
+#: after a cancel was requested (the cancel_requested marker already on the item).
+CANCEL_LIVE = "cancel_live"
+
+
 def _cancel_took_it(item: RunItem) -> bool:
-    """A cancel was requested and the job was not seen to end on its own first (the
-    queue saying it completed, or its own report of success)."""
-    if item.state not in _CANCELLABLE or not item.has_marker(MarkerCode.CANCEL_REQUESTED.value):
-        return False
-    if item.settling_cause == Input.SEEN_SUCCESS.value:
-        return False
-    exit_ = item.stats.exit
-    return not (
-        item.settling_cause == Input.SELF_REPORTED.value and exit_ is not None and exit_.success
+    """Whether a vanish is the cancel's doing: the job vanished straight from the queue's
+    live view (it is still QUEUED or RUNNING here), a cancel was requested, and the queue
+    listed the job as queued or running after that request (the ``cancel_live``
+    marker). Anything less leaves room for the job to have ended on its own before the
+    cancel reached it (the request came after the last live sighting, or the job had
+    already left the queue): then only a record may say cancelled."""
+    return (
+        item.state in _LIVE
+        and item.has_marker(MarkerCode.CANCEL_REQUESTED.value)
+        and item.has_marker(CANCEL_LIVE)
     )
 
 
-_CANCELLABLE = frozenset({State.QUEUED, State.RUNNING, State.SETTLING})
+def _needs_cancel_live(item: RunItem, active: bool) -> bool:
+    """A live sighting that proves the cancel request found the job still there."""
+    return (
+        active
+        and item.state in _LIVE
+        and item.has_marker(MarkerCode.CANCEL_REQUESTED.value)
+        and not item.has_marker(CANCEL_LIVE)
+    )
+
+
+_LIVE = frozenset({State.QUEUED, State.RUNNING})
 
 
 #: States whose stats describe the job's end (its reason included).
@@ -519,7 +535,8 @@ def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
         # 137" confirmed first, the controller's exact 137 listed a moment later).
         return _resolve_ambiguity(item, obs)
 
-    if target is None and _brings_nothing(item, obs):
+    live_after_cancel = _needs_cancel_live(item, active)
+    if target is None and _brings_nothing(item, obs) and not live_after_cancel:
         # The common case in a poll: the queue says what we already know. Only the
         # sighting times matter (the grace, "ever seen").
         if (active and item.state is State.SETTLING) or (seen and item.last_seen_at is None):
@@ -551,6 +568,14 @@ def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
     if new_state in TERMINAL:
         values["reason"] = verdict_reason(new_state, values["exit"], values["reason"])
     extra: list[Marker] = list(obs.markers)
+    if live_after_cancel and new_state in _LIVE:
+        extra.append(
+            Marker(
+                code=CANCEL_LIVE,
+                text=f"{obs.source} listed the job {obs.state} at {at.isoformat()}, after "
+                "the cancel request: the cancel found it live",
+            )
+        )
     disagreement = _disagreement(item.stats, obs.stats, obs.source) if finished else None
     if disagreement is not None:
         extra.append(disagreement)
@@ -590,7 +615,8 @@ def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
         extra.append(
             Marker(
                 code=MarkerCode.UNCONFIRMED.value,
-                text=f"a cancel was requested and then {obs.source} no longer knew the job"
+                text=f"a cancel was requested, the job was listed live after it, and then "
+                f"{obs.source} no longer knew the job"
                 + (f" ({obs.detail})" if obs.detail else "")
                 + ": cancelled, not confirmed by a record",
             )
@@ -801,12 +827,6 @@ def _fallback(item: RunItem, grace: timedelta) -> tuple[Input, Marker]:
     since = item.settling_since.isoformat() if item.settling_since else "?"
     seconds = f"{grace.total_seconds():.0f} s"
     stats = item.stats
-    if _cancel_took_it(item):
-        text = (
-            f"a cancel was requested and the job left the queue (settling since {since}); "
-            f"no record confirmed its outcome within {seconds}: cancelled, not confirmed"
-        )
-        return Input.VANISHED_AFTER_CANCEL, Marker(code=MarkerCode.UNCONFIRMED.value, text=text)
     reported = stats.exit_source in ADVISORY and stats.exit is not None
     ran = stats.started_at is not None or item.settling_cause in _RAN_CAUSES
     if reported and stats.exit is not None and not stats.exit.success:

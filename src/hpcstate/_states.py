@@ -121,8 +121,10 @@ class Input(enum.Enum):
     GRACE_EXPIRED = "grace_expired"  # settled too long, known to have run: unconfirmed success
     GRACE_EXPIRED_UNSEEN = "grace_expired_unseen"  # settled too long, never known to have run
     REQUEUED = "requeued"  # a new run under the same id (restart count went up)
-    # A cancel was requested (the stored cancel_requested marker, from any process) and
-    # the job then left every source (or its grace ran out) without being seen to end.
+    # A cancel was requested (the stored cancel_requested marker, from any process), the
+    # queue listed the job queued/running after that, and the job then vanished straight
+    # from that live view (no source knows it). Never from SETTLING: a job that already
+    # left the queue may have ended on its own before the cancel reached it.
     VANISHED_AFTER_CANCEL = "vanished_after_cancel"
     STALE = "stale"  # older than what the item already knows
 
@@ -197,7 +199,6 @@ def _rows() -> dict[tuple[State, Input], State | Target]:
         (_S.SETTLING, _I.GRACE_EXPIRED): _S.COMPLETED,  # unconfirmed, never FAILED
         (_S.SETTLING, _I.GRACE_EXPIRED_UNSEEN): _S.GONE,
         (_S.SETTLING, _I.REQUEUED): _S.QUEUED,
-        (_S.SETTLING, _I.VANISHED_AFTER_CANCEL): _S.CANCELLED,  # unconfirmed
     }
     # Terminal states absorb: late or repeated observations only enrich stats.
     for state in TERMINAL:

@@ -9,16 +9,28 @@ from attrs import evolve
 
 import hpcstate as h
 from hpcstate import TRANSITIONS, Input, State, Target
+from hpcstate._machine import CANCEL_LIVE
 from hpcstate.serial import item_to_dict
 
 from .builders import (
     at,
     item_in,
+    obs,
     observation_for,
     settling_vanished,
     unconfirmed_completed,
     with_cancel_requested,
 )
+
+
+def cancel_seen_live(item: h.RunItem) -> h.RunItem:
+    """A cancel requested, then the queue still listing the job (queued or running)."""
+    asked = with_cancel_requested(item)
+    seconds = (asked.updated_at - at(0)).total_seconds() + 1
+    seen = h.advance(asked, obs(seconds, item.state)).item
+    assert seen.has_marker(CANCEL_LIVE)
+    return seen
+
 
 # Inputs that only the tracker's own functions produce (not advance()).
 TRACKER_INPUTS = {
@@ -50,8 +62,15 @@ def test_every_observation_pair(state: State, input: Input) -> None:
     item = item_in(state)
     if input is Input.LATE_CONFIRMATION and state in (State.COMPLETED,):
         item = unconfirmed_completed()
-    if input is Input.VANISHED_AFTER_CANCEL and state is not State.PENDING:
-        item = with_cancel_requested(settling_vanished() if state is State.SETTLING else item)
+    if input is Input.VANISHED_AFTER_CANCEL and state in (State.QUEUED, State.RUNNING):
+        item = cancel_seen_live(item)
+    if input is Input.VANISHED_AFTER_CANCEL and state is State.SETTLING:
+        # A job that already left the queue may have ended on its own before the cancel
+        # reached it: its vanish is FORGOTTEN (gone), never the cancel's doing.
+        item = with_cancel_requested(settling_vanished())
+        assert h.classify(item, obs(3600, absence=h.Absence.UNKNOWN)) is Input.FORGOTTEN
+        assert (state, input) not in TRANSITIONS
+        return
     observation = observation_for(item, input)
     if observation is None:
         pytest.skip(
@@ -137,3 +156,20 @@ def test_observation_for_another_job_is_refused() -> None:
     other = evolve(observation_for(item, Input.SEEN_RUNNING), native_id="999")  # type: ignore[type-var]
     with pytest.raises(h.IllegalTransition, match="999"):
         h.advance(item, other)
+
+
+def test_vanished_after_cancel_rows_by_hand() -> None:
+    # Written by hand (issue 13 and the race found after it): only a job that vanishes
+    # straight from the queue's live view, after the queue listed it live past the cancel
+    # request, is cancelled (unconfirmed); a record corrects it. Never from SETTLING.
+    rows = {
+        (state, input): target
+        for (state, input), target in TRANSITIONS.items()
+        if input is Input.VANISHED_AFTER_CANCEL
+        or (state, input) == (State.CANCELLED, Input.LATE_CONFIRMATION)
+    }
+    assert rows == {
+        (State.QUEUED, Input.VANISHED_AFTER_CANCEL): State.CANCELLED,
+        (State.RUNNING, Input.VANISHED_AFTER_CANCEL): State.CANCELLED,
+        (State.CANCELLED, Input.LATE_CONFIRMATION): Target.OBSERVED,
+    }

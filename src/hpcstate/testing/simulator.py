@@ -280,6 +280,7 @@ class Truth:
     restarts: int
     submitted_at: datetime
     cancel_requested: bool = False  # someone asked to cancel it (even after it ended)
+    cancelled_live: bool = False  # a cancel reached it while queued or running, and ended it
 
 
 @define
@@ -299,6 +300,7 @@ class _Job:
     outcome: State
     exit: ExitStatus | None
     cancel_requested: bool = False
+    cancelled_live: bool = False
 
     @property
     def ended_at(self) -> datetime:
@@ -380,6 +382,7 @@ class SimulatedCluster:
             restarts=len(job.segments) - 1,
             submitted_at=job.submitted_at,
             cancel_requested=job.cancel_requested,
+            cancelled_live=job.cancelled_live,
         )
 
     def plan(self, native_id: str) -> JobPlan:
@@ -465,6 +468,7 @@ class SimulatedCluster:
             job.exit = ExitStatus.killed(15)
         segment.ended_at = now
         job.outcome = State.CANCELLED
+        job.cancelled_live = True
 
     # -- what the sources say -----------------------------------------------------------
 
@@ -732,15 +736,20 @@ def judge_first_verdict(
        confirmed or not.
     4. A verdict before the job truly ended is wrong.
 
-    One exception to 2 and 3: after a cancel request, an unconfirmed CANCELLED is
-    acceptable whatever the truth: the job vanished without a record, and nothing can
-    tell a cancel that took it from one that came just too late (a record corrects it).
+    One exception to 2: an unconfirmed CANCELLED is acceptable for a job that a cancel
+    truly ended while it was queued or running (``Truth.cancelled_live``), with a
+    compatible exit status. A cancel that reached a job after it had ended on its own
+    changed nothing: CANCELLED for that job is wrong, confirmed or not.
     """
     if truth.state is None:
         return f"verdict {state} before the job ended"
     if state not in TERMINAL:
         return f"{state} is not a verdict"
-    if state is State.CANCELLED and not confirmed and truth.cancel_requested:
+    if state is State.CANCELLED and not confirmed and truth.cancelled_live:
+        if not exit_compatible(truth.exit, exit):
+            shown = "none" if exit is None else exit.describe()
+            true_exit = "none" if truth.exit is None else truth.exit.describe()
+            return f"unconfirmed cancelled with {shown}, truly {true_exit}"
         return None
     failure = state not in (State.COMPLETED, State.GONE)
     if failure and truth.state is State.COMPLETED:
