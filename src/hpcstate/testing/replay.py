@@ -57,7 +57,11 @@ from attrs import evolve, frozen
 from hpcstate.backend import Command, CommandResult, JobSpec
 
 from .fakes import UnexpectedCommand
-from .golden import GoldenError, spec_from_dict
+
+# One reader of recorded files for golden checks and replays alike.
+from .golden import GoldenError, _strings, spec_from_dict
+from .golden import _read_rc as _rc
+from .golden import _read_text as _text
 
 #: Environment variables the tracker adds to every remote job's spec; a recording's spec
 #: holds them, what a user gives the tracker does not.
@@ -148,28 +152,6 @@ class RecordedCase:
         spec = self.submitted_spec()
         env = {k: v for k, v in spec.environment.items() if k not in TRACKER_ENV}
         return evolve(spec, environment=env, tag="")
-
-
-def _text(path: Path) -> str:
-    return path.read_text(encoding="utf-8") if path.exists() else ""
-
-
-def _rc(path: Path) -> int | None:
-    if not path.exists():
-        raise GoldenError(f"{path}: missing (every recorded command needs its exit status)")
-    text = path.read_text(encoding="utf-8").strip()
-    if text == "timeout":
-        return None
-    try:
-        return int(text)
-    except ValueError:
-        raise GoldenError(f"{path}: expected an integer or 'timeout', got {text!r}") from None
-
-
-def _strings(value: object, where: str) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise GoldenError(f"{where}: expected a list of strings")
-    return tuple(value)
 
 
 def _entry(path: Path, raw: object, where: str) -> RecordedCommand:
