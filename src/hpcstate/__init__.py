@@ -58,6 +58,7 @@ from ._model import Observation as Observation
 from ._model import Run as Run
 from ._model import RunItem as RunItem
 from ._reasons import END_KINDS as END_KINDS
+from ._reasons import STATE_REASON_KINDS as STATE_REASON_KINDS
 from ._reasons import Reason as Reason
 from ._reasons import ReasonKind as ReasonKind
 from ._reasons import parse_slurm_reason as parse_slurm_reason
@@ -85,6 +86,7 @@ __all__ = [
     "FAILURES",
     "OCCUPYING",
     "REOPENABLE",
+    "STATE_REASON_KINDS",
     "TERMINAL",
     "TRANSITIONS",
     "WAITING",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import functools
 import re
+from collections.abc import Mapping
 from typing import Final
 
 from attrs import frozen
@@ -154,7 +155,7 @@ def verdict_reason(state: State, exit: ExitStatus | None, told: Reason | None) -
     """
     if state not in TERMINAL:
         return told
-    named = _STATE_KINDS.get(state)
+    named = STATE_REASON_KINDS.get(state)
     if named is not None:
         return told if told is not None and told.kind is named else _rekind(told, named)
     if state is State.COMPLETED:
@@ -193,7 +194,8 @@ def verdict_reason(state: State, exit: ExitStatus | None, told: Reason | None) -
     return told
 
 
-_STATE_KINDS: Final = {
+#: The reason a final state names by itself (a time limit is always ``time_limit``...).
+STATE_REASON_KINDS: Final[Mapping[State, ReasonKind]] = {
     State.TIMEOUT: ReasonKind.TIME_LIMIT,
     State.CANCELLED: ReasonKind.CANCELLED,
     State.OUT_OF_MEMORY: ReasonKind.OUT_OF_MEMORY,

@@ -27,6 +27,7 @@ from attrs import evolve, field, frozen
 
 from hpcstate import (
     FAILURES,
+    STATE_REASON_KINDS,
     TERMINAL,
     Absence,
     CommandFailed,
@@ -529,15 +530,6 @@ _END_REASONS: Final = frozenset(
         ReasonKind.DEADLINE,
     }
 )
-#: A final state that names its own reason.
-_STATE_REASONS: Final[Mapping[State, ReasonKind]] = {
-    State.TIMEOUT: ReasonKind.TIME_LIMIT,
-    State.CANCELLED: ReasonKind.CANCELLED,
-    State.OUT_OF_MEMORY: ReasonKind.OUT_OF_MEMORY,
-    State.NODE_FAIL: ReasonKind.NODE_FAIL,
-    State.PREEMPTED: ReasonKind.PREEMPTED,
-    State.DEADLINE: ReasonKind.DEADLINE,
-}
 
 
 def final_reason(
@@ -564,7 +556,7 @@ def final_reason(
         ):
             return Reason(kind=ReasonKind.RAISED_SIGNAL, text=told.text, signal=exit.signal)
         return told
-    kind = _STATE_REASONS.get(state) if state is not None else None
+    kind = STATE_REASON_KINDS.get(state) if state is not None else None
     if kind is not None:
         return Reason(kind=kind)
     if exit is not None:

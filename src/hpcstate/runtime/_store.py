@@ -32,7 +32,7 @@ from itertools import chain
 from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeGuard, TypeVar
 
 from attrs import evolve, field, frozen
 from attrs import fields as attrs_fields
@@ -244,6 +244,16 @@ class Lease:
     def live(self, now: datetime) -> bool:
         """Held (not released) and not expired at ``now``."""
         return not self.released and now < self.expires_at
+
+
+def _still_held(current: Lease | None, lease: Lease) -> TypeGuard[Lease]:
+    """Whether the stored lease is still ``lease``: same holder, same generation, not
+    released (a takeover bumps the generation, so an old holder can never write)."""
+    return (
+        current is not None
+        and not current.released
+        and (current.holder, current.generation) == (lease.holder, lease.generation)
+    )
 
 
 class LeaseLost(StoreError):
@@ -1449,11 +1459,7 @@ class Store:
         with self._write() as db:
             if lease is not None:
                 current = self._held_lease(db, lease)
-                if (
-                    current is None
-                    or current.released
-                    or (current.holder, current.generation) != (lease.holder, lease.generation)
-                ):
+                if not _still_held(current, lease):
                     raise LeaseLost(
                         f"{lease.holder} lost the lease of {lease.backend}: "
                         f"{len(changes)} change(s) it observed were not stored"
@@ -1835,11 +1841,7 @@ class Store:
         at = now or datetime.now(timezone.utc)
         with self._write() as db:
             current = self._held_lease(db, lease)
-            if (
-                current is None
-                or current.released
-                or (current.holder, current.generation) != (lease.holder, lease.generation)
-            ):
+            if not _still_held(current, lease):
                 raise LeaseLost(
                     f"{lease.holder} no longer holds the lease of {lease.backend} "
                     + (
