@@ -218,6 +218,13 @@ class Config:
             return found
         if chosen in _installed():
             return BackendConfig(name=chosen, kind=chosen)
+        from hpcstate import registry
+
+        if chosen in registry.FIRST_PARTY:
+            raise ConfigError(
+                f"the {chosen} backend is not installed: {registry.install_hint(chosen)} "
+                f"(usable here: {', '.join(self.names())})"
+            )
         raise ConfigError(
             f"no backend named {chosen!r}: it is neither configured nor an installed kind "
             f"(usable: {', '.join(self.names())}); add a [backends.{chosen}] table with its "

@@ -28,6 +28,16 @@ _HINTS: Final = {
     "pbs": "pip install hpcstate-pbs",
 }
 
+#: The project's own backends: each its own distribution, pulled in by the extra of its
+#: name; listed (with the command that installs it) even where it is not installed.
+FIRST_PARTY: Final = ("slurm", "flux", "k8s")
+
+
+def install_hint(name: str) -> str:
+    """The command that installs backend ``name`` (its extra, for the project's own)."""
+    return _hint(name)
+
+
 # name -> "module:attr", registered at run time (tests, embedded use).
 _registered: dict[str, str] = {}
 

@@ -863,10 +863,15 @@ def _load_backend(name: str) -> BackendInfo | Exception:
 
 
 async def _backends(args: argparse.Namespace, console: Console) -> int:
-    found = [(name, _load_backend(name)) for name in registry.available()]
+    installed = registry.available()
+    found = [(name, _load_backend(name)) for name in installed]
+    missing = [name for name in registry.FIRST_PARTY if name not in installed]
     if args.json:
         for name, info in found:
             _json_line(console, _backend_doc(name, info))
+        for name in missing:
+            absent = BackendNotFound(f"not installed: {registry.install_hint(name)}")
+            _json_line(console, _backend_doc(name, absent))
         return ToolExit.OK
     rows = []
     notes = []
@@ -882,6 +887,9 @@ async def _backends(args: argparse.Namespace, console: Console) -> int:
         else:
             rows.append([name, "-", "-", "cannot be loaded (see below)"])
             notes.append(f"{name}: {text}")
+    # The project's own backends that are not installed, with the command that adds them.
+    rows += [[name, "-", "-", f"not installed: {registry.install_hint(name)}"] for name in missing]
+    rows.sort(key=lambda row: row[0])
     console.out(table(rows, ["NAME", "VERSION", "API", "CAPABILITIES"]))
     for line in notes:
         console.out(f"  {line}")
