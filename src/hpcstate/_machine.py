@@ -119,6 +119,9 @@ def _forgotten(item: RunItem) -> Input:
 #: Code of the marker the machine adds when the queue lists a job as queued or running
 #: after a cancel was requested (the cancel_requested marker already on the item).
 CANCEL_LIVE = "cancel_live"
+#: Code of the marker the runtime adds when its cancel call to the backend failed (the
+#: cancel may or may not have acted): the job's vanishing is then never the cancel's.
+CANCEL_FAILED = "cancel_failed"
 
 
 def _cancel_took_it(item: RunItem) -> bool:
@@ -126,12 +129,14 @@ def _cancel_took_it(item: RunItem) -> bool:
     live view (it is still QUEUED or RUNNING here), a cancel was requested, and the queue
     listed the job as queued or running after that request (the ``cancel_live``
     marker). Anything less leaves room for the job to have ended on its own before the
-    cancel reached it (the request came after the last live sighting, or the job had
-    already left the queue): then only a record may say cancelled."""
+    cancel reached it (the request came after the last live sighting, the job had
+    already left the queue, or the cancel call failed: ``cancel_failed``): then only a
+    record may say cancelled."""
     return (
         item.state in _LIVE
         and item.has_marker(MarkerCode.CANCEL_REQUESTED.value)
         and item.has_marker(CANCEL_LIVE)
+        and not item.has_marker(CANCEL_FAILED)
     )
 
 

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 import hpcstate as h
 from hpcstate import Absence, ExitStatus, JobStats, MarkerCode, Reason, ReasonKind, Source, State
-from hpcstate._machine import CANCEL_LIVE
+from hpcstate._machine import CANCEL_FAILED, CANCEL_LIVE
 
 from .builders import (
     at,
@@ -236,3 +236,13 @@ def test_a_vanish_is_cancelled_only_straight_from_a_live_view_seen_after_the_can
         assert not final.confirmed
     else:
         assert final.state is not State.CANCELLED
+
+
+def test_a_failed_cancel_call_never_explains_a_vanish() -> None:
+    # The runtime marks an item whose backend cancel call failed (timed out: it may or
+    # may not have acted). The job may then run on and end on its own: seen live after
+    # the request proves nothing, and its vanish is gone, not cancelled.
+    item = _seen_live_after_cancel(running())
+    failed = h.Marker(code=CANCEL_FAILED, text="the cancel may not have reached backend sim")
+    item = h.add_marker(item, failed, at=at(11)).item
+    assert h.advance(item, _unknown(600)).item.state is State.GONE

@@ -469,3 +469,24 @@ def test_found_example_a_late_cancel_on_a_purged_failure_is_not_cancelled() -> N
     assert (firsts["1000"].state, firsts["1000"].confirmed) == (State.GONE, False)
     (item,) = [i for i in loop.items.values() if i.native_id == "1000"]
     assert item.has_marker(MarkerCode.CANCEL_REQUESTED.value)  # the cancel was asked for
+
+
+@pytest.mark.parametrize("seed", [8, 64])
+def test_a_failed_cancel_then_a_purge_is_not_cancelled(seed: int) -> None:
+    # Found by a stress run of the cancel_live rule: the cancel call timed out (it never
+    # reached the simulated cluster), the job was listed running afterwards, ended on
+    # its own (completed / exit 42), and was purged before the next answer. The
+    # tracker's cancel_failed marker keeps that vanish from reading "cancelled".
+    rng = random.Random(seed)
+    conditions = Conditions(
+        queued_s=(0, rng.uniform(0, 60)),
+        running_s=(1, rng.uniform(30, 1000)),
+        queue_linger_s=(0.0, 0.0),
+        record_lag_s=(0, 0),
+        final_lag_s=(0, 0),
+        purge_after_s=60.0,
+        transient_errors=rng.uniform(0, 0.4),
+        slow_calls=rng.uniform(0, 0.4),
+    )
+    report = _tracker_race(seed, conditions=conditions, jobs=rng.randint(1, 4), cancels=1)
+    assert not report.wrong, report.wrong

@@ -71,6 +71,7 @@ from hpcstate import (
     submitted,
     tick,
 )
+from hpcstate._machine import CANCEL_FAILED
 from hpcstate.backend import AccountingQuery, Backend, BackendConfig, JobSpec, Submission
 
 from ._clock import Clock, SystemClock
@@ -637,7 +638,7 @@ class Tracker:
         changes = [c for row in rows if (c := cancelling(row)) is not None]
         _, lost = await self._commit_redoing(changes, cancelling)
         for backend_name, ids in to_cancel.items():
-            await self.backend(backend_name).cancel(list(ids))
+            await self._send_cancel(rows, backend_name, ids)
         await self._refresh()
         self.wake()
         if lost:
@@ -647,6 +648,39 @@ class Tracker:
                 "(the jobs already known were asked to cancel)"
             )
         return self.store.get_run(run_id)
+
+    async def _send_cancel(
+        self, rows: Sequence[ItemRow], backend_name: str, ids: Mapping[str, None]
+    ) -> None:
+        """The backend's cancel call; if it fails (it may or may not have acted), say so
+        on the items (``cancel_failed``), so that their vanishing is never read as the
+        cancel's doing, and raise."""
+        try:
+            await self.backend(backend_name).cancel(list(ids))
+        except Exception as exc:
+            await self._cancel_failed(rows, backend_name, ids, exc)
+            raise
+
+    async def _cancel_failed(
+        self, rows: Sequence[ItemRow], backend_name: str, ids: Mapping[str, None], exc: Exception
+    ) -> None:
+        marker = Marker(
+            code=CANCEL_FAILED,
+            text=f"the cancel may not have reached backend {backend_name}: {exc}",
+        )
+
+        def marking(row: ItemRow) -> Change | None:
+            item = row.item
+            if item.backend != backend_name or item.native_id not in ids or item.terminal:
+                return None
+            step = add_marker(item, marker, at=self.clock.now())
+            if step.item is item:
+                return None
+            return Change(item=step.item, expected_version=item.version, events=step.events)
+
+        fresh, _ = self.store.items_by_id(row.item.id for row in rows)
+        changes = [c for row in fresh if (c := marking(row)) is not None]
+        await self._commit_redoing(changes, marking)
 
     async def _commit_redoing(
         self, changes: Sequence[Change], redo: Callable[[ItemRow], Change | None]
