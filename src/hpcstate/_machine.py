@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 from datetime import datetime, timedelta
+from typing import Final
 
 from attrs import evolve, fields, frozen
 
@@ -118,10 +119,10 @@ def _forgotten(item: RunItem) -> Input:
 
 #: Code of the marker the machine adds when the queue lists a job as queued or running
 #: after a cancel was requested (the cancel_requested marker already on the item).
-CANCEL_LIVE = "cancel_live"
+CANCEL_LIVE: Final = MarkerCode.CANCEL_LIVE.value
 #: Code of the marker the runtime adds when its cancel call to the backend failed (the
 #: cancel may or may not have acted): the job's vanishing is then never the cancel's.
-CANCEL_FAILED = "cancel_failed"
+CANCEL_FAILED: Final = MarkerCode.CANCEL_FAILED.value
 
 
 def _cancel_took_it(item: RunItem) -> bool:

@@ -40,6 +40,9 @@ class MarkerCode(str, enum.Enum):
     STEP_FAILED = "step_failed"  # the job ended 0 but a step (srun) failed
     SELF_REPORTED = "self_reported"  # the job reported its own outcome
     CANCEL_REQUESTED = "cancel_requested"
+    CANCEL_LIVE = "cancel_live"  # the queue listed the job active after the cancel request
+    CANCEL_FAILED = "cancel_failed"  # the cancel call failed: the job may run on
+    SUBMIT_IN_DOUBT = "submit_in_doubt"  # the submit's answer was lost; never resubmitted
     REQUEUED = "requeued"
     SOURCES_DISAGREE = "sources_disagree"
     GONE = "gone"

@@ -97,7 +97,7 @@ _POLLED: Final = frozenset({State.QUEUED, State.RUNNING, State.SETTLING})
 _CLAIM_STALE: Final = timedelta(seconds=300)
 #: The marker of an item whose submit may or may not have reached its backend (it was
 #: unreachable, and so was the tag lookup): never submitted again, only looked up.
-SUBMIT_IN_DOUBT: Final = "submit_in_doubt"
+SUBMIT_IN_DOUBT: Final = MarkerCode.SUBMIT_IN_DOUBT.value
 #: Compare-and-set attempts of add_marker against concurrent writers.
 _MARKER_ATTEMPTS: Final = 20
 
