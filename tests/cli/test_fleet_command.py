@@ -117,9 +117,13 @@ def test_fleet_shows_the_watch_process_that_polls_and_its_metrics(
     assert doc["live"] is True
     assert doc["released"] is False
     assert doc["generation"] == 1
-    since = datetime.fromisoformat(doc["since"])
-    assert since <= datetime.fromisoformat(doc["last_poll_at"])
-    assert since < datetime.fromisoformat(doc["expires_at"])
+
+    def utc(text: str) -> datetime:  # Python 3.10's fromisoformat does not take "Z"
+        return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+    since = utc(doc["since"])
+    assert since <= utc(doc["last_poll_at"])
+    assert since < utc(doc["expires_at"])
     assert doc["holder"] in table
     assert "held (gen 1)" in table
 
