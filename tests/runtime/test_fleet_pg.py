@@ -11,7 +11,6 @@ the database (the files in ``work`` only hand run ids to the test harness)."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -27,7 +26,7 @@ from hpcstate.runtime import Store, Tracker
 from hpcstate.runtime.local import LocalBackend
 
 from .test_store import postgres_schema_url
-from .test_tracker_lease import _HOLDER, ENV, PY, start
+from .test_tracker_lease import _HOLDER, ENV, PY
 
 pytestmark = pytest.mark.postgres
 
@@ -38,46 +37,8 @@ def pg_url() -> Iterator[str]:
     yield from postgres_schema_url()
 
 
-def test_three_processes_on_postgresql_exactly_one_polls(pg_url: str, tmp_path: Path) -> None:
-    root, work = tmp_path / "jobs", tmp_path / "work"
-    work.mkdir()
-    names = ["p0", "p1", "p2"]
-    Store(pg_url).close()  # created once, before the processes race to open it
-    procs = [
-        start(pg_url, root, work, name, code, [n for n in names if n != name], 10.0)  # type: ignore[arg-type]
-        for code, name in enumerate(names)
-    ]
-    results = {}
-    for name, proc in zip(names, procs, strict=True):
-        out, err = proc.communicate(timeout=180)
-        assert proc.returncode == 0, err
-        results[name] = json.loads(out.splitlines()[-1])
-    expected = {"p0": ["completed", 0], "p1": ["failed", 1], "p2": ["failed", 2]}
-    for name in names:
-        assert results[name]["seen"] == expected  # every process saw every verdict
-    pollers = [name for name in names if results[name]["queue_calls"]]
-    assert len(pollers) == 1, {n: len(r["queue_calls"]) for n, r in results.items()}
-    with Store(pg_url, sweep=False) as store:
-        (lease,) = store.leases()
-        runs = store.list_runs()
-        # One verdict per item in the event log: none lost, none repeated or contradicted.
-        finals = [
-            (e.event.item_id, e.event.state, e.event.exit.code if e.event.exit else None)
-            for e in store.events(after=0)
-            if isinstance(e.event, (Finished, Corrected))
-        ]
-    assert lease.holder == pollers[0]
-    assert lease.released  # a clean exit hands the lease over at once
-    assert lease.scheduler_calls >= 1
-    assert len(runs) == 3
-    assert len(finals) == len({item for item, _, _ in finals}) == 3, finals
-    assert sorted((state.value, code) for _, state, code in finals) == [
-        ("completed", 0),
-        ("failed", 1),
-        ("failed", 2),
-    ]
-    jobs = [d for d in root.iterdir() if d.name != "tags"]
-    assert len(jobs) == 3  # each submitted once
+# Three processes on one PostgreSQL, exactly one polling: test_tracker_lease.py runs
+# that test on both stores (its `shared_store` fixture).
 
 
 async def test_kill_9_of_the_holder_on_postgresql_another_takes_over(

@@ -12,15 +12,18 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
 
-from hpcstate import Observation, Source, State
+import pytest
+
+from hpcstate import Corrected, Finished, Observation, Source, State
 from hpcstate.backend import JobSpec
 from hpcstate.runtime import Store, Tracker
 
 from .fakes import ScriptedBackend, VirtualClock
+from .test_store import postgres_schema_url
 
 PY = sys.executable
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -71,7 +74,9 @@ _PROCESS = textwrap.dedent(
 )
 
 
-def start(db: Path, root: Path, work: Path, me: str, code: int, others: Sequence[str], ttl: float):  # type: ignore[no-untyped-def]
+def start(
+    db: Path | str, root: Path, work: Path, me: str, code: int, others: Sequence[str], ttl: float
+):  # type: ignore[no-untyped-def]
     return subprocess.Popen(
         [
             PY,
@@ -92,18 +97,27 @@ def start(db: Path, root: Path, work: Path, me: str, code: int, others: Sequence
     )
 
 
-def test_one_process_polls_for_all_that_share_the_store(db_path: Path, tmp_path: Path) -> None:
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def shared_store(request: pytest.FixtureRequest, db_path: Path) -> Iterator[str]:
+    """What the processes share: an SQLite file, or a PostgreSQL URL (nothing else)."""
+    if request.param == "sqlite":
+        yield str(db_path)
+    else:
+        yield from postgres_schema_url()
+
+
+def test_one_process_polls_for_all_that_share_the_store(shared_store: str, tmp_path: Path) -> None:
     root, work = tmp_path / "jobs", tmp_path / "work"
     work.mkdir()
     names = ["p0", "p1", "p2"]
-    Store(db_path).close()  # created once, before the processes race to open it
+    Store(shared_store).close()  # created once, before the processes race to open it
     procs = [
-        start(db_path, root, work, name, code, [n for n in names if n != name], 10.0)
+        start(shared_store, root, work, name, code, [n for n in names if n != name], 10.0)
         for code, name in enumerate(names)
     ]
     results = {}
     for name, proc in zip(names, procs, strict=True):
-        out, err = proc.communicate(timeout=120)
+        out, err = proc.communicate(timeout=180)
         assert proc.returncode == 0, err
         results[name] = json.loads(out.splitlines()[-1])
     expected = {"p0": ["completed", 0], "p1": ["failed", 1], "p2": ["failed", 2]}
@@ -111,11 +125,27 @@ def test_one_process_polls_for_all_that_share_the_store(db_path: Path, tmp_path:
         assert results[name]["seen"] == expected  # every process saw every verdict
     pollers = [name for name in names if results[name]["queue_calls"]]
     assert len(pollers) == 1, {n: len(r["queue_calls"]) for n, r in results.items()}
-    with Store(db_path, sweep=False) as store:
+    with Store(shared_store, sweep=False) as store:
         (lease,) = store.leases()
+        runs = store.list_runs()
+        # One verdict per item in the event log: none lost, none repeated or contradicted.
+        finals = [
+            (e.event.item_id, e.event.state, e.event.exit.code if e.event.exit else None)
+            for e in store.events(after=0)
+            if isinstance(e.event, (Finished, Corrected))
+        ]
     assert lease.holder == pollers[0]
     assert lease.released  # a clean exit hands the lease over at once
     assert lease.scheduler_calls >= 1
+    assert len(runs) == 3
+    assert len(finals) == len({item for item, _, _ in finals}) == 3, finals
+    assert sorted((state.value, code) for _, state, code in finals) == [
+        ("completed", 0),
+        ("failed", 1),
+        ("failed", 2),
+    ]
+    jobs = [d for d in root.iterdir() if d.name != "tags"]
+    assert len(jobs) == 3  # each submitted once
     jobs = [d for d in root.iterdir() if d.name != "tags"]
     assert len(jobs) == 3  # each submitted once
 
