@@ -1,0 +1,632 @@
+"""The poll policy, pure: WHEN the tracker asks a backend what, and how long it sleeps.
+
+Everything here is a function of its arguments: a :class:`Cadence` (the knobs, each with
+its unit), a :class:`Ledger` (what the loop remembers between polls: the last queue and
+accounting call per backend, quiet and failed polls, the last submit), the tracker's
+cached items (anything shaped like :class:`Tracked`) and ``now``. No I/O, no clock reads,
+no asyncio, no random generator: the loop's jitter is a draw in [0, 1) that the caller
+makes and passes in (``next_interval(..., draw=rng.random())``), so the same draw gives
+the same interval. The numbers are the tracker's own (runtime/_tracker.py before this
+module existed), expression for expression; every factor of ``fast_interval`` that was
+spelled out in six methods is a named constant below, with the reason it has that value.
+
+Public signatures (``hpcstate._poll``)::
+
+    class Cadence(*, grace: timedelta = DEFAULT_GRACE, fast_interval: float = 1.0,
+                  max_interval: float = 30.0, max_error_interval: float = 120.0,
+                  queue_interval: float = 60.0, accounting_lag: float = 1.0,
+                  accounting_interval: float = 4.0,
+                  late_check_interval: float = <max_interval>,
+                  late_check_window: timedelta = timedelta(days=1),
+                  lease_ttl: float = 10.0, wake_check_interval: float = 0.5)
+        .grace_lead -> timedelta                         # GRACE_LEAD fast intervals
+        .recent_submit_window -> float                   # seconds
+    class Ledger(*, last_queue_at: Mapping[str, datetime] = {},
+                 queue_quiet: Mapping[str, int] = {},
+                 last_accounting_at: Mapping[str, datetime] = {},
+                 quiet_polls: int = 0, error_polls: int = 0,
+                 last_submit_at: datetime | None = None)
+    class Tracked(Protocol): item: RunItem; extra: Mapping[str, Any];
+                             checked_at: datetime | None           (read-only)
+
+    # What the ledger remembers (each returns a new Ledger)
+    record_submit(ledger, now) -> Ledger
+    record_queue_call(ledger, backend, now) -> Ledger
+    record_queue_answer(ledger, backend, *, changed: bool) -> Ledger
+    record_accounting_call(ledger, backend, now) -> Ledger
+    record_poll(ledger, *, errors: bool, changed: bool) -> Ledger
+    record_failed_poll(ledger) -> Ledger
+
+    # Decisions
+    reports_itself(entry: Tracked) -> bool
+    reporting_anywhere(entries: Iterable[Tracked]) -> bool
+    submitted_recently(cadence, ledger, now) -> bool
+    backoff(cadence, quiet: int) -> float
+    queue_pace(cadence, ledger, backend, now) -> float
+    queue_due(cadence, ledger, backend, polled: Iterable[Tracked],
+              entries: Iterable[Tracked], now) -> bool
+    late_check_due(cadence, entry: Tracked, now) -> bool
+    late_checks_due(cadence, unconfirmed: Iterable[Tracked], backend, now) -> list[Tracked]
+    expired_late_checks(cadence, unconfirmed: Mapping[str, Tracked], now) -> list[str]
+    correctable_soon(cadence, unconfirmed: Iterable[Tracked], now) -> bool
+    accounting_items(cadence, ledger, backend, working: Mapping[str, RunItem],
+                     late: Sequence[Tracked], now) -> list[RunItem]
+    accounting_query(items: Sequence[RunItem]) -> AccountingQuery
+    accounting_due_in(cadence, ledger, oldest_settling: Mapping[str, datetime],
+                      now) -> list[float]
+    report_paths(polled: Iterable[Tracked], working: Mapping[str, RunItem], *,
+                 running_too: bool) -> dict[str, RunItem]
+    next_interval(cadence, ledger, entries: Iterable[Tracked],
+                  unconfirmed: Iterable[Tracked], now, draw: float) -> float
+
+Which tracker method each replaces: ``_recent_submit`` -> :func:`submitted_recently`,
+``_backoff`` -> :func:`backoff`, ``_queue_pace`` -> :func:`queue_pace`, ``_queue_due`` ->
+:func:`queue_due` (with ``_reporting_anywhere`` -> :func:`reporting_anywhere`, asked
+lazily as before), ``_late_check_due`` -> :func:`late_check_due`, the filter of
+``_late_checks`` -> :func:`late_checks_due`, ``_expire_late_checks`` ->
+:func:`expired_late_checks` (the tracker logs and forgets the ids returned),
+``_correctable_soon`` -> :func:`correctable_soon`, the gate and item list of
+``_accounting`` -> :func:`accounting_items` and :func:`accounting_query`,
+``_accounting_due_in`` -> :func:`accounting_due_in`, the file choice of
+``_remote_reports`` -> :func:`report_paths`, ``next_interval`` -> :func:`next_interval`,
+``_after_poll`` -> :func:`record_poll`, and the loop's bookkeeping (``_last_queue_at``,
+``_queue_quiet``, ``_last_accounting_at``, ``_last_submit_at``, ``_quiet_polls``,
+``_error_polls``) -> the :class:`Ledger` and its ``record_*`` functions. The late-check
+time of each unconfirmed verdict stays on the tracker's entry (``Tracked.checked_at``):
+it is per item, and the tracker sets it when it asks.
+
+One difference, on purpose: :func:`backoff` caps the interval when ``1.5 ** quiet``
+overflows a float (after about 1,750 quiet polls, some 14 hours at a 30 s pace), where
+the tracker's formula raised ``OverflowError`` from ``next_interval`` (outside the loop's
+``try``: the poll loop died). Below that, the numbers are the same.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Final, Protocol
+
+from attrs import Factory, evolve, field, frozen
+
+from ._errors import ConfigError
+from ._machine import DEFAULT_GRACE, grace_deadline
+from ._model import MarkerCode, RunItem
+from ._states import State
+from .backend import AccountingQuery
+
+__all__ = [
+    "ACCOUNTING_WAKE_AFTER",
+    "BACKOFF",
+    "ERROR_BACKOFF",
+    "GRACE_LEAD",
+    "GRACE_WAKE_LEAD",
+    "JITTER_LOW",
+    "JITTER_SPAN",
+    "MIN_GRACE_WAKE",
+    "PENDING_EVERY",
+    "QUEUE_EARLY",
+    "RECENT_SUBMIT",
+    "Cadence",
+    "Ledger",
+    "Tracked",
+    "accounting_due_in",
+    "accounting_items",
+    "accounting_query",
+    "backoff",
+    "correctable_soon",
+    "expired_late_checks",
+    "late_check_due",
+    "late_checks_due",
+    "next_interval",
+    "queue_due",
+    "queue_pace",
+    "record_accounting_call",
+    "record_failed_poll",
+    "record_poll",
+    "record_queue_answer",
+    "record_queue_call",
+    "record_submit",
+    "report_paths",
+    "reporting_anywhere",
+    "reports_itself",
+    "submitted_recently",
+]
+
+# -- the factors of fast_interval, and why -------------------------------------------------
+
+#: The loop sleeps its interval times a factor drawn uniformly from
+#: [JITTER_LOW, JITTER_LOW + JITTER_SPAN) = [0.8, 1.2): processes that share a scheduler
+#: drift apart instead of polling it in step.
+JITTER_LOW: Final = 0.8
+JITTER_SPAN: Final = 0.4
+#: A backend's queue call is due once this fraction of its pace has passed, not all of
+#: it: the jitter may wake the loop at 0.8 of an interval, and a call due "now" must not
+#: slip to the poll after. Below JITTER_LOW on purpose.
+QUEUE_EARLY: Final = 0.75
+#: Each quiet poll (queue call, or whole poll, that changed nothing) stretches the
+#: interval by this factor, up to ``max_interval``: long jobs are asked less often.
+BACKOFF: Final = 1.5
+#: Each poll in a row that met an error doubles the interval, up to
+#: ``max_error_interval``: an unreachable scheduler is not hammered.
+ERROR_BACKOFF: Final = 2.0
+#: For this many fast intervals after a submit the loop polls at ``fast_interval``: the
+#: first sightings (queued, running, a short job's end) come soon after a submit.
+RECENT_SUBMIT: Final = 10
+#: While items wait to be submitted (PENDING, e.g. behind a concurrency limit), the loop
+#: polls at least every this many fast intervals, so that a freed slot is filled soon.
+PENDING_EVERY: Final = 5
+#: This many fast intervals before a settling item's grace runs out, the queue and
+#: accounting are asked whatever their pace: only the queue can say the job is still
+#: listed (which restarts the grace); otherwise the unconfirmed fallback is taken.
+GRACE_LEAD: Final = 2
+#: The loop wakes no later than this many fast intervals before a grace runs out, so
+#: its poll lands inside the GRACE_LEAD window even half an interval late.
+GRACE_WAKE_LEAD: Final = 1.5
+#: Seconds after accounting falls due that the loop wakes for it: just after, so that
+#: the due test (``elapsed >= lag``) holds despite rounding.
+ACCOUNTING_WAKE_AFTER: Final = 0.01
+#: The shortest sleep before a grace runs out (a grace already inside its lead is
+#: asked about at the next poll, without a busy loop).
+MIN_GRACE_WAKE: Final = 0.1
+
+_POLLED: Final = frozenset({State.QUEUED, State.RUNNING, State.SETTLING})
+_CANCEL_REQUESTED: Final = MarkerCode.CANCEL_REQUESTED.value
+_SELF_REPORTED: Final = MarkerCode.SELF_REPORTED.value
+
+
+# -- the knobs -----------------------------------------------------------------------------
+
+_SECONDS_KNOBS: Final = (
+    # The order in which the tracker has always checked them (the first bad one is named).
+    "fast_interval",
+    "queue_interval",
+    "accounting_lag",
+    "accounting_interval",
+    "lease_ttl",
+    "max_interval",
+    "max_error_interval",
+    "late_check_interval",
+    "wake_check_interval",
+)
+
+
+@frozen(kw_only=True)
+class Cadence:
+    """Every knob of the poll cadence, with its unit; the defaults are the Tracker's.
+
+    ``grace`` (timedelta): how long a settling item waits for confirmation before the
+    unconfirmed fallback verdict. ``fast_interval`` (s): the fastest poll interval.
+    ``max_interval`` (s): the slowest interval of a quiet queue. ``max_error_interval``
+    (s): the slowest retry interval of an unreachable backend. ``queue_interval`` (s): the
+    queue's safety-net pace when every active job reports its own end.
+    ``accounting_lag`` (s): how long after a job settles accounting is first asked.
+    ``accounting_interval`` (s): the least time between two accounting calls of one
+    backend. ``late_check_interval`` (s, default ``max_interval``): how often an
+    unconfirmed verdict is asked about after its grace. ``late_check_window``
+    (timedelta): how long after its verdict it is asked about at all. ``lease_ttl`` (s):
+    how long a poller's lease lasts unrenewed. ``wake_check_interval`` (s): how often the
+    store is looked at for other processes' news.
+
+    A negative or NaN value raises :class:`~hpcstate.ConfigError` naming the knob.
+    """
+
+    grace: timedelta = DEFAULT_GRACE
+    fast_interval: float = 1.0
+    max_interval: float = 30.0
+    max_error_interval: float = 120.0
+    queue_interval: float = 60.0
+    accounting_lag: float = 1.0
+    accounting_interval: float = 4.0
+    late_check_interval: float = field(
+        default=Factory(lambda self: self.max_interval, takes_self=True)
+    )
+    late_check_window: timedelta = timedelta(days=1)
+    lease_ttl: float = 10.0
+    wake_check_interval: float = 0.5
+
+    def __attrs_post_init__(self) -> None:
+        # The one place the knobs are checked (the Tracker's messages, word for word).
+        if not isinstance(self.late_check_window, timedelta):
+            raise ConfigError(
+                f"late_check_window must be a timedelta, got {self.late_check_window!r}"
+            )
+        if self.late_check_window < timedelta(0):
+            raise ConfigError(
+                f"late_check_window must not be negative, got {self.late_check_window}"
+            )
+        for knob in _SECONDS_KNOBS:
+            seconds = getattr(self, knob)
+            if (
+                isinstance(seconds, bool)
+                or not isinstance(seconds, int | float)
+                or not seconds >= 0  # also refuses NaN
+            ):
+                raise ConfigError(f"{knob} must be a number of seconds >= 0, got {seconds!r}")
+        if not isinstance(self.grace, timedelta):
+            raise ConfigError(f"grace must be a timedelta, got {self.grace!r}")
+        if self.grace < timedelta(0):
+            raise ConfigError(f"grace must not be negative, got {self.grace}")
+
+    @property
+    def grace_lead(self) -> timedelta:
+        """How long before a grace runs out queue and accounting are asked regardless."""
+        return timedelta(seconds=GRACE_LEAD * self.fast_interval)
+
+    @property
+    def recent_submit_window(self) -> float:
+        """Seconds after a submit during which the loop polls fast."""
+        return RECENT_SUBMIT * self.fast_interval
+
+
+# -- what the loop remembers ---------------------------------------------------------------
+
+
+def _frozen_map(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    return dict(value)
+
+
+@frozen(kw_only=True)
+class Ledger:
+    """The poll loop's memory between polls (per process, not stored).
+
+    ``last_queue_at`` / ``last_accounting_at``: backend -> when its last queue /
+    accounting call was made. ``queue_quiet``: backend -> queue calls in a row that
+    changed nothing. ``quiet_polls`` / ``error_polls``: whole polls in a row without a
+    change / with an error. ``last_submit_at``: the last submit this process made or saw.
+    Change it only through the ``record_*`` functions (each returns a new Ledger)."""
+
+    last_queue_at: Mapping[str, datetime] = field(factory=dict, converter=_frozen_map)
+    queue_quiet: Mapping[str, int] = field(factory=dict, converter=_frozen_map)
+    last_accounting_at: Mapping[str, datetime] = field(factory=dict, converter=_frozen_map)
+    quiet_polls: int = 0
+    error_polls: int = 0
+    last_submit_at: datetime | None = None
+
+
+def record_submit(ledger: Ledger, now: datetime) -> Ledger:
+    """A submit was made (or another process's new item was seen) at ``now``."""
+    return evolve(ledger, last_submit_at=now)
+
+
+def record_queue_call(ledger: Ledger, backend: str, now: datetime) -> Ledger:
+    """``backend``'s queue is asked at ``now`` (answered or not)."""
+    return evolve(ledger, last_queue_at={**ledger.last_queue_at, backend: now})
+
+
+def record_queue_answer(ledger: Ledger, backend: str, *, changed: bool) -> Ledger:
+    """After a poll that called ``backend``'s queue: ``changed`` (an item changed, or
+    something was submitted) resets its quiet count, else it grows by one."""
+    quiet = 0 if changed else ledger.queue_quiet.get(backend, 0) + 1
+    return evolve(ledger, queue_quiet={**ledger.queue_quiet, backend: quiet})
+
+
+def record_accounting_call(ledger: Ledger, backend: str, now: datetime) -> Ledger:
+    """``backend``'s accounting is asked at ``now`` (answered or not)."""
+    return evolve(ledger, last_accounting_at={**ledger.last_accounting_at, backend: now})
+
+
+def record_poll(ledger: Ledger, *, errors: bool, changed: bool) -> Ledger:
+    """After a whole poll: ``errors`` (any backend's), ``changed`` (events or submits)."""
+    return evolve(
+        ledger,
+        error_polls=ledger.error_polls + 1 if errors else 0,
+        quiet_polls=0 if changed else ledger.quiet_polls + 1,
+    )
+
+
+def record_failed_poll(ledger: Ledger) -> Ledger:
+    """A poll raised (a store hiccup, a bug): it counts as an error poll."""
+    return evolve(ledger, error_polls=ledger.error_polls + 1)
+
+
+# -- the tracker's items, as this module reads them ----------------------------------------
+
+
+class Tracked(Protocol):
+    """One cached item as the tracker holds it (its ``_Entry`` is one)."""
+
+    @property
+    def item(self) -> RunItem: ...
+
+    @property
+    def extra(self) -> Mapping[str, Any]:
+        """The item's submit-time extras: ``self_reports`` (bool), ``report_file``."""
+        ...
+
+    @property
+    def checked_at(self) -> datetime | None:
+        """When accounting was last asked about this unconfirmed verdict."""
+        ...
+
+
+def reports_itself(entry: Tracked) -> bool:
+    """The job writes its own report file when its payload ends (decided at submit)."""
+    return entry.extra.get("self_reports") is True
+
+
+def reporting_anywhere(entries: Iterable[Tracked]) -> bool:
+    """A job that reports its own end is queued or running (the loop runs fast)."""
+    settling = State.SETTLING
+    return any(
+        e.item.state in _POLLED and e.item.state is not settling and reports_itself(e)
+        for e in entries
+    )
+
+
+# -- the queue -----------------------------------------------------------------------------
+
+
+def submitted_recently(cadence: Cadence, ledger: Ledger, now: datetime) -> bool:
+    """Within RECENT_SUBMIT fast intervals of a submit: its first sightings come soon."""
+    return (
+        ledger.last_submit_at is not None
+        and (now - ledger.last_submit_at).total_seconds() < RECENT_SUBMIT * cadence.fast_interval
+    )
+
+
+def backoff(cadence: Cadence, quiet: int) -> float:
+    """The interval after ``quiet`` polls that changed nothing: BACKOFF (1.5x) each,
+    capped at ``max_interval`` (also when the power overflows a float)."""
+    try:
+        pace: float = cadence.fast_interval * BACKOFF ** float(quiet)
+    except OverflowError:
+        pace = math.inf if cadence.fast_interval > 0 else 0.0
+    return min(cadence.max_interval, pace)
+
+
+def queue_pace(cadence: Cadence, ledger: Ledger, backend: str, now: datetime) -> float:
+    """The adaptive interval of ``backend``'s queue calls: fast after a submit, then
+    1.5x per queue call that changed nothing, up to ``max_interval``."""
+    if submitted_recently(cadence, ledger, now):
+        return cadence.fast_interval
+    return backoff(cadence, ledger.queue_quiet.get(backend, 0))
+
+
+def queue_due(
+    cadence: Cadence,
+    ledger: Ledger,
+    backend: str,
+    polled: Iterable[Tracked],
+    entries: Iterable[Tracked],
+    now: datetime,
+) -> bool:
+    """Is ``backend``'s queue asked this poll? ``polled``: its items that are queued,
+    running or settling, with a native id; ``entries``: every active item of every
+    backend (read only when needed).
+
+    Jobs that report their own end make the loop poll every ``fast_interval`` to read
+    their files; the queue is then a safety net, asked every ``queue_interval``. Other
+    jobs keep the pace they would have without them (fast after a submit, backing off
+    while nothing changes), not the report files' pace. Without reporting jobs every poll
+    asks the queue, as the loop's own interval already paces the polls. A settling item
+    whose grace is about to run out is asked about in any case: only the queue can say it
+    is still there."""
+    last = ledger.last_queue_at.get(backend)
+    if last is None:
+        return True
+    elapsed = (now - last).total_seconds()
+    silent = reporting = False
+    soon = now + cadence.grace_lead
+    grace = cadence.grace
+    for entry in polled:
+        item = entry.item
+        if reports_itself(entry) and not item.has_marker(_CANCEL_REQUESTED):
+            reporting = True
+        else:
+            silent = True
+        deadline = grace_deadline(item, grace)
+        if deadline is not None and deadline <= soon:
+            return True
+    if silent:
+        if not reporting and not reporting_anywhere(entries):
+            return True
+        return elapsed >= QUEUE_EARLY * queue_pace(cadence, ledger, backend, now)
+    return elapsed >= cadence.queue_interval
+
+
+# -- late checks of unconfirmed verdicts ---------------------------------------------------
+
+
+def late_check_due(cadence: Cadence, entry: Tracked, now: datetime) -> bool:
+    """Is accounting asked about this unconfirmed verdict now? Every poll during the
+    grace after the verdict (and until first asked), then every ``late_check_interval``."""
+    if entry.item.updated_at + cadence.grace > now or entry.checked_at is None:
+        return True
+    return (now - entry.checked_at).total_seconds() >= cadence.late_check_interval
+
+
+def late_checks_due(
+    cadence: Cadence, unconfirmed: Iterable[Tracked], backend: str, now: datetime
+) -> list[Tracked]:
+    """``backend``'s unconfirmed verdicts whose late check is due now (for a backend
+    with accounting; without it the tracker stops carrying them)."""
+    return [e for e in unconfirmed if e.item.backend == backend and late_check_due(cadence, e, now)]
+
+
+def expired_late_checks(
+    cadence: Cadence, unconfirmed: Mapping[str, Tracked], now: datetime
+) -> list[str]:
+    """The ids of the unconfirmed verdicts older than ``late_check_window``: no longer
+    asked about."""
+    cutoff = now - cadence.late_check_window
+    return [i for i, e in unconfirmed.items() if e.item.updated_at < cutoff]
+
+
+def correctable_soon(cadence: Cadence, unconfirmed: Iterable[Tracked], now: datetime) -> bool:
+    """An unconfirmed verdict is still inside its grace (asked about every poll)."""
+    grace = cadence.grace
+    return any(e.item.updated_at + grace > now for e in unconfirmed)
+
+
+# -- accounting ----------------------------------------------------------------------------
+
+
+def accounting_items(
+    cadence: Cadence,
+    ledger: Ledger,
+    backend: str,
+    working: Mapping[str, RunItem],
+    late: Sequence[Tracked],
+    now: datetime,
+) -> list[RunItem]:
+    """What ``backend``'s ONE accounting call asks about this poll; empty: no call.
+
+    ``working``: its items as this poll has them so far (every ``late`` one included);
+    ``late``: its unconfirmed verdicts due for a late check. The call is made when a
+    late check is due, or when the oldest settling item has waited ``accounting_lag``
+    and the last call is ``accounting_interval`` old, or when a settling item's grace
+    is about to run out; every settling item with a native id goes in it, then the late
+    ones (as ``working`` has them)."""
+    settling = State.SETTLING
+    needs = [
+        item for item in working.values() if item.state is settling and item.native_id is not None
+    ]
+    if needs and not late:
+        lag = timedelta(seconds=cadence.accounting_lag)
+        oldest = min(item.settling_since or now for item in needs)
+        last = ledger.last_accounting_at.get(backend)
+        soon = now + cadence.grace_lead
+        grace = cadence.grace
+        expiring = any(
+            (deadline := grace_deadline(item, grace)) is not None and deadline <= soon
+            for item in needs
+        )
+        if not expiring and (
+            now - oldest < lag
+            or (last is not None and (now - last).total_seconds() < cadence.accounting_interval)
+        ):
+            return []  # next_interval wakes the loop when it is due
+    needs += [working[e.item.id] for e in late if e.item.native_id is not None]
+    return needs
+
+
+def accounting_query(items: Sequence[RunItem]) -> AccountingQuery:
+    """The accounting question for ``items`` (not empty): each native id once, in
+    order, and the earliest submit (or creation) time, which bounds the query window."""
+    if not items:
+        raise ValueError("accounting_query: no items to ask about")
+    natives = dict.fromkeys(i.native_id for i in items if i.native_id is not None)
+    times = [i.stats.submitted_at or i.created_at for i in items]
+    return AccountingQuery(native_ids=tuple(natives), submitted_after=min(times))
+
+
+def accounting_due_in(
+    cadence: Cadence, ledger: Ledger, oldest_settling: Mapping[str, datetime], now: datetime
+) -> list[float]:
+    """Per backend with settling items (backend -> its oldest ``settling_since``):
+    seconds until its accounting call is due (0 when it is)."""
+    due: list[float] = []
+    for name, since in oldest_settling.items():
+        wait = cadence.accounting_lag - (now - since).total_seconds()
+        last = ledger.last_accounting_at.get(name)
+        if last is not None:
+            wait = max(wait, cadence.accounting_interval - (now - last).total_seconds())
+        due.append(max(0.0, wait))
+    return due
+
+
+# -- report files --------------------------------------------------------------------------
+
+
+def report_paths(
+    polled: Iterable[Tracked], working: Mapping[str, RunItem], *, running_too: bool
+) -> dict[str, RunItem]:
+    """Which self-report files to read this poll (path -> item as ``working`` has it):
+    those of the items that left the queue and await their verdict (SETTLING) and, when
+    the backend's jobs report (``running_too``), of the queued and running ones too (a
+    short job runs and ends between two slow queue calls); never one already reported."""
+    readable = {State.SETTLING}
+    if running_too:
+        readable.update((State.QUEUED, State.RUNNING))
+    wanted: dict[str, RunItem] = {}
+    for entry in polled:
+        item = working.get(entry.item.id)
+        path = entry.extra.get("report_file")
+        if (
+            path
+            and isinstance(path, str)
+            and item is not None
+            and item.state in readable
+            and not item.has_marker(_SELF_REPORTED)
+        ):
+            wanted[path] = item
+    return wanted
+
+
+# -- the loop's sleep ----------------------------------------------------------------------
+
+
+def next_interval(
+    cadence: Cadence,
+    ledger: Ledger,
+    entries: Iterable[Tracked],
+    unconfirmed: Iterable[Tracked],
+    now: datetime,
+    draw: float,
+) -> float:
+    """Seconds until the next poll. ``entries``: the active items (PENDING included);
+    ``unconfirmed``: the verdicts still late-checked; ``draw``: a uniform draw in [0, 1)
+    for the jitter (one per call).
+
+    Fast after a submit, while jobs that report their own end are active, and when an
+    unconfirmed verdict may be corrected soon; when items settle, as soon as accounting
+    is due for them (or a grace is about to run out); backing off for long-running
+    work, longer after errors; with jitter, never past a grace's lead."""
+    fast = cadence.fast_interval
+    grace = cadence.grace
+    oldest_settling: dict[str, datetime] = {}
+    first_deadline: datetime | None = None  # of the settling items' graces
+    reporting = pending = False
+    for entry in entries:
+        item = entry.item
+        if item.state is State.SETTLING:
+            deadline = grace_deadline(item, grace)
+            if deadline is not None and (first_deadline is None or deadline < first_deadline):
+                first_deadline = deadline
+            since = item.settling_since or now
+            if item.backend not in oldest_settling or since < oldest_settling[item.backend]:
+                oldest_settling[item.backend] = since
+        elif item.state is State.PENDING:
+            pending = True
+        elif item.state in _POLLED and reports_itself(entry):
+            reporting = True
+    base: float
+    if ledger.error_polls:
+        try:
+            errors = fast * ERROR_BACKOFF ** float(ledger.error_polls)
+        except OverflowError:
+            errors = math.inf if fast > 0 else 0.0
+        base = min(cadence.max_error_interval, errors)
+    elif (
+        submitted_recently(cadence, ledger, now)
+        or reporting
+        or correctable_soon(cadence, unconfirmed, now)
+    ):
+        base = fast
+    elif oldest_settling:
+        due = accounting_due_in(cadence, ledger, oldest_settling, now)
+        if first_deadline is not None:
+            # GRACE_LEAD fast intervals before a grace runs out, queue and accounting
+            # are asked whatever their pace (the queue may still list the job).
+            lead = GRACE_LEAD * fast
+            due.append((first_deadline - now).total_seconds() - lead)
+        base = max(fast, min(due))
+    else:
+        base = backoff(cadence, ledger.quiet_polls)
+        if pending:
+            base = min(base, PENDING_EVERY * fast)
+    interval = base * (JITTER_LOW + JITTER_SPAN * draw)
+    if oldest_settling and not ledger.error_polls:
+        # Wake when accounting becomes due, not at the first poll after it (a reporting
+        # job keeps the pace at fast_interval, which would add up to one interval to
+        # every verdict).
+        soonest = min(accounting_due_in(cadence, ledger, oldest_settling, now))
+        if 0 < soonest < interval:
+            interval = soonest + ACCOUNTING_WAKE_AFTER
+    if first_deadline is not None:
+        # Never jitter past the poll that asks about a grace running out.
+        left = (first_deadline - now).total_seconds() - GRACE_WAKE_LEAD * fast
+        interval = min(interval, max(MIN_GRACE_WAKE, left))
+    return interval
