@@ -15,10 +15,9 @@ tracker's host and are not used.)
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-from hpcstate import ConfigError, Observation, SchedulerUnavailable, TransportError
+from hpcstate import Observation, SchedulerUnavailable, TransportError
 from hpcstate.backend import (
     AccountingQuery,
     BackendConfig,
@@ -31,37 +30,13 @@ from hpcstate.runtime import Clock, CommandBackend, make_runner
 
 from . import CAPABILITIES
 from ._dialect import FluxDialect
+from ._options import dialect_from_options
 from ._parse import JobEvidence
+
+__all__ = ["EVIDENCE_CACHE_SIZE", "FluxBackend", "dialect_from_options"]
 
 #: Eventlog evidence kept per job id (inactive jobs' eventlogs are immutable).
 EVIDENCE_CACHE_SIZE = 4096
-
-
-def _option(
-    options: Mapping[str, Any], key: str, kind: type | tuple[type, ...], default: Any
-) -> Any:
-    value = options.get(key, default)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        wanted = " or ".join(k.__name__ for k in kinds)
-        raise ConfigError(f"flux backend option {key!r} must be a {wanted}, got {value!r}")
-    return value
-
-
-def dialect_from_options(options: Mapping[str, Any]) -> FluxDialect:
-    """A FluxDialect from a backend configuration's options.
-
-    ``flux`` (path of the flux executable, default ``flux``), ``uri`` (the instance's
-    FLUX_URI when commands do not run inside it), ``timeout`` (seconds per command),
-    ``find_limit`` (newest jobs searched for a submission's tag).
-    """
-    timeout = _option(options, "timeout", (int, float), 60.0)
-    return FluxDialect(
-        flux=_option(options, "flux", str, "flux"),
-        uri=_option(options, "uri", str, None),
-        timeout=float(timeout),
-        find_limit=_option(options, "find_limit", int, 1000),
-    )
 
 
 class FluxBackend:
@@ -95,6 +70,12 @@ class FluxBackend:
 
     async def submit(self, spec: JobSpec) -> Submission:
         return await self._commands.submit(spec)
+
+    async def find_submission(self, tag: str) -> Submission | None:
+        """The job an earlier submit with ``tag`` created, or None: one ``flux python``
+        run of the tag lookup (``FIND_SCRIPT``) over this user's newest ``find_limit``
+        jobs. A lookup that could not look raises; it never answers "not found"."""
+        return await self._commands.find_submission(tag)
 
     async def queue(self, native_ids: Sequence[str]) -> Sequence[Observation]:
         if not native_ids:

@@ -22,13 +22,14 @@ from hpcstate import (
 )
 from hpcstate.backend import AccountingQuery, CommandResult, JobSpec
 from hpcstate_flux import BACKEND, CAPABILITIES, FluxDialect
-from hpcstate_flux._dialect import (
+from hpcstate_flux._commands import (
     ASCII_IDS_ENV,
     EVIDENCE_SCRIPT,
     FIND_SCRIPT,
     duration_fsd,
 )
-from hpcstate_flux._parse import JobEvidence, TaskExit, apply_evidence
+from hpcstate_flux._observe import apply_evidence
+from hpcstate_flux._parse import JobEvidence, TaskExit
 
 DIALECT = FluxDialect()
 

@@ -18,14 +18,13 @@ from hypothesis import strategies as st
 from hpcstate import CommandFailed, ParseError, SchedulerUnavailable
 from hpcstate.backend import CommandResult, JobSpec
 from hpcstate_flux import FluxDialect
+from hpcstate_flux._observe import apply_evidence, job_observation
 from hpcstate_flux._parse import (
     EVIDENCE_KEYS,
     SECTION_BEGIN,
     SECTION_END,
     JobEvidence,
-    apply_evidence,
     expand_hostlist,
-    job_observation,
     parse_eventlog_entry,
     parse_evidence,
     parse_job,

@@ -39,7 +39,8 @@ from hpcstate import (
 )
 from hpcstate.backend import CommandResult, JobSpec
 from hpcstate_flux import FluxDialect, parse_jobid
-from hpcstate_flux._parse import job_observation, parse_job, parse_jobs_json
+from hpcstate_flux._observe import job_observation
+from hpcstate_flux._parse import parse_job, parse_jobs_json
 
 DIALECT = FluxDialect()
 

@@ -38,7 +38,7 @@ from hpcstate import (
 )
 from hpcstate.backend import CommandResult
 from hpcstate_flux import FluxDialect
-from hpcstate_flux._dialect import FIND_SCRIPT
+from hpcstate_flux._commands import FIND_SCRIPT
 
 DIALECT = FluxDialect()  # dialect_from_options({}): what the recordings were made with
 OBSERVED_AT = datetime(2026, 12, 6, 15, 30, tzinfo=timezone.utc)
