@@ -208,3 +208,98 @@ def test_processes_racing_for_a_lease_exactly_one_wins(location: str, tmp_path: 
         lease = opened.lease("slurm")
         assert lease is not None
         assert (lease.holder, lease.generation) == (winner, 1)
+
+
+# -- facts: what a holder's backend learned, for the next holder (SharesFacts) ----------
+
+
+def test_renewal_stores_facts_and_none_keeps_them(store: Store) -> None:
+    lease = store.acquire_lease("slurm", "a", ttl=TTL, now=T0)
+    assert lease is not None
+    assert lease.facts == {}
+    t1, t2 = T0 + timedelta(seconds=10), T0 + timedelta(seconds=20)
+    lease = store.renew_lease(lease, ttl=TTL, now=t1, facts={"slurm_version": "22.05.11"})
+    assert lease.facts == {"slurm_version": "22.05.11"}
+    lease = store.renew_lease(lease, ttl=TTL, now=t2, polled=True)  # facts=None: kept
+    assert lease.facts == {"slurm_version": "22.05.11"}
+    status = store.lease("slurm")
+    assert status is not None
+    assert status.facts == {"slurm_version": "22.05.11"}
+    # Facts can be replaced, and emptied.
+    lease = store.renew_lease(lease, ttl=TTL, now=t2, facts={"slurm_version": "23.02.1", "é": "ü"})
+    assert store.lease("slurm").facts == {"slurm_version": "23.02.1", "é": "ü"}  # type: ignore[union-attr]
+    store.renew_lease(lease, ttl=TTL, now=t2, facts={})
+    assert store.leases()[0].facts == {}
+
+
+def test_a_takeover_keeps_the_facts_and_the_last_poll(store: Store) -> None:
+    old = store.acquire_lease("slurm", "a", ttl=TTL, now=T0)
+    assert old is not None
+    polled_at = T0 + timedelta(seconds=10)
+    store.renew_lease(
+        old,
+        ttl=TTL,
+        now=polled_at,
+        polled=True,
+        scheduler_calls=4,
+        facts={"slurm_version": "22.05.11"},
+    )
+    # a dies; b takes the expired lease over and reads what a learned and when it polled.
+    at = T0 + timedelta(seconds=45)
+    new = store.acquire_lease("slurm", "b", ttl=TTL, now=at)
+    assert new is not None
+    assert new == Lease(
+        backend="slurm",
+        holder="b",
+        generation=2,
+        since=at,
+        renewed_at=at,
+        expires_at=at + TTL,
+        last_poll_at=polled_at,
+        scheduler_calls=0,
+        facts={"slurm_version": "22.05.11"},
+    )
+    assert store.lease("slurm") == new
+    # The same after a clean release.
+    assert store.release_lease(new, now=at + timedelta(seconds=1))
+    third = store.acquire_lease("slurm", "c", ttl=TTL, now=at + timedelta(seconds=2))
+    assert third is not None
+    assert (third.generation, third.last_poll_at, third.facts) == (
+        3,
+        polled_at,
+        {"slurm_version": "22.05.11"},
+    )
+
+
+def test_a_lease_is_frozen_with_its_facts() -> None:
+    facts = {"slurm_version": "22.05.11"}
+    lease = Lease(
+        backend="slurm",
+        holder="a",
+        generation=1,
+        since=T0,
+        renewed_at=T0,
+        expires_at=T0,
+        facts=facts,
+    )
+    facts["slurm_version"] = "changed"
+    assert lease.facts == {"slurm_version": "22.05.11"}
+    with pytest.raises(TypeError):
+        lease.facts["slurm_version"] = "x"  # type: ignore[index]
+
+
+@pytest.mark.parametrize("damage", ["not json", "[1, 2]", '{"slurm_version": 22}'])
+def test_damaged_facts_read_as_none_and_the_lease_still_holds(
+    store: Store, location: str, damage: str
+) -> None:
+    lease = store.acquire_lease("slurm", "a", ttl=TTL, now=T0)
+    assert lease is not None
+    store.renew_lease(lease, ttl=TTL, now=T0, facts={"slurm_version": "22.05.11"})
+    raw_sql(location, "UPDATE leases SET facts = ? WHERE backend = ?", (damage, "slurm"))
+    status = store.lease("slurm")
+    assert status is not None
+    assert (status.holder, status.generation, status.facts) == ("a", 1, {})
+    # The holder keeps it (advice, not the lease), and its next facts repair the row.
+    renewed = store.renew_lease(lease, ttl=TTL, now=T0 + timedelta(seconds=1), facts={"x": "y"})
+    assert renewed.facts == {"x": "y"}
+    assert store.lease("slurm").facts == {"x": "y"}  # type: ignore[union-attr]

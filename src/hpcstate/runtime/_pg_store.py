@@ -34,7 +34,7 @@ from typing import Any, Final, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from ._errors import StoreEnvironmentError, StoreError, StoreFull, StoreReadOnly
-from ._store import _LEASES_TABLE, STORE_SCHEMA_VERSION, Store, SweepReport, is_url
+from ._store import _LEASE_FACTS, _LEASES_TABLE, STORE_SCHEMA_VERSION, Store, SweepReport, is_url
 
 log = logging.getLogger("hpcstate.runtime.store")
 
@@ -96,6 +96,7 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
         AS 'SELECT (doc::jsonb) #>> string_to_array(substr(path, 3), ''.'')';
     """,
     _LEASES_TABLE,
+    _LEASE_FACTS,
 )
 assert len(_MIGRATIONS) == STORE_SCHEMA_VERSION
 

@@ -83,7 +83,7 @@ log = logging.getLogger("hpcstate.runtime.store")
 T = TypeVar("T")
 
 #: The schema this hpcstate writes (``PRAGMA user_version``).
-STORE_SCHEMA_VERSION: Final = 3
+STORE_SCHEMA_VERSION: Final = 4
 
 ACTIVE_STATES: Final = ("pending", "queued", "running", "settling")
 
@@ -101,6 +101,10 @@ _LEASES_TABLE: Final = """
         released INTEGER NOT NULL DEFAULT 0
     );
     """
+
+#: What a lease's holder learned about its scheduler, for the next holder (the same
+#: SQL in both stores): a JSON object of strings.
+_LEASE_FACTS: Final = "ALTER TABLE leases ADD COLUMN facts TEXT NOT NULL DEFAULT '{}'"
 
 # _MIGRATIONS[n] turns a version-n database into version n+1. Never edit a shipped
 # step: add a new one.
@@ -156,6 +160,8 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
     """,
     # 2 -> 3: one poller per backend (leases).
     _LEASES_TABLE,
+    # 3 -> 4: lease facts (what the holder learned about its scheduler).
+    _LEASE_FACTS,
 )
 
 #: Page size of a new store file. The worst poll rewrites 100k item rows (~1 KB each)
@@ -222,6 +228,10 @@ class SweepReport:
     corrupt: tuple[str, ...] = ()
 
 
+def _frozen_facts(facts: Mapping[str, str]) -> Mapping[str, str]:
+    return MappingProxyType(dict(facts))
+
+
 @frozen(kw_only=True)
 class Lease:
     """Who polls a backend for everyone sharing the store, until when.
@@ -229,7 +239,11 @@ class Lease:
     ``generation`` grows by one each time the lease changes hands: a fencing token
     (pass the lease to :meth:`Store.commit` and a holder that lost it writes nothing).
     ``since`` is when this holder took it; ``last_poll_at`` and ``scheduler_calls``
-    (its total under this generation) are what it reported at each renewal."""
+    (its total under this generation) are what it reported at each renewal.
+    ``facts`` is what the holder's backend learned about its scheduler and shares
+    (``SharesFacts``, e.g. ``{"slurm_version": "22.05.11"}``). A takeover keeps
+    ``facts`` and ``last_poll_at``: the new holder adopts the facts instead of asking
+    again, and paces its first poll from the last one."""
 
     backend: str
     holder: str
@@ -240,6 +254,7 @@ class Lease:
     last_poll_at: datetime | None = None
     scheduler_calls: int = 0
     released: bool = False
+    facts: Mapping[str, str] = field(factory=dict, converter=_frozen_facts)
 
     def live(self, now: datetime) -> bool:
         """Held (not released) and not expired at ``now``."""
@@ -1759,20 +1774,21 @@ class Store:
             format_time(lease.last_poll_at) if lease.last_poll_at else None,
             lease.scheduler_calls,
             int(lease.released),
+            _facts_text(lease.facts),
             lease.backend,
         )
         if new:
             db.execute(
                 "INSERT INTO leases (holder, generation, since, renewed_at, expires_at, "
-                "last_poll_at, scheduler_calls, released, backend) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "last_poll_at, scheduler_calls, released, facts, backend) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 values,
             )
         else:
             db.execute(
                 "UPDATE leases SET holder = ?, generation = ?, since = ?, renewed_at = ?, "
-                "expires_at = ?, last_poll_at = ?, scheduler_calls = ?, released = ? "
-                "WHERE backend = ?",
+                "expires_at = ?, last_poll_at = ?, scheduler_calls = ?, released = ?, "
+                "facts = ? WHERE backend = ?",
                 values,
             )
 
@@ -1782,7 +1798,9 @@ class Store:
         """Take the lease of ``backend`` for ``holder`` until ``now + ttl``, if it is
         free, expired, released or already ``holder``'s (then it is renewed). Returns
         None while another holder's lease is live. Of any number of processes that try
-        at once, exactly one gets it (writes are serialized, the check is inside)."""
+        at once, exactly one gets it (writes are serialized, the check is inside).
+        A takeover (a new generation) keeps the previous row's ``facts`` and
+        ``last_poll_at``, so the new holder reads them from the returned lease."""
         at = now or datetime.now(timezone.utc)
         with self._write() as db:
             try:
@@ -1813,6 +1831,8 @@ class Store:
                     since=at,
                     renewed_at=at,
                     expires_at=at + ttl,
+                    last_poll_at=current.last_poll_at if current else None,
+                    facts=current.facts if current else {},
                 )
             self._put_lease(db, lease, new=current is None)
         if current is None or current.generation != lease.generation:
@@ -1833,9 +1853,11 @@ class Store:
         now: datetime | None = None,
         polled: bool = False,
         scheduler_calls: int = 0,
+        facts: Mapping[str, str] | None = None,
     ) -> Lease:
         """Extend ``lease`` to ``now + ttl`` (once per poll cycle), recording a poll
-        (``polled``) and the scheduler calls it made since the last renewal. Raises
+        (``polled``), the scheduler calls it made since the last renewal and, unless
+        ``facts`` is None (then the stored ones stay), what its backend learned. Raises
         LeaseLost if another holder took it over or it was released: the caller must
         stop polling. An expired lease nobody took is renewed (nobody else polled)."""
         at = now or datetime.now(timezone.utc)
@@ -1856,6 +1878,7 @@ class Store:
                 expires_at=at + ttl,
                 last_poll_at=at if polled else current.last_poll_at,
                 scheduler_calls=current.scheduler_calls + scheduler_calls,
+                facts=current.facts if facts is None else facts,
             )
             self._put_lease(db, renewed, new=False)
         return renewed
@@ -1921,12 +1944,40 @@ class Store:
 
 _LEASE_COLUMNS: Final = (
     "backend, holder, generation, since, renewed_at, expires_at, last_poll_at, "
-    "scheduler_calls, released"
+    "scheduler_calls, released, facts"
 )
 
 
+def _facts_text(facts: Mapping[str, str]) -> str:
+    return json.dumps(dict(sorted(facts.items())), ensure_ascii=False)
+
+
+def _facts_from_text(backend: object, text: object) -> Mapping[str, str]:
+    """The stored facts of a lease row. They are advice (a backend asks its scheduler
+    again without them): damaged facts read as none, logged, and never make the lease
+    itself unreadable."""
+    try:
+        facts = (
+            json.loads(text)
+            if isinstance(text, str) and not isinstance(text, _Undecodable)
+            else None
+        )
+    except ValueError:
+        facts = None
+    if isinstance(facts, dict) and all(
+        isinstance(k, str) and isinstance(v, str) for k, v in facts.items()
+    ):
+        return facts
+    log.warning(
+        "the facts of the lease of %s cannot be read (%s); read as none",
+        _shown(backend),
+        _shown(text),
+    )
+    return {}
+
+
 def _lease_from_row(row: Sequence[Any]) -> Lease:
-    backend, holder, generation, since, renewed, expires, polled, calls, released = row
+    backend, holder, generation, since, renewed, expires, polled, calls, released, facts = row
     try:
         return Lease(
             backend=backend,
@@ -1938,6 +1989,7 @@ def _lease_from_row(row: Sequence[Any]) -> Lease:
             last_poll_at=parse_time(polled) if polled else None,
             scheduler_calls=int(calls),
             released=bool(released),
+            facts=_facts_from_text(backend, facts),
         )
     except (ValueError, TypeError) as exc:
         raise CorruptRow("leases", _shown(backend), f"it cannot be read: {exc}") from exc
