@@ -28,7 +28,7 @@ CAPABILITIES = Capabilities(
 
 
 def _make_backend(config: BackendConfig) -> Backend:
-    from ._client import K8sBackend
+    from ._io import K8sBackend
 
     return K8sBackend.from_config(config, CAPABILITIES)
 

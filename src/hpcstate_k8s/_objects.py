@@ -157,6 +157,28 @@ def _short(value: object) -> str:
     return text if len(text) <= 120 else text[:120] + "..."
 
 
+def object_name(obj: object) -> str | None:
+    """``metadata.name`` of a JSON object, if it has one (nothing else is read)."""
+    if isinstance(obj, Mapping):
+        meta = obj.get("metadata")
+        if isinstance(meta, Mapping):
+            name = meta.get("name")
+            if isinstance(name, str):
+                return name
+    return None
+
+
+def resource_version(obj: object) -> str | None:
+    """``metadata.resourceVersion`` of a JSON object, if it is a non-empty string."""
+    if isinstance(obj, Mapping):
+        meta = obj.get("metadata")
+        if isinstance(meta, Mapping):
+            rv = meta.get("resourceVersion")
+            if isinstance(rv, str) and rv:
+                return rv
+    return None
+
+
 def labelled_job_name(obj: object) -> str | None:
     """The Job a pod belongs to, by its job-name label, without reading the rest of it
     (so a pod that cannot be read can still be blamed on its Job)."""

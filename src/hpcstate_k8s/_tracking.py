@@ -15,7 +15,7 @@ from attrs import evolve, frozen
 from hpcstate import Absence, Observation, ParseError, State
 
 from ._dialect import JobRef, assess, belongs, unreadable, unreadable_markers
-from ._objects import JobView, PodView, labelled_job_name, read_job, read_pod
+from ._objects import JobView, PodView, labelled_job_name, object_name, read_job, read_pod
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -33,16 +33,6 @@ def _failure_mark(job: JobView) -> tuple[object, ...]:
     """What a pod LIST answers for: this Job's failures as far as they have got. One more
     failed pod or failed index needs a new LIST."""
     return (job.uid, job.failed, job.failed_indexes, job.condition("Failed") is not None)
-
-
-def _name_of(obj: object) -> str | None:
-    if isinstance(obj, Mapping):
-        meta = obj.get("metadata")
-        if isinstance(meta, Mapping):
-            name = meta.get("name")
-            if isinstance(name, str):
-                return name
-    return None
 
 
 def _pod_key(obj: object) -> str:
@@ -145,7 +135,7 @@ class NamespaceTracker:
         """A complete LIST of the tracked Jobs' namespace (or label selection)."""
         listed: set[str] = set()
         for obj in objects:
-            name = _name_of(obj)
+            name = object_name(obj)
             if name is None or name not in self._refs:
                 continue
             job = self._read_job(name, obj)
@@ -157,7 +147,7 @@ class NamespaceTracker:
         return self._refresh(self._refs, observed_at)
 
     def job_event(self, kind: str, obj: object, observed_at: datetime) -> list[Observation]:
-        name = _name_of(obj)
+        name = object_name(obj)
         if name is None or name not in self._refs:
             return []
         job = self._read_job(name, obj)

@@ -200,15 +200,19 @@ def cluster_scenarios() -> list[Scenario]:
 
 async def create_namespace(options: dict[str, Any]) -> str:
     """A fresh namespace on the cluster the options name; returns its name."""
-    from hpcstate_k8s._client import KubeApi, make_http_client
+    from hpcstate_k8s import _commands as commands
+    from hpcstate_k8s._io_kubeconfig import make_http_client
+    from hpcstate_k8s._io_rest import KubeApi
 
     http, _ = make_http_client(options, request_timeout_s=30.0)
     api = KubeApi(http, request_timeout_s=30.0)
     name = f"hpcstate-conf-{uuid.uuid4().hex[:10]}"
     try:
         await api.create(
-            "api/v1/namespaces",
-            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+            commands.create(
+                "api/v1/namespaces",
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+            )
         )
     finally:
         await api.close()
@@ -216,12 +220,14 @@ async def create_namespace(options: dict[str, Any]) -> str:
 
 
 async def delete_namespace(options: dict[str, Any], name: str) -> None:
-    from hpcstate_k8s._client import KubeApi, make_http_client
+    from hpcstate_k8s import _commands as commands
+    from hpcstate_k8s._io_kubeconfig import make_http_client
+    from hpcstate_k8s._io_rest import KubeApi
 
     http, _ = make_http_client(options, request_timeout_s=30.0)
     api = KubeApi(http, request_timeout_s=30.0)
     try:
-        await api.delete(f"api/v1/namespaces/{name}", propagation="Background")
+        await api.delete(commands.delete(f"api/v1/namespaces/{name}", propagation="Background"))
     finally:
         await api.close()
 

@@ -22,8 +22,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from hpcstate import ParseError, SchedulerUnavailable
-from hpcstate_k8s._client import KubeApi, _Expired, _StreamBroken, _watch_event
+from hpcstate_k8s import _commands as commands
 from hpcstate_k8s._dialect import JobRef, assess, decode_exit, parse_native_id
+from hpcstate_k8s._io_rest import Expired, KubeApi, StreamBroken, watch_event
 from hpcstate_k8s._manifest import submission_from_job
 from hpcstate_k8s._objects import Termination, parse_index_set, read_job, read_pod
 from hpcstate_k8s._tracking import NamespaceTracker
@@ -149,8 +150,8 @@ def test_decode_json_and_status_message(text: str) -> None:
 @example(_deep_text(1000))
 def test_the_clients_watch_line_reader(text: str) -> None:
     # What the watch loop does with a line: an event, or a broken stream (LIST again).
-    with contextlib.suppress(_StreamBroken, _Expired):
-        _watch_event(text, "fuzz")
+    with contextlib.suppress(StreamBroken, Expired):
+        watch_event(text, "fuzz")
 
 
 # -- objects and verdicts ------------------------------------------------------------------
@@ -250,13 +251,13 @@ async def test_a_deep_answer_is_a_server_problem_not_a_crash(depth: int) -> None
     api = _api(deep)
     try:
         with pytest.raises(SchedulerUnavailable, match="too deep"):
-            await api.list("apis/batch/v1/namespaces/ns/jobs")
+            await api.list(commands.list_objects("apis/batch/v1/namespaces/ns/jobs"))
         with pytest.raises(SchedulerUnavailable, match="too deep"):
-            await api.get("apis/batch/v1/namespaces/ns/jobs/x")
+            await api.get(commands.get_object("apis/batch/v1/namespaces/ns/jobs/x"))
     finally:
         await api.close()
-    with pytest.raises(_StreamBroken, match="too deep"):
-        _watch_event('{"type":"ADDED","object":' + _deep_text(depth, "{}") + "}", "x")
+    with pytest.raises(StreamBroken, match="too deep"):
+        watch_event('{"type":"ADDED","object":' + _deep_text(depth, "{}") + "}", "x")
 
 
 @settings(max_examples=20)
