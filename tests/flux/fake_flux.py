@@ -13,6 +13,13 @@ the recorded ones; the rules for several ids follow flux-jobs.py):
 * ``flux submit``/``flux batch``: prints the recorded id of the case named by
   ``--job-name=CASE``, else of the state file's ``submit_case``.
 * ``flux cancel``: exit 0.
+* ``flux version`` / ``flux resource list``: what the real 0.88.0 printed
+  (tests/golden/flux/0.88.0-production/_versions).
+* ``flux python ARGS...``: the real interpreter on ARGS with ``import flux`` resolving to
+  tests/flux/flux088_stub (0.88.0's binding behaviour for the tag lookup). Its jobs are
+  the ones this fake was asked to submit (read back from ``$FAKE_FLUX_LOG``), newest
+  first, each with the ``user.hpcstate_tag`` its submit set (unless ``$STUB_FLUX_JOBS``
+  is already given).
 
 Every invocation is appended to ``$FAKE_FLUX_LOG``; ``$FAKE_FLUX_STATE`` (JSON) may say
 ``{"unreachable": true}`` (job info fails as an unreachable broker does), give
@@ -29,6 +36,9 @@ import sys
 from pathlib import Path
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden" / "flux" / "0.88.0"
+VERSIONS = GOLDEN.parent / "0.88.0-production" / "_versions"
+STUB = Path(__file__).resolve().parent / "flux088_stub"
+TAG_OPTION = "--setattr=user.hpcstate_tag="
 STEMS = {"eventlog": "eventlog", "guest.exec.eventlog": "exec_eventlog"}
 
 
@@ -121,6 +131,48 @@ def job_info(jobid_text: str, key: str, state: dict[str, object]) -> int:
     return int((folder / f"{stem}.rc").read_text())
 
 
+def _submitted_case(argv: list[str], state: dict[str, object]) -> str:
+    """The recorded case whose id a submit gets: --job-name=CASE, else the state's."""
+    case = str(state.get("submit_case", "exit_0"))
+    for arg in argv:
+        name = arg.partition("--job-name=")[2]
+        if name and (GOLDEN / name / "submit.out").exists():
+            case = name
+    return case
+
+
+def _submitted_jobs(state: dict[str, object]) -> list[dict[str, object]]:
+    """The jobs submitted through this fake (its log), newest first, with their tags."""
+    log = os.environ.get("FAKE_FLUX_LOG")
+    if not log or not Path(log).exists():
+        return []
+    jobs: list[dict[str, object]] = []
+    for line in Path(log).read_text(encoding="utf-8").splitlines():
+        argv = json.loads(line)
+        if argv[:1] not in (["submit"], ["batch"]):
+            continue
+        record = GOLDEN / _submitted_case(argv, state) / "jobs_json.out"
+        if not record.exists():
+            continue
+        tags = [json.loads(a[len(TAG_OPTION) :]) for a in argv if a.startswith(TAG_OPTION)]
+        jobs.append({"id": json.loads(record.read_text())["id"], "tag": (tags or [None])[-1]})
+    return jobs[::-1]
+
+
+def python(args: list[str], state: dict[str, object]) -> int:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(STUB)
+    env.setdefault("STUB_FLUX_JOBS", json.dumps(_submitted_jobs(state)))
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, *args], env)
+    return 127  # not reached
+
+
+def recorded_version(stem: str) -> int:
+    sys.stdout.write((VERSIONS / f"{stem}.out").read_text())
+    return int((VERSIONS / f"{stem}.rc").read_text())
+
+
 def main(argv: list[str]) -> int:
     log = os.environ.get("FAKE_FLUX_LOG")
     if log:
@@ -133,17 +185,19 @@ def main(argv: list[str]) -> int:
         return job_info(argv[2], argv[3], state)
     if argv[:1] in (["submit"], ["batch"]):
         # --job-name=CASE picks that recorded case; otherwise the state file's.
-        case = str(state.get("submit_case", "exit_0"))
-        for arg in argv:
-            name = arg.partition("--job-name=")[2]
-            if name and (GOLDEN / name / "submit.out").exists():
-                case = name
+        case = _submitted_case(argv, state)
         if argv[0] == "batch":
             sys.stdin.read()
         sys.stdout.write((GOLDEN / case / "submit.out").read_text())
         return 0
     if argv[:1] == ["cancel"]:
         return 0
+    if argv[:1] == ["python"]:
+        return python(argv[1:], state)
+    if argv == ["version"]:
+        return recorded_version("flux_version")
+    if argv == ["resource", "list"]:
+        return recorded_version("flux_resource_list")
     print(f"fake flux: unsupported command {argv}", file=sys.stderr)
     return 2
 

@@ -5,8 +5,9 @@ Flux cannot run here, so ``flux python`` is a stand-in executable that runs the 
 interpreter on the dialect's real script, with ``import flux`` resolving to
 tests/flux/flux088_stub: a stand-in for the bindings that behaves as the production
 recordings show 0.88.0's do (``job_kvs_lookup`` returns a dict; ``job_info_lookup`` a
-future). The jobs and tags are the recorded ones (``_find_submission``). The command runs
-through the real CommandBackend and LocalRunner. The same test against a real instance
+future). The jobs and tags are the recorded ones (``_find_submission``). The lookup is
+``FluxBackend.find_submission`` (the SubmissionFinder ability its ``idempotent_submit``
+declares), run through the real CommandBackend and LocalRunner. The same test against a real instance
 is ``test_a_retried_submit_finds_its_tagged_job`` in test_integration.py.
 """
 
@@ -22,8 +23,9 @@ import pytest
 from flux_production import commands, jobid
 
 from hpcstate import CommandFailed
-from hpcstate.runtime import CommandBackend, LocalRunner
+from hpcstate.runtime import LocalRunner
 from hpcstate_flux import CAPABILITIES, FluxDialect
+from hpcstate_flux._io import FluxBackend
 
 HERE = Path(__file__).resolve().parent
 STUB = HERE / "flux088_stub"
@@ -36,7 +38,7 @@ def _recorded_jobs() -> list[dict[str, object]]:
     return [json.loads(line) for line in recorded.result.stdout.splitlines()]
 
 
-def _backend(tmp_path: Path, jobs: list[dict[str, object]]) -> CommandBackend:
+def _backend(tmp_path: Path, jobs: list[dict[str, object]]) -> FluxBackend:
     flux = tmp_path / "flux"
     flux.write_text(
         "#!/bin/sh\n"
@@ -46,11 +48,8 @@ def _backend(tmp_path: Path, jobs: list[dict[str, object]]) -> CommandBackend:
     )
     flux.chmod(flux.stat().st_mode | stat.S_IXUSR)
     runner = LocalRunner(base_env={"PATH": "/usr/bin:/bin", "STUB_FLUX_JOBS": json.dumps(jobs)})
-    return CommandBackend(
-        name="flux",
-        dialect=FluxDialect(flux=str(flux)),
-        runner=runner,
-        capabilities=CAPABILITIES,
+    return FluxBackend(
+        dialect=FluxDialect(flux=str(flux)), runner=runner, capabilities=CAPABILITIES
     )
 
 

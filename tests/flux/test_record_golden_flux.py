@@ -8,7 +8,12 @@ through the Flux parsers to the verdicts written below by hand from the recordin
 The fake answers ``flux submit``/``flux batch`` with the id of the recorded case named by
 ``--job-name`` (else exit_0's), and ``flux jobs`` with that job's final INACTIVE answer:
 exit_0 is COMPLETED (returncode 0), exit_137 FAILED with waitstatus 35072 (a plain exit
-137), batch_exit_3 gets exit_0's id and answer (no recorded batch_exit_3 there)."""
+137), batch_exit_3 gets exit_0's id and answer (no recorded batch_exit_3 there).
+tagged_submission is recorded alone (the fake gives it exit_0's id too, and a tag lookup
+over two jobs with one id could not tell their tags apart): its production tag lookup
+(``flux python``) runs on the flux088_stub bindings over the jobs the fake was asked to
+submit, with the tags they were given (its log), and finds exit_0's id for its tag. ``flux version`` is
+answered with what the real 0.88.0 printed."""
 
 from __future__ import annotations
 
@@ -36,21 +41,34 @@ EXIT_137_ID = "100411637760"
 ASCII = {"FLUX_F58_FORCE_ASCII": "1"}
 
 
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def _record(tmp_path_factory: pytest.TempPathFactory, cases: tuple[str, ...]) -> Path:
     bin_dir = tmp_path_factory.mktemp("bin")
     flux = bin_dir / "flux"
     flux.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" "$@"\n')
     flux.chmod(flux.stat().st_mode | stat.S_IXUSR)
     out = tmp_path_factory.mktemp("recorded")
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+        "FAKE_FLUX_LOG": str(bin_dir / "flux.log"),
+    }
     done = subprocess.run(
-        [sys.executable, str(SCRIPT), "--backend", "flux", "--only", ",".join(CASES),
+        [sys.executable, str(SCRIPT), "--backend", "flux", "--only", ",".join(cases),
          "--out", str(out)],
         capture_output=True, text=True, timeout=300, check=False, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     return out
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _record(tmp_path_factory, CASES)
+
+
+@pytest.fixture(scope="module")
+def recorded_tagged(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _record(tmp_path_factory, ("tagged_submission",))
 
 
 def test_the_recorded_argv_is_the_dialects(recorded: Path) -> None:
@@ -138,7 +156,7 @@ def test_the_case_actions_and_the_extra_folders(recorded: Path) -> None:
     # as `evidence`; exit_0 (COMPLETED) has none.
     assert "evidence" in load_recording(recorded / "exit_137").stems()
     assert "evidence" not in load_recording(recorded / "exit_0").stems()
-    # every case's id at once; and flux version (the fake does not know it: rc 2, kept)
+    # every case's id at once
     many = load_recording(recorded / "_multi").command("jobs_json_many")
     # (batch_exit_3 got exit_0's id from the fake: the dialect asks each id once)
     assert sorted(many.argv[3:]) == sorted([EXIT_0_ID, EXIT_137_ID])
@@ -148,3 +166,34 @@ def test_the_case_actions_and_the_extra_folders(recorded: Path) -> None:
     tsv = (recorded / "exit_137" / "commands.tsv").read_text().splitlines()
     assert len(tsv) == 1 + len(load_recording(recorded / "exit_137").commands)
     assert any("sh -c $'flux=$1\\nshift\\n" in line for line in tsv)
+
+
+def test_the_tag_lookups_find_the_tagged_job(recorded_tagged: Path) -> None:
+    recorded = recorded_tagged
+    tagged = load_recording(recorded / "tagged_submission")
+    tag = tagged.info["tag"]
+    assert (tagged.path / "jobid.txt").read_text().strip() == EXIT_0_ID
+    lookup = FluxDialect().find_submission_command(tag)
+    assert lookup is not None
+    assert tagged.command("find_submission").argv == tuple(lookup.argv)
+    assert dict(tagged.command("find_submission").env) == dict(lookup.env) == ASCII
+    # while it ran and after it ended: the production lookup found its own job
+    assert tagged.info["parse_find_submission"] == EXIT_0_ID
+    for stem in ("find_submission_active", "find_submission"):
+        command = tagged.command(stem)
+        assert command.result.returncode == 0, command.result.stderr
+        assert json.loads(command.result.stdout.splitlines()[0]) == {
+            "id": int(EXIT_0_ID),
+            "tag": tag,
+        }
+    # after every case: the tag, and a tag no job has (None, not an error)
+    found = json.loads((recorded / "_find_submission" / "case.json").read_text())
+    assert found["parse_find_submission"] == {tag: EXIT_0_ID, tag[:-2] + ".9": None}
+
+
+def test_flux_version_is_the_recorded_one(recorded: Path) -> None:
+    version = load_recording(recorded / "_versions").command("flux_version")
+    assert version.result.returncode == 0
+    assert version.result.stdout.splitlines()[0].split() == ["commands:", "0.88.0"]
+    listed = load_recording(recorded / "_versions").command("flux_resource_list")
+    assert listed.result.returncode == 0
