@@ -621,3 +621,43 @@ def test_importing_the_backend_does_no_io() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_parse_and_observe_agree_on_the_state_and_result_names() -> None:
+    from hpcstate_flux._observe import ACTIVE_STATES, RESULTS
+    from hpcstate_flux._parse import RESULT_NAME_SET, STATE_NAME_SET
+
+    assert {"NEW", "DEPEND", "PRIORITY", "SCHED", "RUN", "CLEANUP", "INACTIVE"} == STATE_NAME_SET
+    assert {*ACTIVE_STATES, "INACTIVE"} == STATE_NAME_SET
+    assert set(RESULTS) == RESULT_NAME_SET
+
+
+def test_the_modules_keep_their_layers() -> None:
+    """commands: argv only; parse: text -> rows (no Observation); observe: rows ->
+    Observations; none of them imports the dialect, the backend or the runtime."""
+    import ast
+    import importlib
+
+    def imported(module: str) -> set[str]:
+        source = importlib.import_module(f"hpcstate_flux.{module}").__file__
+        assert source is not None
+        with open(source, encoding="utf-8") as handle:
+            tree = ast.parse(handle.read())
+        names: set[str] = set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                names.add(("." * node.level) + (node.module or ""))
+                names.update(f"{node.module}.{alias.name}" for alias in node.names)
+            elif isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+        return names
+
+    layers = {"_commands": {"._observe", "._dialect", "._io", "._options"},
+              "_parse": {"._commands", "._observe", "._dialect", "._io", "._options"},
+              "_observe": {"._commands", "._dialect", "._io", "._options"}}  # fmt: skip
+    for module, forbidden in layers.items():
+        names = imported(module)
+        assert not names & forbidden, (module, names & forbidden)
+        assert not any(name.startswith("hpcstate.runtime") for name in names), module
+    assert "hpcstate.Observation" not in imported("_parse")
+    assert "hpcstate.Observation" not in imported("_commands")
