@@ -74,6 +74,7 @@ from ._states import Input as Input
 from ._states import Source as Source
 from ._states import State as State
 from ._states import Target as Target
+from .backend import BackendContractError as BackendContractError
 
 __version__ = "0.1.0"
 
@@ -94,6 +95,7 @@ __all__ = [
     "AccountingRow",
     "AnyEvent",
     "AwaitingConfirmation",
+    "BackendContractError",
     "BackendError",
     "BackendNotFound",
     "CommandFailed",

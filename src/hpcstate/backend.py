@@ -12,6 +12,21 @@ A backend is two parts:
 
 Every method that reads the scheduler takes *many* ids and makes *one* call, so a
 tracker's load does not grow with the number of jobs it tracks.
+
+Optional abilities are **declared, not probed**: a backend sets a flag in its
+:class:`Capabilities` and implements the matching protocol; the tracker, the CLI and the
+registry ask :func:`abilities` for the backend typed as that protocol (or None). A flag
+declared without its methods is refused with :class:`BackendContractError`.
+
+* ``idempotent_submit``: :class:`SubmissionFinder` (``find_submission``)
+* ``push``: :class:`Watching` (``watch``)
+* ``report_files``: :class:`ReportFiles` (``reports_itself``, ``read_text_files``)
+* ``output``: :class:`OutputReader` (``read_output``)
+* ``shares_facts``: :class:`SharesFacts` (``facts``, ``adopt_facts``)
+* ``host_local``: :class:`HostLocal` (``lease_scope``)
+
+``self_report`` (running jobs report their own end) needs ``report_files`` (a report
+file the tracker reads) or ``host_local`` (a report into the store).
 """
 
 from __future__ import annotations
@@ -23,6 +38,7 @@ from typing import Any, Final, Protocol, runtime_checkable
 
 from attrs import field, frozen
 
+from ._errors import ConfigError
 from ._model import Observation
 
 #: Bumped when the Backend/Dialect protocol changes incompatibly. A plugin declares the
@@ -156,9 +172,16 @@ class Capabilities:
     cancel: bool = True
     requeue: bool = False  # the same id may run again (NODE_FAIL/PREEMPTED + requeue)
     adopt: bool = True  # can track a job submitted by other means, by its native id
-    push: bool = False  # offers a stream of changes (watch), not just snapshots
-    self_report: bool = False  # jobs can report their own outcome to the tracker
-    idempotent_submit: bool = False  # a retried submit finds the job it already created
+    push: bool = False  # offers a stream of changes (Watching: watch), not just snapshots
+    # Running jobs report their own end: into a report file the tracker reads
+    # (needs report_files), or into the store (needs host_local).
+    self_report: bool = False
+    # A lost submit answer is looked up by the JobSpec's tag (SubmissionFinder).
+    idempotent_submit: bool = False
+    report_files: bool = False  # reads small files on the jobs' side (ReportFiles)
+    output: bool = False  # reads the end of a job's output (OutputReader)
+    shares_facts: bool = False  # what it learned about its scheduler can be reused (SharesFacts)
+    host_local: bool = False  # jobs are processes of this host (HostLocal)
 
 
 @frozen(kw_only=True)
@@ -240,19 +263,154 @@ class Backend(Protocol):
     async def close(self) -> None: ...
 
 
+@frozen(kw_only=True)
+class OutputSnapshot:
+    """The end of a job's output (its last lines) and when the output last grew."""
+
+    tail: tuple[str, ...]
+    last_output_at: datetime | None
+    size: int
+
+
+# -- optional abilities: each declared by a Capabilities flag -------------------------
+
+
 @runtime_checkable
 class SubmissionFinder(Protocol):
-    """Optional: a backend that can find the job a lost submit answer already created
-    (by the JobSpec's tag). The tracker uses it before ever submitting again."""
+    """``idempotent_submit``: a backend that can find the job a lost submit answer
+    already created (by the JobSpec's tag). The tracker uses it before ever submitting
+    again."""
 
     async def find_submission(self, tag: str) -> Submission | None: ...
 
 
 @runtime_checkable
-class WatchingBackend(Backend, Protocol):
-    """A backend that can push changes (Kubernetes watches, Flux's journal)."""
+class Watching(Protocol):
+    """``push``: a backend that can push changes (Kubernetes watches, local processes)."""
 
     def watch(self, native_ids: Sequence[str]) -> AsyncIterator[Observation]: ...
+
+
+#: The older name of :class:`Watching`.
+WatchingBackend = Watching
+
+
+@runtime_checkable
+class ReportFiles(Protocol):
+    """``report_files``: reads small files on the jobs' side (self-report files), many
+    in one call. With ``self_report`` too, running jobs write such a file at their end."""
+
+    def reports_itself(self, spec: JobSpec) -> bool:
+        """True when the job built from ``spec`` writes its own report file at its end."""
+        ...
+
+    async def read_text_files(self, paths: Sequence[str]) -> Mapping[str, str]:
+        """The contents of those files that exist (missing ones are left out)."""
+        ...
+
+
+@runtime_checkable
+class OutputReader(Protocol):
+    """``output``: reads the end of a job's output file (for output checks)."""
+
+    async def read_output(
+        self, native_id: str, path: str | None, lines: int
+    ) -> OutputSnapshot | None: ...
+
+
+@runtime_checkable
+class SharesFacts(Protocol):
+    """``shares_facts``: what the backend learned about its scheduler (e.g.
+    ``{"slurm_version": "22.05.11"}``) that another process can reuse instead of asking
+    again. ``facts()`` is empty until something is learned; ``adopt_facts`` ignores
+    unknown keys and never raises on a bad value (it just does not adopt it)."""
+
+    def facts(self) -> Mapping[str, str]: ...
+
+    def adopt_facts(self, facts: Mapping[str, str]) -> None: ...
+
+
+@runtime_checkable
+class HostLocal(Protocol):
+    """``host_local``: jobs are processes of this host. ``lease_scope()`` names the host
+    and place they live in (e.g. ``"login1:/home/u/.local/state/hpcstate/local"``): the
+    tracker's lease for such a backend is ``"<name>@<scope>"``, and it gives such jobs
+    the store to report into instead of a report file."""
+
+    def lease_scope(self) -> str: ...
+
+
+class BackendContractError(ConfigError):
+    """A backend declares an ability (a :class:`Capabilities` flag) without the methods
+    that implement it. A ConfigError: the CLI reports it (exit 78) naming the backend,
+    the flag and the missing method; the plugin, not the user's file, needs fixing."""
+
+
+#: flag -> the methods that implement it (see the table in the module docstring).
+ABILITY_METHODS: Final[Mapping[str, tuple[str, ...]]] = {
+    "idempotent_submit": ("find_submission",),
+    "push": ("watch",),
+    "report_files": ("reports_itself", "read_text_files"),
+    "output": ("read_output",),
+    "shares_facts": ("facts", "adopt_facts"),
+    "host_local": ("lease_scope",),
+}
+
+
+@frozen(kw_only=True)
+class Abilities:
+    """A backend's optional abilities: each field is the backend itself, typed as that
+    protocol, when its Capabilities flag is declared, else None."""
+
+    finder: SubmissionFinder | None = None
+    watcher: Watching | None = None
+    report_files: ReportFiles | None = None
+    output: OutputReader | None = None
+    facts: SharesFacts | None = None
+    host_local: HostLocal | None = None
+
+
+def check_abilities(
+    name: str, capabilities: Capabilities, backend: object, *, plugin: str | None = None
+) -> None:
+    """Raise BackendContractError if a declared flag's methods are missing on ``backend``
+    (or ``self_report`` is declared without ``report_files`` or ``host_local``)."""
+    what = (
+        type(backend).__name__ if plugin is None else f"plugin {plugin!r}, {type(backend).__name__}"
+    )
+    for flag, methods in ABILITY_METHODS.items():
+        if not getattr(capabilities, flag):
+            continue
+        for method in methods:
+            if not callable(getattr(backend, method, None)):
+                raise BackendContractError(
+                    f"backend {name!r} ({what}) declares {flag}=True but "
+                    f"has no {method}() method; implement it or declare {flag}=False"
+                )
+    if capabilities.self_report and not (capabilities.report_files or capabilities.host_local):
+        raise BackendContractError(
+            f"backend {name!r} ({what}) declares self_report=True without "
+            "report_files or host_local: its jobs' reports could not be read"
+        )
+
+
+def abilities(backend: Backend) -> Abilities:
+    """The optional abilities ``backend`` declares, each typed as its protocol.
+
+    Raises BackendContractError (naming backend, flag and method) when a flag is
+    declared without its methods. Cheap: a few attribute lookups.
+    """
+    capabilities = backend.capabilities
+    check_abilities(getattr(backend, "name", "?"), capabilities, backend)
+    it: Any = backend  # checked above: each declared flag's methods exist
+    return Abilities(
+        finder=it if capabilities.idempotent_submit else None,
+        watcher=it if capabilities.push else None,
+        report_files=it if capabilities.report_files else None,
+        output=it if capabilities.output else None,
+        facts=it if capabilities.shares_facts else None,
+        host_local=it if capabilities.host_local else None,
+    )
 
 
 @frozen(kw_only=True)
@@ -279,3 +437,32 @@ class BackendInfo:
     make_dialect: Callable[[], Dialect] | None = None
     requires: tuple[str, ...] = ()  # importable module names the backend needs
     install_hint: str = ""  # e.g. "pip install 'hpcstate[k8s]'"
+
+
+__all__ = [
+    "ABILITY_METHODS",
+    "API_VERSION",
+    "Abilities",
+    "AccountingQuery",
+    "Backend",
+    "BackendConfig",
+    "BackendContractError",
+    "BackendInfo",
+    "Capabilities",
+    "Command",
+    "CommandResult",
+    "Dialect",
+    "HostLocal",
+    "JobSpec",
+    "OutputReader",
+    "OutputSnapshot",
+    "ReportFiles",
+    "Runner",
+    "SharesFacts",
+    "Submission",
+    "SubmissionFinder",
+    "Watching",
+    "WatchingBackend",
+    "abilities",
+    "check_abilities",
+]

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final
 
 from ._errors import BackendNotFound, IncompatibleBackend
-from .backend import API_VERSION, BackendInfo
+from .backend import API_VERSION, Backend, BackendConfig, BackendInfo, check_abilities
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
@@ -124,6 +124,21 @@ def load(name: str) -> BackendInfo:
             f"to add it: {hint}"
         )
     return info
+
+
+def make_backend(config: BackendConfig, info: BackendInfo | None = None) -> Backend:
+    """A backend made as ``config`` says, by its plugin (``info``, else ``load(config.kind)``).
+
+    The abilities the plugin declares (its BackendInfo's capabilities, and the made
+    backend's own) are checked on what it made: a flag declared without its methods raises
+    :class:`~hpcstate.backend.BackendContractError` naming backend, flag and method.
+    """
+    if info is None:
+        info = load(config.kind)
+    made = info.make_backend(config)
+    check_abilities(config.name, info.capabilities, made, plugin=info.name)
+    check_abilities(config.name, made.capabilities, made, plugin=info.name)
+    return made
 
 
 def available() -> list[str]:

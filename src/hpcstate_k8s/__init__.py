@@ -23,7 +23,10 @@ CAPABILITIES = Capabilities(
     adopt=True,
     push=True,
     self_report=False,
-    idempotent_submit=True,
+    # submit() itself is idempotent (the Job's name derives from the tag: a retry meets
+    # 409 and takes the Job carrying the tag), but there is no find_submission(tag) for
+    # the tracker to look a lost submit up with (it never had one): declared when added.
+    idempotent_submit=False,
 )
 
 

@@ -35,6 +35,8 @@ CAPABILITIES = Capabilities(
     # (the generated batch script does it); the tracker reads those files, not Slurm.
     self_report=True,
     idempotent_submit=True,  # --comment=hpcstate:<tag>, found again with squeue
+    report_files=True,  # the self-report files, read with one command
+    output=True,  # the end of a job's output file (output checks)
 )
 
 

@@ -27,3 +27,15 @@ def test_all_lists_exactly_the_public_names(module_name: str) -> None:
     }
     unlisted = sorted(public - set(listed))
     assert not unlisted, f"{module_name} exports {unlisted} without listing them"
+
+
+def test_the_backend_contract_lists_what_it_defines() -> None:
+    module = importlib.import_module("hpcstate.backend")
+    listed = set(module.__all__)
+    assert not [name for name in listed if not hasattr(module, name)]
+    defined = {
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_") and getattr(value, "__module__", None) == module.__name__
+    }
+    assert not sorted(defined - listed), f"hpcstate.backend defines {defined - listed} unlisted"

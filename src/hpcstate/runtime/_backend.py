@@ -28,13 +28,13 @@ from hpcstate.backend import (
     CommandResult,
     Dialect,
     JobSpec,
+    OutputSnapshot,
     Runner,
     Submission,
 )
 
 from ._clock import Clock, SystemClock
 from ._errors import AuthenticationFailed, HostKeyRejected
-from ._output import OutputSnapshot
 
 log = logging.getLogger("hpcstate.runtime.backend")
 

@@ -20,15 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 from attrs import field, frozen
 
 from hpcstate import ConfigError, Observation, Source, State
-
-
-@frozen(kw_only=True)
-class OutputSnapshot:
-    """The end of a job's output (its last lines) and when the output last grew."""
-
-    tail: tuple[str, ...]
-    last_output_at: datetime | None
-    size: int
+from hpcstate.backend import OutputSnapshot as OutputSnapshot  # it lives in the core
 
 
 @runtime_checkable

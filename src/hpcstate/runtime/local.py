@@ -41,11 +41,11 @@ from hpcstate.backend import (
     BackendInfo,
     Capabilities,
     JobSpec,
+    OutputSnapshot,
     Submission,
 )
 
 from ._clock import Clock, SystemClock
-from ._output import OutputSnapshot
 from ._proc import ProcessHandle
 from ._store import state_dir
 
@@ -58,8 +58,10 @@ CAPABILITIES: Final = Capabilities(
     requeue=False,
     adopt=True,
     push=True,  # watch() notices ends within a fraction of a second
-    self_report=True,
+    self_report=True,  # into the store (host_local), not a report file
     idempotent_submit=True,
+    output=True,
+    host_local=True,
 )
 
 _SUPERVISOR: Final = Path(__file__).with_name("_supervise.py")
@@ -350,6 +352,11 @@ class LocalBackend:
         """The last ``lines`` lines of the job's stdout and when it last grew."""
         out, _ = self.output_paths(native_id)
         return read_output_file(out, lines)
+
+    def lease_scope(self) -> str:
+        """This host and job directory: a ``local`` backend on another host (a shared
+        PostgreSQL store), or under another root, is another set of processes."""
+        return f"{self._host}:{self.root}"
 
     async def close(self) -> None:
         return None
