@@ -2,7 +2,8 @@
 
 Importing this package is cheap and needs no optional dependency: ``BACKEND.make_backend``
 imports lightkube (``pip install 'hpcstate[k8s]'``) only when a backend is built. The pure
-parts (``_objects``, ``_dialect``, ``_manifest``, ``_tracking``) import none of it either.
+parts (``_commands``, ``_manifest``, ``_parse``, ``_observe``, ``_tracking``) import none of it
+either; the ``_io*`` modules are the only I/O.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from attrs import evolve, field, frozen
 
-from ._objects import CONTROLLER_UID_LABELS, JOB_NAME_LABELS, MANAGED_LABEL
+from ._parse import CONTROLLER_UID_LABELS, JOB_NAME_LABELS, MANAGED_LABEL
 
 #: Objects per LIST page (the API server's ``limit``; ``continue`` fetches the rest).
 PAGE_SIZE: Final = 500

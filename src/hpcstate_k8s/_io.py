@@ -1,8 +1,8 @@
 """The Kubernetes backend: submit, queue, watch and cancel, composed from thin parts.
 
 What to ask is ``_commands``' (requests) and ``_manifest``'s (the Job to create); what
-an answer means is ``_wire``/``_objects``' (parse) and ``_dialect``/``_tracking``'s
-(observe). The I/O is ``_io_rest`` (REST calls), ``_io_watch`` (the watch follower),
+an answer says is ``_parse``'s, what it means ``_observe``'s and, over a watch,
+``_tracking``'s. The I/O is ``_io_rest`` (REST calls), ``_io_watch`` (the watch follower),
 ``_io_kubeconfig`` (client and credentials) and ``_io_manifest`` (a manifest file).
 This class holds only what one process learned: the uids of the Jobs it created, the
 Jobs it deleted on request, and the verdicts its watches carried.
@@ -32,7 +32,6 @@ from hpcstate import (
 from hpcstate.backend import AccountingQuery, BackendConfig, Capabilities, JobSpec, Submission
 
 from . import _commands as commands
-from ._dialect import JobRef, assess, parse_native_id, unreadable, unreadable_markers
 from ._io_kubeconfig import make_http_client
 from ._io_manifest import check_schema, load_manifest
 from ._io_rest import Conflict, Forbidden, KubeApi
@@ -44,7 +43,8 @@ from ._manifest import (
     resolve_settings,
     submission_from_job,
 )
-from ._objects import (
+from ._observe import JobRef, assess, parse_native_id, unreadable, unreadable_markers
+from ._parse import (
     TAG_ANNOTATION,
     JobView,
     PodView,

@@ -1,6 +1,5 @@
 """The REST client: sends ``_commands.Request`` records, maps HTTP answers to hpcstate's
-errors. No decisions: what to ask is ``_commands``', what an answer means is ``_wire``'s
-and ``_objects``'."""
+errors. No decisions: what to ask is ``_commands``', how an answer reads is ``_parse``'s."""
 
 from __future__ import annotations
 
@@ -18,7 +17,7 @@ from hpcstate import (
 )
 
 from ._commands import Request, next_page
-from ._wire import decode_json, parse_list, parse_watch_event, status_message
+from ._parse import decode_json, parse_list, parse_watch_event, status_message
 
 
 class Expired(Exception):

@@ -20,7 +20,7 @@ from hpcstate import Observation, SchedulerUnavailable, TransportError
 
 from . import _commands as commands
 from ._io_rest import Expired, Forbidden, KubeApi, StreamBroken
-from ._objects import JOB_NAME_LABELS, object_name, resource_version
+from ._parse import JOB_NAME_LABELS, object_name, resource_version
 from ._tracking import NamespaceTracker, PodListRequest
 
 log = logging.getLogger("hpcstate.k8s")

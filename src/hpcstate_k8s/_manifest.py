@@ -22,7 +22,7 @@ from attrs import field, frozen
 from hpcstate import ConfigError, ParseError, expand_array_spec
 from hpcstate.backend import JobSpec, Submission
 
-from ._objects import (
+from ._parse import (
     CONTAINER_ANNOTATION,
     MANAGED_LABEL,
     TAG_ANNOTATION,

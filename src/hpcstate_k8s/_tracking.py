@@ -14,8 +14,8 @@ from attrs import evolve, frozen
 
 from hpcstate import Absence, Observation, ParseError, State
 
-from ._dialect import JobRef, assess, belongs, unreadable, unreadable_markers
-from ._objects import JobView, PodView, labelled_job_name, object_name, read_job, read_pod
+from ._observe import JobRef, assess, belongs, unreadable, unreadable_markers
+from ._parse import JobView, PodView, labelled_job_name, object_name, read_job, read_pod
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 

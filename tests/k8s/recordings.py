@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from hpcstate import Observation
-from hpcstate_k8s._dialect import JobRef
-from hpcstate_k8s._objects import _Where, parse_time
+from hpcstate_k8s._observe import JobRef
+from hpcstate_k8s._parse import _Where, parse_time
 from hpcstate_k8s._tracking import NamespaceTracker
 
 ROOT = Path(__file__).parent / "fixtures" / "1.36.2"
@@ -185,6 +185,6 @@ def replay_tracker(
 
 
 def _ref(native_id: str) -> JobRef:
-    from hpcstate_k8s._dialect import parse_native_id
+    from hpcstate_k8s._observe import parse_native_id
 
     return parse_native_id(native_id)

@@ -25,7 +25,7 @@ from hpcstate import (
     new_item,
     submitted,
 )
-from hpcstate_k8s._dialect import (
+from hpcstate_k8s._observe import (
     MAX_TERMINATION_MESSAGE,
     UNREADABLE,
     WRAPPER_LOST_CHILD,
@@ -36,7 +36,7 @@ from hpcstate_k8s._dialect import (
     parse_native_id,
     unreadable,
 )
-from hpcstate_k8s._objects import Termination, parse_index_set, read_job, read_pod
+from hpcstate_k8s._parse import Termination, parse_index_set, read_job, read_pod
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NOW = datetime(2026, 4, 26, 19, 0, 0, tzinfo=timezone.utc)

@@ -19,8 +19,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from hpcstate import ConfigError, ParseError
-from hpcstate_k8s._dialect import JobRef, judge, parse_native_id
-from hpcstate_k8s._objects import parse_index_set, read_job, read_pod
+from hpcstate_k8s._observe import JobRef, judge, parse_native_id
+from hpcstate_k8s._parse import parse_index_set, read_job, read_pod
 from hpcstate_k8s._tracking import NamespaceTracker
 
 FIXTURES = sorted((Path(__file__).parent / "fixtures").glob("*.json"))
@@ -215,8 +215,8 @@ def test_pure_modules_import_no_io() -> None:
     # which imports subprocess; that is not ours to avoid.
     code = (
         "import sys, hpcstate; before = set(sys.modules);"
-        "import hpcstate_k8s, hpcstate_k8s._dialect, hpcstate_k8s._manifest,"
-        " hpcstate_k8s._tracking, hpcstate_k8s._objects, hpcstate_k8s._wire;"
+        "import hpcstate_k8s, hpcstate_k8s._commands, hpcstate_k8s._manifest,"
+        " hpcstate_k8s._parse, hpcstate_k8s._observe, hpcstate_k8s._tracking;"
         "print(sorted(m for m in set(sys.modules) - before if m.split('.')[0] in "
         "{'asyncio', 'subprocess', 'socket', 'lightkube', 'httpx2', 'aiohttp', 'yaml'}))"
     )
@@ -226,7 +226,7 @@ def test_pure_modules_import_no_io() -> None:
 
 @given(st.from_regex(r"\A\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)\Z"))
 def test_timestamps_that_look_right_parse_or_raise_parse_error(text: str) -> None:
-    from hpcstate_k8s._objects import _Where, parse_time
+    from hpcstate_k8s._parse import _Where, parse_time
 
     try:
         parsed = parse_time(text, where=_Where("Job"), path="status.startTime")

@@ -23,12 +23,20 @@ from hypothesis import strategies as st
 
 from hpcstate import ParseError, SchedulerUnavailable
 from hpcstate_k8s import _commands as commands
-from hpcstate_k8s._dialect import JobRef, assess, decode_exit, parse_native_id
 from hpcstate_k8s._io_rest import Expired, KubeApi, StreamBroken, watch_event
 from hpcstate_k8s._manifest import submission_from_job
-from hpcstate_k8s._objects import Termination, parse_index_set, read_job, read_pod
+from hpcstate_k8s._observe import JobRef, assess, decode_exit, parse_native_id
+from hpcstate_k8s._parse import (
+    Termination,
+    decode_json,
+    parse_index_set,
+    parse_list,
+    parse_watch_event,
+    read_job,
+    read_pod,
+    status_message,
+)
 from hpcstate_k8s._tracking import NamespaceTracker
-from hpcstate_k8s._wire import decode_json, parse_list, parse_watch_event, status_message
 
 from .recordings import CASES, ROOT
 

@@ -15,8 +15,8 @@ import pytest
 from attrs import evolve
 
 from hpcstate import Absence, ExitStatus, Observation, ReasonKind, State
-from hpcstate_k8s._dialect import assess, parse_native_id
-from hpcstate_k8s._objects import read_job, read_pod
+from hpcstate_k8s._observe import assess, parse_native_id
+from hpcstate_k8s._parse import read_job, read_pod
 from hpcstate_k8s._tracking import NamespaceTracker
 
 from .recordings import CASES, JOBS, PODS, ROOT, load, replay_tracker

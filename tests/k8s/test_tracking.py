@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from hpcstate import Absence, ExitStatus, Observation, State, advance, new_item, submitted
-from hpcstate_k8s._dialect import UNREADABLE, JobRef
+from hpcstate_k8s._observe import UNREADABLE, JobRef
 from hpcstate_k8s._tracking import NamespaceTracker
 
 FIXTURES = Path(__file__).parent / "fixtures"

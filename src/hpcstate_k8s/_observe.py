@@ -29,7 +29,7 @@ from hpcstate import (
     State,
 )
 
-from ._objects import Condition, JobView, PodView, Termination
+from ._parse import Condition, JobView, PodView, Termination
 
 _NAMESPACE = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
 _NAME = r"[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?"
