@@ -27,6 +27,7 @@ from attrs import frozen
 
 from hpcstate import Event, Finished, ReasonKind, RunItem, State
 from hpcstate.backend import JobSpec
+from hpcstate.testing.loop import ReferenceLoop
 from hpcstate.testing.simulator import (
     Conditions,
     SimulatedBackend,
@@ -36,16 +37,17 @@ from hpcstate.testing.simulator import (
     judge_first_verdict,
 )
 
-from .reference_loop import ReferenceLoop
-
 
 class Loop(Protocol):
-    """What the harness drives: ReferenceLoop, or TrackerLoop (the real Tracker)."""
+    """What the harness drives: hpcstate.testing.loop.ReferenceLoop, or TrackerLoop (the
+    real Tracker)."""
 
     first_verdicts: dict[str, Finished]
     events: list[Event]
     calls_per_poll: list[tuple[int, int]]
-    workarounds: int
+
+    @property
+    def illegal_transitions(self) -> int: ...  # IllegalTransitions skipped (and counted)
 
     async def submit(self, spec: JobSpec) -> list[str]: ...
 
@@ -96,12 +98,20 @@ async def race(
     loop = (
         make_loop(cluster.backend(), clock)
         if make_loop is not None
-        else ReferenceLoop(cluster.backend(), clock, grace=grace)
+        else reference_loop(cluster.backend(), clock, grace=grace)
     )
     try:
         return await _race(loop, cluster, seed, jobs, arrays, cancels, poll_s, grace)
     finally:
         await loop.close()
+
+
+def reference_loop(
+    backend: SimulatedBackend, clock: VirtualClock, *, grace: timedelta = GRACE
+) -> ReferenceLoop:
+    """The reference loop as the races drive it: every submit tagged, so a lost submit
+    answer is found again by tag (the simulator declares idempotent_submit)."""
+    return ReferenceLoop(backend, clock=clock, grace=grace, run_id="run", tag_prefix="ref")
 
 
 def _truth(loop: Loop, cluster: SimulatedCluster, key: str) -> Truth | None:
@@ -181,7 +191,7 @@ async def _race(
         stuck=tuple(stuck),
         verdicts=len(judged),
         polls=polls,
-        illegal=getattr(getattr(loop, "tracker", None), "illegal_transitions", 0),
+        illegal=loop.illegal_transitions,
         crashes=tuple(dict.fromkeys(getattr(loop, "crashes", ()))),
         max_calls_per_poll=(max(c[0] for c in calls), max(c[1] for c in calls)),
     )

@@ -35,8 +35,8 @@ from hpcstate.testing.simulator import (
     judge_first_verdict,
 )
 
-from .races import GRACE, POLL_S, RaceReport, race, run_sync
-from .reference_loop import ReferenceLoop
+from .mistakes import MistakenLoop
+from .races import GRACE, POLL_S, RaceReport, race, reference_loop, run_sync
 from .tracker_loop import TrackerLoop
 
 
@@ -146,7 +146,7 @@ def test_seeded_sweep(block: int) -> None:
 # -- the tests have teeth --------------------------------------------------------------
 
 
-def _count_wrong(make_loop: functools.partial[ReferenceLoop] | None, conditions: Conditions) -> int:
+def _count_wrong(make_loop: functools.partial[MistakenLoop] | None, conditions: Conditions) -> int:
     wrong = 0
     for seed in range(40):
         report = run_sync(race(seed=seed, conditions=conditions, jobs=4, make_loop=make_loop))
@@ -165,9 +165,7 @@ def test_unbounded_accounting_window_is_caught() -> None:
         record_lag_s=(60, 120),
     )
     assert (
-        _count_wrong(
-            functools.partial(ReferenceLoop, grace=GRACE, bounded_window=False), conditions
-        )
+        _count_wrong(functools.partial(MistakenLoop, grace=GRACE, bounded_window=False), conditions)
         > 0
     )
     assert _count_wrong(None, conditions) == 0
@@ -175,7 +173,7 @@ def test_unbounded_accounting_window_is_caught() -> None:
 
 def test_vanished_means_success_is_caught() -> None:
     conditions = Conditions(queue_says_completed=0.8, queue_linger_s=(0, 60))
-    make = functools.partial(ReferenceLoop, grace=GRACE, vanished_means_success=True)
+    make = functools.partial(MistakenLoop, grace=GRACE, vanished_means_success=True)
     assert _count_wrong(make, conditions) > 0
     assert _count_wrong(None, conditions) == 0
 
@@ -186,7 +184,7 @@ def test_transient_error_read_as_failure_is_caught() -> None:
         outcomes={State.COMPLETED: 1.0},
         queue_linger_s=(0, 30),
     )
-    make = functools.partial(ReferenceLoop, grace=GRACE, transient_means_failure=True)
+    make = functools.partial(MistakenLoop, grace=GRACE, transient_means_failure=True)
     assert _count_wrong(make, conditions) > 0
     assert _count_wrong(None, conditions) == 0
 
@@ -207,7 +205,7 @@ def test_grace_fallback_is_exercised_and_corrected() -> None:
     # The report alone cannot show the fallback happened; run again and look at events.
     clock = VirtualClock()
     cluster = SimulatedCluster(clock=clock, seed=1, conditions=conditions)
-    loop = ReferenceLoop(cluster.backend(), clock, grace=GRACE)
+    loop = reference_loop(cluster.backend(), clock)
 
     async def scenario() -> None:
         await loop.submit(JobSpec(command=["x"]))
@@ -246,7 +244,7 @@ class TrackerRaces(RuleBasedStateMachine):
                 queued_s=(0, 120),
             ),
         )
-        self.tracker = ReferenceLoop(self.cluster.backend(), self.clock, grace=GRACE)
+        self.tracker = reference_loop(self.cluster.backend(), self.clock)
         self.ids: list[str] = []
         self.judged: set[str] = set()
 

@@ -1,4 +1,5 @@
-"""hpcstate.runtime.Tracker behind the same small interface as ReferenceLoop.
+"""hpcstate.runtime.Tracker behind the same small interface as the reference loop
+(hpcstate.testing.loop.ReferenceLoop).
 
 The real tracker, a real SQLite store in a temporary directory, the simulator as its
 backend and the virtual clock as its clock: what the race tests hold against the truth.
@@ -36,7 +37,6 @@ class TrackerLoop:
         self.first_verdicts: dict[str, Finished] = {}
         self.events: list[Event] = []
         self.calls_per_poll: list[tuple[int, int]] = []
-        self.workarounds = 0
         #: Exceptions that escaped Tracker.poll_once (each a bug), as text.
         self.crashes: list[str] = []
         self._runs: set[str] = set()
@@ -77,6 +77,10 @@ class TrackerLoop:
             self.crashes.append(f"{type(exc).__name__}: {exc}")
         self.calls_per_poll.append((calls["queue"] - before[0], calls["accounting"] - before[1]))
         self._reload()
+
+    @property
+    def illegal_transitions(self) -> int:
+        return self.tracker.illegal_transitions
 
     def item(self, key: str) -> RunItem:
         return self.items[key]

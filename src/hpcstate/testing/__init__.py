@@ -6,6 +6,9 @@
   expectations (:func:`load_cases`, :func:`load_scenarios`).
 * :mod:`~hpcstate.testing.simulator`: :class:`SimulatedCluster`, a deterministic fake
   scheduler that races like a real one and knows the truth; :class:`VirtualClock`.
+* :mod:`~hpcstate.testing.loop`: :class:`ReferenceLoop`, the one reference poll loop
+  (the Tracker's poll rules over one Backend, in memory: queue, settle, accounting,
+  grace) that the conformance suite, the simulator's race tests and the live tests drive.
 * :mod:`~hpcstate.testing.conformance`: the suite to subclass (``DialectConformance``,
   ``BackendConformance``). Needs pytest, pytest-asyncio and hypothesis, so it is not
   imported here: ``from hpcstate.testing.conformance import DialectConformance``.
@@ -26,6 +29,8 @@ from .golden import Scenario as Scenario
 from .golden import load_case as load_case
 from .golden import load_cases as load_cases
 from .golden import load_scenarios as load_scenarios
+from .loop import NotSettled as NotSettled
+from .loop import ReferenceLoop as ReferenceLoop
 from .replay import TRACKER_ENV as TRACKER_ENV
 from .replay import RecordedCase as RecordedCase
 from .replay import RecordedCommand as RecordedCommand
@@ -50,9 +55,11 @@ __all__ = [
     "GoldenCase",
     "GoldenError",
     "JobPlan",
+    "NotSettled",
     "Outage",
     "RecordedCase",
     "RecordedCommand",
+    "ReferenceLoop",
     "ReplayRunner",
     "Scenario",
     "SimulatedBackend",

@@ -30,11 +30,12 @@ Fixtures are class-scoped where hypothesis uses them (it refuses function-scoped
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ClassVar, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -51,11 +52,8 @@ from hpcstate import (
     RunItem,
     SchedulerUnavailable,
     State,
-    advance,
     expand_array_spec,
-    new_item,
     registry,
-    submitted,
 )
 from hpcstate.backend import (
     API_VERSION,
@@ -78,6 +76,10 @@ from .golden import (
     load_cases,
     observation_mismatches,
 )
+from .loop import NotSettled, ReferenceLoop
+
+if TYPE_CHECKING:
+    from hpcstate.runtime import Clock
 
 __all__ = ["BackendConformance", "DialectConformance"]
 
@@ -579,14 +581,6 @@ def _expectations_with(cases: Iterable[GoldenCase], key: str) -> list[Any]:
 # ======================================================================================
 
 
-class _Clock(Protocol):
-    """What the driver needs of a clock; None means: do not wait between polls."""
-
-    def now(self) -> datetime: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
 class BackendConformance:
     """Tests of a whole Backend (e.g. ``CommandBackend(dialect, FakeRunner(...))`` or the
     simulator): submit, queue, accounting and cancel, driven through the pure core.
@@ -608,7 +602,7 @@ class BackendConformance:
         _required("scenarios", "return load_scenarios(your_golden_dir) or your own list")
 
     @pytest.fixture
-    def clock(self) -> _Clock | None:
+    def clock(self) -> Clock | None:
         return None
 
     @pytest.fixture
@@ -619,63 +613,34 @@ class BackendConformance:
 
     @staticmethod
     async def drive(
-        backend: Backend, scenario: Scenario, clock: _Clock | None, poll_interval: float
+        backend: Backend, scenario: Scenario, clock: Clock | None, poll_interval: float
     ) -> tuple[dict[str, RunItem], list[Event], list[str]]:
-        """Submit a scenario's job and poll it to its verdict through the pure core.
+        """Submit a scenario's job and poll it to its verdict with the reference poll loop
+        (:class:`~hpcstate.testing.loop.ReferenceLoop`: the Tracker's poll rules, no
+        grace fallback: the verdict must come from the backend's sources).
 
-        Returns the items by native id, the events, and the problems seen on the way.
+        Returns the items by native id, the events, and the problems seen on the way
+        (ids asked and not answered, transient errors, illegal transitions).
         """
-        problems: list[str] = []
-
-        def now() -> datetime:
-            return clock.now() if clock is not None else datetime.now(timezone.utc)
-
-        submission = await backend.submit(scenario.spec)
-        ids = submission.array_task_ids or (submission.native_id,)
-        items: dict[str, RunItem] = {}
-        events: list[Event] = []
-        for n, native_id in enumerate(ids):
-            item = new_item(
-                id=f"{scenario.name}.{n}", run_id=scenario.name, backend=backend.name, now=now()
-            )
-            step = submitted(
-                item, native_id=native_id, at=now(), submitted_at=submission.submitted_at
-            )
-            items[native_id] = step.item
-            events += step.events
+        loop = ReferenceLoop(backend, clock=clock, grace=None, run_id=scenario.name)
+        submission = await loop.submit_one(scenario.spec)
         if scenario.cancel:
-            await backend.cancel([submission.native_id])
+            await loop.cancel([submission.native_id])
 
-        def apply(observations: Sequence[Observation], asked: Sequence[str], what: str) -> None:
-            got = sorted(obs.native_id for obs in observations)
-            if got != sorted(asked):
-                problems.append(f"{what} asked {sorted(asked)}, answered {got}")
-            for obs in observations:
-                if obs.native_id in items:
-                    step = advance(items[obs.native_id], obs)
-                    items[obs.native_id] = step.item
-                    events.extend(step.events)
-
-        for _ in range(scenario.max_polls):
-            active = [i for i, item in items.items() if not item.terminal]
-            if active:
-                apply(await backend.queue(active), active, "queue")
-            wanted = [
-                i
-                for i, item in items.items()
-                if item.state is State.SETTLING or (item.terminal and not item.confirmed)
-            ]
-            if wanted and backend.capabilities.accounting:
-                query = AccountingQuery(native_ids=wanted, submitted_after=submission.submitted_at)
-                apply(await backend.accounting(query), wanted, "accounting")
-            if all(
+        def finished(loop: ReferenceLoop) -> bool:
+            return all(
                 item.terminal and (item.confirmed or not scenario.confirmed)
-                for item in items.values()
-            ):
-                break
-            if clock is not None:
-                await clock.sleep(poll_interval)
-        return items, events, problems
+                for item in loop.items.values()
+            )
+
+        with contextlib.suppress(NotSettled):  # judge() says what has no verdict
+            await loop.run_until(
+                finished,
+                interval=poll_interval if clock is not None else 0.0,
+                timeout=None,
+                max_polls=scenario.max_polls,
+            )
+        return loop.items, loop.events, [*loop.problems, *loop.errors]
 
     @staticmethod
     def judge(
@@ -724,7 +689,7 @@ class BackendConformance:
         self,
         backend: Backend,
         scenarios: list[Scenario],
-        clock: _Clock | None,
+        clock: Clock | None,
         poll_interval: float,
     ) -> None:
         assert scenarios, "no scenarios: nothing is tested"
@@ -766,7 +731,7 @@ class BackendConformance:
         self,
         backend: Backend,
         scenarios: list[Scenario],
-        clock: _Clock | None,
+        clock: Clock | None,
         poll_interval: float,
     ) -> None:
         if not backend.capabilities.cancel:
@@ -786,7 +751,7 @@ class BackendConformance:
         self,
         backend: Backend,
         scenarios: list[Scenario],
-        clock: _Clock | None,
+        clock: Clock | None,
         poll_interval: float,
     ) -> None:
         if not backend.capabilities.array_jobs:
