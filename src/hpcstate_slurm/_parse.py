@@ -1,4 +1,4 @@
-"""Pure parsers for Slurm's client output: sbatch, squeue, sacct (text and JSON).
+"""Pure parsers for Slurm's client output: sbatch, squeue, sacct: text into rows.
 
 Every function returns a value or raises :class:`hpcstate.ParseError` naming the
 command, the line and the field. Nothing here reads the clock or the environment:
@@ -8,7 +8,6 @@ the time zone that local timestamps are in is an argument.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -616,7 +615,14 @@ def parse_sacct_text(
     derived_lossy: bool = False,
     command: str = "sacct",
 ) -> list[AccountingRow]:
-    """``sacct -P`` output WITH its header line; columns are found by name."""
+    """``sacct -P`` output WITH its header line; columns are found by name.
+
+    The one sacct parser (the hot path of every poll: bench/sacct_parse.py). Columns are
+    read by index; a ``|`` inside the free-text column (JobName, else the last) adds fields
+    that this column absorbs, and a newline inside a last free column makes a short line
+    that continues the previous row (Slurm escapes neither). Errors name the line (its
+    number in the whole output, the header being line 1) and the field.
+    """
     lines = stdout.split("\n", 1)
     header = lines[0].rstrip("\r")
     if header.strip() == "":
@@ -631,23 +637,53 @@ def parse_sacct_text(
             )
     if len(set(columns)) != len(columns):
         raise ParseError("header repeats a column", command=command, line_no=1, line=header)
-    free = "JobName" if "JobName" in columns else columns[-1]
+    free = columns.index("JobName") if "JobName" in columns else len(columns) - 1
     body = lines[1] if len(lines) > 1 else ""
-    parsers = _SacctFields(tz, exit_lossy=exit_lossy, derived_lossy=derived_lossy, command=command)
-    fast = _sacct_fast(body, columns=columns, parsers=parsers)
-    if fast is not None:
-        return fast
-    rows: list[AccountingRow] = []
-    line_no, line = 0, ""
-    try:
-        for number, fields in split_rows(
-            body, columns=columns, free_column=free, command=command, first_line_no=2
-        ):
-            line_no, line = number, "|".join(fields.values())
-            rows.append(parsers.row(fields))
-    except ParseError as error:
-        raise _relocated(error, command=command, line_no=line_no, line=line) from None
-    return rows
+    fields = _SacctFields(tz, exit_lossy=exit_lossy, derived_lossy=derived_lossy, command=command)
+    lines = body.split("\n")
+    if "\r" in body:
+        lines = [line[:-1] if line.endswith("\r") else line for line in lines]
+    if lines and lines[-1] == "":
+        lines.pop()
+    bars = len(columns) - 1
+    if all(line.count("|") == bars for line in lines):  # the usual output
+        return _sacct_rows(
+            (line.split("|") for line in lines), None, columns=columns, fields=fields
+        )
+    table, numbers = _sacct_table(lines, width=len(columns), free=free, command=command)
+    return _sacct_rows(table, numbers, columns=columns, fields=fields)
+
+
+def _sacct_table(
+    lines: Sequence[str], *, width: int, free: int, command: str
+) -> tuple[list[list[str]], list[int]]:
+    """The lines as rows of exactly ``width`` fields, and each row's line number: the
+    free column absorbs a row's extra fields, and a short line continues the previous
+    row's free column when that column is last."""
+    rows: list[list[str]] = []
+    numbers: list[int] = []
+    for offset, line in enumerate(lines):
+        fields = line.split("|")
+        if len(fields) < width:
+            if rows and free == width - 1:
+                rows[-1][free] += "\n" + line
+                continue
+            raise ParseError(
+                f"expected {width} fields, got {len(fields)}",
+                command=command,
+                line_no=offset + 2,
+                line=line,
+            )
+        extra = len(fields) - width
+        if extra:
+            fields = [
+                *fields[:free],
+                "|".join(fields[free : free + extra + 1]),
+                *fields[free + extra + 1 :],
+            ]
+        rows.append(fields)
+        numbers.append(offset + 2)
+    return rows, numbers
 
 
 class _Memo(dict[str, _T]):
@@ -695,6 +731,13 @@ def _matching(pattern: re.Pattern[str]) -> Callable[[str], str | None]:
     return check
 
 
+def _elapsed_seconds(raw: str, *, command: str) -> float:
+    raw = raw.strip()
+    if not (raw.isascii() and raw.isdecimal()) or len(raw) > 12:
+        raise ParseError("expected seconds", command=command, field="ElapsedRaw", line=raw)
+    return float(int(raw))
+
+
 @frozen
 class _SacctFields:
     """The per-field parsers of one sacct parse, memoized for that parse only."""
@@ -711,11 +754,8 @@ class _SacctFields:
     exits: _Memo[ExitStatus | None] = field(init=False)
     exits_completed: _Memo[ExitStatus | None] = field(init=False)  # 0:0 of a COMPLETED row
     derived: _Memo[ExitStatus | None] = field(init=False)
-    submits: _Memo[datetime | None] = field(init=False)
-    starts: _Memo[datetime | None] = field(init=False)
-    ends: _Memo[datetime | None] = field(init=False)
-    # The fast path shares one memo over Submit/Start/End (steps start when the job does);
-    # on an error it hands over to the general path, whose per-field memos name the field.
+    # One memo over Submit/Start/End (steps start when the job does); an error is
+    # reported with the column it came from (_time_error).
     times: _Memo[datetime | None] = field(init=False)
     elapsed_raw: _Memo[float | None] = field(init=False)
     elapsed_text: _Memo[float | None] = field(init=False)
@@ -745,9 +785,6 @@ class _SacctFields:
                 command=command,
                 field="DerivedExitCode",
             ),
-            "submits": functools.partial(parse_time, tz=tz, command=command, field="Submit"),
-            "starts": functools.partial(parse_time, tz=tz, command=command, field="Start"),
-            "ends": functools.partial(parse_time, tz=tz, command=command, field="End"),
             "times": functools.partial(parse_time, tz=tz, command=command),
             "elapsed_raw": functools.partial(_elapsed_seconds, command=command),
             "elapsed_text": functools.partial(parse_elapsed, command=command),
@@ -770,45 +807,8 @@ class _SacctFields:
                 return job, step
         return split_job_id(text, command=self.command)  # the exact rules, or its error
 
-    def elapsed(self, raw: str, text: str) -> float | None:
-        """ElapsedRaw when the row has it, else Elapsed."""
-        return self.elapsed_raw[raw] if raw.strip() else self.elapsed_text[text]
 
-    def row(self, fields: Mapping[str, str]) -> AccountingRow:
-        """The general path: one row whose fields are known by column name."""
-        get = fields.get
-        job_id, step = self.split_id(fields["JobID"])
-        state, reason, state_text = self.states[fields["State"]]
-        if reason is None:
-            reason = self.reasons[get("Reason", "")]
-        exits = self.exits_completed if state is State.COMPLETED else self.exits
-        return AccountingRow(
-            job_id=job_id,
-            step=step,
-            raw_id=get("JobIDRaw", "").strip(),
-            state=state,
-            state_text=state_text,
-            exit=exits[get("ExitCode", "")],
-            derived_exit=self.derived[get("DerivedExitCode", "")],
-            reason=reason,
-            submitted_at=self.submits[get("Submit", "")],
-            started_at=self.starts[get("Start", "")],
-            finished_at=self.ends[get("End", "")],
-            elapsed_s=self.elapsed(get("ElapsedRaw", ""), get("Elapsed", "")),
-            cpu_time_s=self.cpu[get("TotalCPU", "")],
-            max_rss_bytes=self.rss[get("MaxRSS", "")],
-            nodes=self.nodes[get("NodeList", "")],
-            name=get("JobName", ""),
-        )
-
-
-def _elapsed_seconds(raw: str, *, command: str) -> float:
-    raw = raw.strip()
-    if not (raw.isascii() and raw.isdecimal()) or len(raw) > 12:
-        raise ParseError("expected seconds", command=command, field="ElapsedRaw", line=raw)
-    return float(int(raw))
-
-
+#: The columns parse_sacct_text reads (CPUTimeRAW is asked for, not read).
 _SACCT_COLUMNS: Final = (
     "JobID",
     "JobIDRaw",
@@ -826,26 +826,24 @@ _SACCT_COLUMNS: Final = (
     "NodeList",
     "JobName",
 )
+_TIME_COLUMNS: Final = ("Submit", "Start", "End")
 
 
 _new_accounting_row: Final = positional_builder(AccountingRow)
 
 
-def _sacct_fast(
-    body: str, *, columns: Sequence[str], parsers: _SacctFields
-) -> list[AccountingRow] | None:
-    """The common case, column by index: every line has exactly the header's fields.
+def _sacct_rows(
+    table: Iterable[list[str]],
+    numbers: list[int] | None,
+    *,
+    columns: Sequence[str],
+    fields: _SacctFields,
+) -> list[AccountingRow]:
+    """The rows of a table of exactly ``len(columns)`` fields per line, read by index.
 
-    Returns None when any line does not (a ``|`` or newline inside a job name) or a value
-    does not parse, and the caller takes the general path, which handles the first and
-    reports the second. Same rows as _SacctFields.row. This loop is the hot path of every
-    poll, hence the local names and the positional builder.
+    This loop is the hot path of every poll, hence the local names, the memos and the
+    positional builder. A column the header lacks reads as an empty value.
     """
-    if "\r" in body:
-        return None
-    lines = body.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
     width = len(columns)
     where = {name: number for number, name in enumerate(columns)}
     pad = not where.keys() >= set(_SACCT_COLUMNS)
@@ -867,25 +865,23 @@ def _sacct_fast(
         i_name,
     ) = (where.get(name, width) for name in _SACCT_COLUMNS)  # `width`: the appended ""
     job_parts, step_parts, states, reasons = (
-        parsers.job_parts,
-        parsers.step_parts,
-        parsers.states,
-        parsers.reasons,
+        fields.job_parts,
+        fields.step_parts,
+        fields.states,
+        fields.reasons,
     )
-    exits, exits_completed, derived = parsers.exits, parsers.exits_completed, parsers.derived
-    elapsed_raw, elapsed_text, times = parsers.elapsed_raw, parsers.elapsed_text, parsers.times
-    cpu, rss, nodes, split_id = parsers.cpu, parsers.rss, parsers.nodes, parsers.split_id
+    exits, exits_completed, derived = fields.exits, fields.exits_completed, fields.derived
+    elapsed_raw, elapsed_text, times = fields.elapsed_raw, fields.elapsed_text, fields.times
+    cpu, rss, nodes, split_id = fields.cpu, fields.rss, fields.nodes, fields.split_id
     completed = State.COMPLETED
     build = _new_accounting_row
     rows: list[AccountingRow] = []
     append = rows.append
+    f: list[str] = []
     try:
-        for line in lines:
-            f = line.split("|")
-            if len(f) != width:
-                return None
+        for f in table:
             if pad:
-                f.append("")
+                f = [*f, ""]
             text = f[i_id]
             head, dot, step_text = text.partition(".")
             job_id = job_parts[head]
@@ -895,6 +891,8 @@ def _sacct_fast(
             elif dot:
                 step = step_text
             state, reason, state_text = states[f[i_state]]
+            if reason is None:
+                reason = reasons[f[i_reason]]
             raw_elapsed = f[i_elapsed_raw]
             append(
                 build(
@@ -905,7 +903,7 @@ def _sacct_fast(
                     state_text,
                     (exits_completed if state is completed else exits)[f[i_exit]],
                     derived[f[i_derived]],
-                    reasons[f[i_reason]] if reason is None else reason,
+                    reason,
                     times[f[i_submit]],
                     times[f[i_start]],
                     times[f[i_end]],
@@ -917,272 +915,26 @@ def _sacct_fast(
                     f[i_name],
                 )
             )
-    except ParseError:
-        return None  # the general path finds the same first error, and names its field
+    except ParseError as error:
+        if error.field == "time":  # the shared memo does not know the column
+            error = _time_error(f, (i_submit, i_start, i_end), fields) or error
+        line_no = numbers[len(rows)] if numbers is not None else len(rows) + 2
+        raise _relocated(
+            error, command=fields.command, line_no=line_no, line="|".join(f[:width])
+        ) from None
     return rows
 
 
-# -- sacct --json (dbv0.0.37/38, data_parser v0.0.39 .. v0.0.45) -------------------------------
-
-
-def _number(value: Any) -> int | None:
-    """A plain int, or v0.0.40+'s ``{"set", "infinite", "number"}``; unset -> None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    if isinstance(value, dict):
-        if not value.get("set", False) or value.get("infinite", False):
-            return None
-        number = value.get("number")
-        if isinstance(number, int) and not isinstance(number, bool):
-            return number
-    return None
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list):
-        return [item for item in value if isinstance(item, str)]
-    return []
-
-
-def _json_time(value: Any) -> datetime | None:
-    seconds = _number(value)
-    if seconds is None or seconds <= 0 or seconds > _MAX_EPOCH:
-        return None
-    return datetime.fromtimestamp(seconds, tz=UTC)
-
-
-def _json_state(value: Any, *, command: str) -> tuple[State | None, str]:
-    """JSON state: ``"FAILED"``, ``["FAILED"]``, or a superseded ``["PENDING","REQUEUED"]``."""
-    names = _strings(value.get("current") if isinstance(value, dict) else value)
-    if not names:
-        raise ParseError("job has no state", command=command, field="state")
-    if any(name in SUPERSEDED_STATES for name in names):
-        return None, "+".join(names)
-    state = ACCOUNTING_STATES.get(names[0])
-    if state is None:
-        raise ParseError(f"unknown accounting state {names[0]!r}", command=command, field="state")
-    return state, names[0]
-
-
-def _json_exit(
-    value: Any, *, state: State | None, faulty: bool, command: str, field: str
-) -> ExitStatus | None:
-    if not isinstance(value, dict):
-        return None
-    status = _strings(value.get("status"))
-    signal = value.get("signal")
-    if "SIGNALED" in status and isinstance(signal, dict):
-        number = _number(signal.get("signal_id"))
-        if number is None:
-            number = _number(signal.get("id"))
-        if number is not None and 1 <= number <= 127:
-            return ExitStatus.killed(number)
-        return None
-    code = _number(value.get("return_code"))
-    if code is None:
-        return None
-    if not 0 <= code <= 255:
-        raise ParseError(f"exit code out of range: {code}", command=command, field=field)
-    if faulty and code == 0 and state is not State.COMPLETED:
-        # 21.08-23.02 say SUCCESS/0 for every plain exit, non-zero ones included.
-        return None
-    return ExitStatus.exited(code)
-
-
-def _json_step_name(step: Mapping[str, Any], job_id: str) -> str:
-    ident = step.get("step")
-    if isinstance(ident, dict):
-        raw = ident.get("id")
-        if isinstance(raw, str):
-            # v0.0.40+: "10.batch"; v0.0.38: "batch"
-            return raw.split(".", 1)[1] if "." in raw else raw
-        if isinstance(raw, dict):  # v0.0.39: {"job_id", "step_id"}
-            step_id = raw.get("step_id")
-            return str(step_id)
-    return job_id
-
-
-def _json_time_block(record: Mapping[str, Any]) -> Mapping[str, Any]:
-    """A job's or step's ``time`` object; {} when it is missing or not an object."""
-    time = record.get("time")
-    return time if isinstance(time, dict) else {}
-
-
-def _json_elapsed(time: Mapping[str, Any]) -> float | None:
-    """``time.elapsed`` in seconds; None when unset or negative (never a duration)."""
-    elapsed = _number(time.get("elapsed"))
-    return float(elapsed) if elapsed is not None and elapsed >= 0 else None
-
-
-def _json_cpu(time: Any) -> float | None:
-    if not isinstance(time, dict):
-        return None
-    total = time.get("total")
-    if not isinstance(total, dict):
-        return None
-    seconds = _number(total.get("seconds"))
-    micros = _number(total.get("microseconds"))
-    if seconds is None:
-        return None
-    return seconds + (micros or 0) / 1_000_000
-
-
-def _json_rss(step: Mapping[str, Any]) -> int | None:
-    tres = step.get("tres")
-    if not isinstance(tres, dict):
-        return None
-    requested = tres.get("requested")
-    if not isinstance(requested, dict):
-        return None
-    for item in requested.get("max") or []:
-        if isinstance(item, dict) and item.get("type") == "mem":
-            count = _number(item.get("count"))
-            if count is not None and count >= 0:
-                return count
-    return None
-
-
-def parse_sacct_json(
-    stdout: str, *, exit_faulty: bool, command: str = "sacct --json"
-) -> list[AccountingRow]:
-    """``sacct --json`` into the same rows the text parser gives.
-
-    ``exit_faulty``: the version reports plain non-zero exits as SUCCESS/0, so such a
-    value on a job that did not complete is dropped (unknown), never read as success.
-    """
-    try:
-        doc = json.loads(stdout)
-    except ValueError as error:
-        raise ParseError(f"not JSON: {error}", command=command) from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("jobs"), list):
-        raise ParseError("expected an object with a 'jobs' list", command=command)
-    rows: list[AccountingRow] = []
-    for index, job in enumerate(doc["jobs"]):
-        if not isinstance(job, dict):
-            raise ParseError(f"jobs[{index}] is not an object", command=command)
-        rows.extend(_json_job_rows(job, exit_faulty=exit_faulty, command=command))
-    return rows
-
-
-def _json_job_id(job: Mapping[str, Any], *, command: str) -> str:
-    job_id = _number(job.get("job_id"))
-    if job_id is None:
-        raise ParseError("job has no job_id", command=command, field="job_id")
-    array = job.get("array") if isinstance(job.get("array"), dict) else {}
-    assert isinstance(array, dict)
-    array_job = _number(array.get("job_id")) or 0
-    task = _number(array.get("task_id"))
-    if array_job and task is not None:
-        return f"{array_job}_{task}"
-    het = job.get("het") if isinstance(job.get("het"), dict) else {}
-    assert isinstance(het, dict)
-    het_job = _number(het.get("job_id")) or 0
-    offset = _number(het.get("job_offset"))
-    if het_job and offset is not None:
-        return f"{het_job}+{offset}"
-    return str(job_id)
-
-
-def _json_job_rows(
-    job: Mapping[str, Any], *, exit_faulty: bool, command: str
-) -> list[AccountingRow]:
-    job_id = _json_job_id(job, command=command)
-    state, state_text = _json_state(job.get("state"), command=command)
-    reason: Reason | None = None
-    killer = job.get("kill_request_user")
-    if state is State.CANCELLED and isinstance(killer, str) and killer:
-        reason = Reason(kind=ReasonKind.CANCELLED, text=f"CANCELLED by {killer}")
-    else:
-        state_info = job.get("state")
-        text = state_info.get("reason") if isinstance(state_info, dict) else None
-        if isinstance(text, str) and text:
-            reason = parse_slurm_reason(text)
-    time = _json_time_block(job)
-    row = AccountingRow(
-        job_id=job_id,
-        raw_id=str(_number(job.get("job_id"))),
-        state=state,
-        state_text=state_text,
-        exit=_json_exit(
-            job.get("exit_code"),
-            state=state,
-            faulty=exit_faulty,
-            command=command,
-            field="exit_code",
-        ),
-        derived_exit=_json_exit(
-            job.get("derived_exit_code"),
-            state=None,  # on faulty versions a derived SUCCESS/0 may hide a failed step
-            faulty=exit_faulty,
-            command=command,
-            field="derived_exit_code",
-        ),
-        reason=reason,
-        submitted_at=_json_time(time.get("submission")),
-        started_at=_json_time(time.get("start")),
-        finished_at=_json_time(time.get("end")),
-        elapsed_s=_json_elapsed(time),
-        cpu_time_s=_json_cpu(time),
-        nodes=parse_nodes(_text(job.get("nodes"))),
-        name=_text(job.get("name")),
-    )
-    rows = [row]
-    array = job.get("array") if isinstance(job.get("array"), dict) else {}
-    assert isinstance(array, dict)
-    task_string = array.get("task")
-    if (
-        isinstance(task_string, str)
-        and task_string.startswith("0x")
-        and _number(array.get("task_id")) is None
-    ):
-        # A pending array group: the tasks are a hex bitmap ("0xE" = tasks 1-3), written
-        # here the way the text prints a group, for group_records to expand.
+def _time_error(
+    row: Sequence[str], indexes: Sequence[int], fields: _SacctFields
+) -> ParseError | None:
+    """The error of the first of Submit/Start/End that does not parse, naming it."""
+    for name, index in zip(_TIME_COLUMNS, indexes, strict=True):
         try:
-            bitmap = int(task_string, 16)
-        except ValueError:
-            raise ParseError("bad array task bitmap", command=command, field="array.task") from None
-        if bitmap.bit_length() > 1_000_001:
-            raise ParseError("array task bitmap too large", command=command, field="array.task")
-        tasks = [str(bit) for bit in range(bitmap.bit_length()) if bitmap >> bit & 1]
-        if tasks:
-            rows = [evolve(row, job_id=f"{job_id}_[{','.join(tasks)}]")]
-    steps = job.get("steps") or []
-    if not isinstance(steps, list):
-        raise ParseError("steps is not a list", command=command, field="steps")
-    for step in steps:
-        if not isinstance(step, dict):
-            raise ParseError("a step is not an object", command=command, field="steps")
-        step_state, step_text = _json_state(step.get("state"), command=command)
-        step_time = _json_time_block(step)
-        rows.append(
-            AccountingRow(
-                job_id=job_id,
-                step=_json_step_name(step, job_id),
-                state=step_state,
-                state_text=step_text,
-                exit=_json_exit(
-                    step.get("exit_code"),
-                    state=step_state,
-                    faulty=exit_faulty,
-                    command=command,
-                    field="steps.exit_code",
-                ),
-                started_at=_json_time(step_time.get("start")),
-                finished_at=_json_time(step_time.get("end")),
-                elapsed_s=_json_elapsed(step_time),
-                cpu_time_s=_json_cpu(step_time),
-                max_rss_bytes=_json_rss(step),
-            )
-        )
-    return rows
+            parse_time(row[index], tz=fields.tz, command=fields.command, field=name)
+        except ParseError as error:  # noqa: PERF203 (an error path: runs once)
+            return error
+    return None
 
 
 # -- records: a job row with its steps, several per id with -D ---------------------------------
@@ -1242,32 +994,3 @@ def group_records(rows: Iterable[AccountingRow]) -> dict[str, list[AccountingRec
             for index, (_, (job, steps)) in enumerate(ordered)
         ]
     return records
-
-
-# -- transient errors ------------------------------------------------------------------------
-
-#: Messages that mean "ask again later", never "the job failed" (slurm.md section 6).
-TRANSIENT_MARKERS: Final = (
-    "problem talking to the database",
-    "unable to contact slurm controller",
-    "socket timed out",
-    "zero bytes were transmitted",
-    "rate limit exceeded",
-    "connection refused",
-    "slurmdbd: connection",
-    "unable to connect to database",
-    "communication connection failure",
-    "slurm_persist_conn_open",
-    "resource temporarily unavailable",
-    "temporarily unable to accept job",
-    "transport endpoint is not connected",
-    "connection timed out",
-    "connection reset by peer",
-    "no route to host",
-    "send/recv operation",
-)
-
-
-def looks_transient(stderr: str) -> bool:
-    text = stderr.lower()
-    return any(marker in text for marker in TRANSIENT_MARKERS)

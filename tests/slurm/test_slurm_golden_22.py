@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from sacct_json import parse_sacct_json
 from slurm_expectations import CASES_22, Case22, Verdict
 from slurm_golden import (
     COLUMNS_22_BIG_O,
@@ -32,7 +33,7 @@ from hpcstate import (
     State,
 )
 from hpcstate_slurm import SlurmDialect, SlurmVersion
-from hpcstate_slurm._parse import group_records, parse_sacct_json, parse_sacct_text
+from hpcstate_slurm._parse import group_records, parse_sacct_text
 
 VERSION = "22.05.8"
 ROOT = GOLDEN / VERSION

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
+from sacct_json import parse_sacct_json
 from slurm_expectations import CASES_26, Case, Verdict
 from slurm_golden import (
     COLUMNS_26_O,
@@ -18,7 +19,7 @@ from slurm_golden import (
 
 from hpcstate import ExitStatus, MarkerCode, ReasonKind, RunItem, Source, State
 from hpcstate_slurm import SlurmDialect
-from hpcstate_slurm._parse import group_records, parse_sacct_json, parse_sacct_text
+from hpcstate_slurm._parse import group_records, parse_sacct_text
 
 VERSION = "26.05.3"
 ROOT = GOLDEN / VERSION

@@ -11,6 +11,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from sacct_json import parse_sacct_json
+from sacct_reference import reference_rows
 
 from hpcstate import AccountingRow, ExitStatus, ParseError, State
 from hpcstate.backend import AccountingQuery, CommandResult
@@ -22,7 +24,6 @@ from hpcstate_slurm._parse import (
     parse_elapsed,
     parse_exit_text,
     parse_rss,
-    parse_sacct_json,
     parse_sacct_text,
     parse_sbatch_output,
     parse_squeue,
@@ -349,36 +350,37 @@ def test_unicode_digits_raise_parse_error_not_value_error(text: str) -> None:
             parser(text)
 
 
-def _both_sacct_paths(
+def _parser_and_reference(
     body: str, columns: list[str], lossy: bool
-) -> tuple[list[AccountingRow] | None, list[AccountingRow] | ParseError]:
-    """(fast path's rows or None, the general path's rows or its error) for one body."""
-    from hpcstate_slurm._parse import _sacct_fast, _SacctFields, split_rows
+) -> tuple[list[AccountingRow] | ParseError, list[AccountingRow] | ParseError]:
+    """(parse_sacct_text's rows or error, the plain reference's rows or error) for a body."""
+    return (
+        _rows_or_error(lambda: parse_sacct_text("|".join(columns) + "\n" + body, exit_lossy=lossy)),
+        _rows_or_error(lambda: reference_rows(body, columns, exit_lossy=lossy)),
+    )
 
-    def fields() -> _SacctFields:  # fresh memos for each path: nothing carried over
-        return _SacctFields(timezone.utc, exit_lossy=lossy, derived_lossy=False, command="sacct")
 
-    fast = _sacct_fast(body, columns=columns, parsers=fields())
-    general_fields = fields()
+def _rows_or_error(parse: Callable[[], list[AccountingRow]]) -> list[AccountingRow] | ParseError:
     try:
-        general: list[AccountingRow] | ParseError = [
-            general_fields.row(row)
-            for _, row in split_rows(
-                body,
-                columns=columns,
-                free_column="JobName" if "JobName" in columns else columns[-1],
-                command="sacct",
-                first_line_no=2,
-            )
-        ]
+        return parse()
     except ParseError as error:
-        general = error
-    return fast, general
+        return error
 
 
-def test_fast_sacct_path_equals_the_general_path_on_every_recording() -> None:
-    # parse_sacct_text reads regular output column by index; the general path (dict per
-    # row, `|` and newlines inside names) must give identical rows wherever both apply.
+def _same(got: list[AccountingRow] | ParseError, want: list[AccountingRow] | ParseError) -> None:
+    """The same rows, or a ParseError on the same line and field."""
+    if isinstance(want, ParseError):
+        assert isinstance(got, ParseError), (got, want)
+        assert (got.line_no, got.field) == (want.line_no, want.field), (str(got), str(want))
+        assert got.line == want.line
+    else:
+        assert got == want
+
+
+def test_the_sacct_parser_equals_the_plain_reference_on_every_recording() -> None:
+    # parse_sacct_text reads columns by index with memos; the plain reference (a dict per
+    # row, each field through its own parser) must give identical rows on every real
+    # output, names with `|` included.
     from pathlib import Path
 
     golden = Path(__file__).resolve().parents[1] / "golden" / "slurm"
@@ -389,12 +391,41 @@ def test_fast_sacct_path_equals_the_general_path_on_every_recording() -> None:
         columns = header.split("|")
         if "JobID" not in columns or "State" not in columns:
             continue
-        fast, general = _both_sacct_paths(body, columns, lossy="22.05" in str(path))
-        if fast is None:
-            continue
-        assert fast == general, path
+        got, want = _parser_and_reference(body, columns, lossy="22.05" in str(path))
+        assert not isinstance(want, ParseError), (path, want)
+        _same(got, want)
         checked += 1
     assert checked >= 20
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "1|1|FAILED|1:0|0:0|None|3|a|b\n",  # a `|` in the name
+        "1|1|FAILED|1:0|0:0|None|3|two\nlines\n2|2|COMPLETED|0:0|0:0|None|3|x\n",
+        "1|1|FAILED|1:0|0:0|None|3|a|b\r\n2|2|COMPLETED|0:0|0:0|None|3|x\r\n",
+        "1|1|FAILED|1:0|0:0|None|3|x\n2|2|BOGUS|0:0|0:0|None|3|a|b\n",  # error after an odd line
+        "1|1|FAILED|1:0|0:0|None|3|x\n2|2|FAILED|0:0|0:0|None|x|y\n",  # bad ElapsedRaw
+        "short\n1|1|FAILED|1:0|0:0|None|3|x\n",  # a short first line: nothing to continue
+    ],
+)
+def test_the_sacct_parser_equals_the_reference_on_odd_lines(body: str) -> None:
+    columns = ["JobID", "JobIDRaw", "State", "ExitCode", "DerivedExitCode", "Reason"]
+    columns += ["ElapsedRaw", "JobName"]
+    got, want = _parser_and_reference(body, columns, lossy=False)
+    _same(got, want)
+
+
+def test_a_short_line_is_an_error_when_the_free_column_is_not_last() -> None:
+    header = "JobID|JobName|State\n"
+    with pytest.raises(ParseError) as raised:
+        parse_sacct_text(header + "1|a|COMPLETED\n2|b\n")
+    assert (raised.value.line_no, str(raised.value).split(" (")[0]) == (
+        3,
+        "expected 3 fields, got 2",
+    )
+    rows = parse_sacct_text(header + "1|a|b|COMPLETED\n")
+    assert [(row.name, row.state) for row in rows] == [("a|b", State.COMPLETED)]
 
 
 # Per column: valid values (with the spacing and odd forms sacct can print), then after
@@ -474,18 +505,14 @@ SACCT_LINE = st.tuples(*(_cells(SACCT_CELLS[column]) for column in SACCT_FIELDS)
 
 
 @given(st.lists(SACCT_LINE, min_size=1, max_size=6))
-def test_fast_sacct_path_equals_the_general_path_on_any_cells(table: list[tuple[str, ...]]) -> None:
-    # The fast path memoizes per column and checks a job id's parts separately; on any
-    # mix of valid and invalid cells it must give the general path's rows, or step aside
-    # when the general path raises (which then names the line and field).
+def test_the_sacct_parser_equals_the_reference_on_any_cells(table: list[tuple[str, ...]]) -> None:
+    # The parser memoizes per column and checks a job id's parts separately; on any mix
+    # of valid and invalid cells it must give the reference's rows, or its error (line and
+    # field named).
     columns = list(SACCT_FIELDS)
     body = "\n".join("|".join(cells) for cells in table) + "\n"
-    fast, general = _both_sacct_paths(body, columns, lossy=True)
-    if isinstance(general, ParseError):
-        assert fast is None
-        return
-    assert fast == general
-    assert fast == parse_sacct_text("|".join(columns) + "\n" + body, exit_lossy=True)
+    got, want = _parser_and_reference(body, columns, lossy=True)
+    _same(got, want)
 
 
 @pytest.mark.parametrize(
