@@ -410,15 +410,17 @@ def queue_due(
     silent = reporting = False
     soon = now + cadence.grace_lead
     grace = cadence.grace
+    settling = State.SETTLING
     for entry in polled:
         item = entry.item
-        if reports_itself(entry) and not item.has_marker(_CANCEL_REQUESTED):
+        if entry.extra.get("self_reports") is True and not item.has_marker(_CANCEL_REQUESTED):
             reporting = True
         else:
             silent = True
-        deadline = grace_deadline(item, grace)
-        if deadline is not None and deadline <= soon:
-            return True
+        if item.state is settling:  # only a settling item has a grace deadline
+            deadline = grace_deadline(item, grace)
+            if deadline is not None and deadline <= soon:
+                return True
     if silent:
         if not reporting and not reporting_anywhere(entries):
             return True
@@ -542,11 +544,12 @@ def report_paths(
         readable.update((State.QUEUED, State.RUNNING))
     wanted: dict[str, RunItem] = {}
     for entry in polled:
-        item = working.get(entry.item.id)
         path = entry.extra.get("report_file")
+        if not path:
+            continue
+        item = working.get(entry.item.id)
         if (
-            path
-            and isinstance(path, str)
+            isinstance(path, str)
             and item is not None
             and item.state in readable
             and not item.has_marker(_SELF_REPORTED)
