@@ -37,6 +37,7 @@ CAPABILITIES = Capabilities(
     idempotent_submit=True,  # --comment=hpcstate:<tag>, found again with squeue
     report_files=True,  # the self-report files, read with one command
     output=True,  # the end of a job's output file (output checks)
+    shares_facts=True,  # the detected release: a new lease holder skips sbatch --version
 )
 
 

@@ -1,6 +1,7 @@
 """The Slurm backend's I/O: version detection once per connection, then the pure dialect
 for that version driven by hpcstate.runtime.CommandBackend (retries, timeouts, one
-command per call)."""
+command per call). Thin: it runs commands and hands their results to ``_observe``; the
+rules are in ``_commands``, ``_parse`` and ``_observe``."""
 
 from __future__ import annotations
 
@@ -22,10 +23,11 @@ from hpcstate.backend import (
     BackendConfig,
     Capabilities,
     JobSpec,
+    OutputSnapshot,
     Runner,
     Submission,
 )
-from hpcstate.runtime import Clock, CommandBackend, OutputSnapshot, make_runner
+from hpcstate.runtime import Clock, CommandBackend, make_runner
 
 from ._dialect import SlurmDialect, parse_version, version_command
 from ._versions import MINIMUM_VERSION, SlurmVersion, behaviour_for
@@ -33,13 +35,17 @@ from ._versions import MINIMUM_VERSION, SlurmVersion, behaviour_for
 #: BackendConfig.options this backend reads (besides the SSH ones make_runner reads).
 OPTIONS = ("slurm_version", "command_timeout", "accounting_margin_s", "retries")
 _VERSION_ATTEMPTS = 3
+#: The key of the detected release in facts() (interfaces: lease facts).
+FACT_VERSION = "slurm_version"
 
 
 class SlurmBackend:
     """A :class:`hpcstate.backend.Backend` for one Slurm cluster.
 
     The first call asks ``sbatch --version`` (once per backend, i.e. per connection) and
-    picks the dialect for that release; ``version`` skips the question.
+    picks the dialect for that release; ``version`` skips the question, and so does a
+    version adopted from another process (``adopt_facts``: the lease holder before this
+    one published it in the store, ``facts()``).
     """
 
     def __init__(
@@ -69,6 +75,32 @@ class SlurmBackend:
     def version(self) -> SlurmVersion | None:
         """The detected (or given) Slurm release; None before the first call."""
         return self._version
+
+    # -- shared facts (Capabilities.shares_facts; hpcstate.backend.SharesFacts) ------------
+
+    def facts(self) -> Mapping[str, str]:
+        """What this backend learned that another process can reuse: the Slurm release
+        (``{"slurm_version": "22.05.8"}``), once detected or given; empty before."""
+        if self._version is None:
+            return {}
+        return {FACT_VERSION: str(self._version)}
+
+    def adopt_facts(self, facts: Mapping[str, str]) -> None:
+        """Use a release another process detected, so that no ``sbatch --version`` runs.
+
+        Only before this backend knows its release (a detected or configured one wins);
+        unknown keys are ignored, and a value that is not a supported release is not
+        adopted (the first call then asks Slurm, as without it). Never raises."""
+        text = facts.get(FACT_VERSION)
+        if self._version is not None or self._inner is not None or not isinstance(text, str):
+            return
+        try:
+            version = SlurmVersion.parse(f"slurm {text}")
+        except ParseError:
+            return
+        if version < MINIMUM_VERSION or str(version) != text.strip():
+            return
+        self._version = version
 
     @property
     def commands_run(self) -> int:
