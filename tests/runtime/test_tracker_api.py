@@ -49,7 +49,7 @@ def test_leaving_a_sync_watch_early_unsubscribes(db_path: Path, local: LocalBack
         run = tracker.submit(JobSpec(command=["sleep", "30"]))
         for _event in tracker.watch(run.id):
             break  # the first (replayed) event is enough
-        assert tracker.tracker._watchers == []
+        assert tracker.tracker._bus.watchers == []
         tracker.cancel(run.id)
         done = tracker.wait(run.id, timeout=30)
     assert done.items[0].state is State.CANCELLED

@@ -99,6 +99,24 @@ class SyncTracker:
     def default_backend(self) -> str:
         return self.tracker.default_backend
 
+    # Totals since start (read without a round trip: plain integers).
+
+    @property
+    def illegal_transitions(self) -> int:
+        return self.tracker.illegal_transitions
+
+    @property
+    def conflicts(self) -> int:
+        return self.tracker.conflicts
+
+    @property
+    def polls(self) -> int:
+        return self.tracker.polls
+
+    @property
+    def failures(self) -> int:
+        return self.tracker.failures
+
     # -- the calls of Tracker, blocking ------------------------------------------------
 
     def submit(

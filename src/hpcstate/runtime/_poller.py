@@ -1,0 +1,861 @@
+"""One backend's share of a poll: submit what is pending, hold (or follow) its lease,
+read self-reports and output, ask the queue and accounting as the cadence allows,
+apply every observation through the machine in ``observed_at`` order, tick, commit
+the changes as compare-and-sets, renew the lease and keep the push watch in line.
+Also the cadence decisions (when the queue and accounting are asked, and when the
+loop wakes next)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime, timedelta
+
+from attrs import evolve, frozen
+
+from hpcstate import (
+    FAILURES,
+    TERMINAL,
+    Absence,
+    BackendError,
+    Event,
+    IllegalTransition,
+    Marker,
+    MarkerCode,
+    Observation,
+    RunItem,
+    Source,
+    State,
+    StatsUpdated,
+    Step,
+    add_marker,
+    advance,
+    grace_deadline,
+    tick,
+)
+from hpcstate.backend import AccountingQuery, Backend
+
+from ._bus import EventBus, PushWatches
+from ._cache import (
+    ACTIVE,
+    POLLED,
+    Cache,
+    Entry,
+    Knobs,
+    Memory,
+    NativeIndex,
+    Totals,
+    forgotten,
+    gc_paused,
+    late_checkable,
+    reports_itself,
+)
+from ._clock import Clock
+from ._leases import Leases
+from ._output import OutputSnapshot
+from ._report import SelfReport
+from ._store import Change, CommitResult, Lease, LeaseLost, Store
+from ._submitter import Submitter
+
+log = logging.getLogger("hpcstate.runtime.tracker")
+
+
+@frozen(kw_only=True)
+class BackendStatus:
+    """Whether the tracker could reach a backend at its last attempt."""
+
+    name: str
+    reachable: bool = True
+    last_error: str = ""
+    since: datetime | None = None  # when it became unreachable
+    consecutive_failures: int = 0
+
+
+@frozen(kw_only=True)
+class BackendCounts:
+    """What one backend's share of a poll did (the PollReport sums them)."""
+
+    queue_calls: int = 0
+    accounting_calls: int = 0
+    observations: int = 0
+    events: int = 0
+    illegal: int = 0
+    conflicts: int = 0
+    submitted: int = 0
+    errors: tuple[str, ...] = ()
+    #: This process polled the backend (it holds its lease, or leases are off).
+    polled: bool = False
+
+
+class _Tally:
+    """BackendCounts while the poll is counting."""
+
+    __slots__ = (
+        "accounting_calls",
+        "conflicts",
+        "errors",
+        "events",
+        "illegal",
+        "lease_lost",
+        "observations",
+        "output_failures",
+        "polled",
+        "queue_calls",
+        "submitted",
+    )
+
+    def __init__(self) -> None:
+        self.queue_calls = 0
+        self.accounting_calls = 0
+        self.observations = 0
+        self.events = 0
+        self.illegal = 0
+        self.conflicts = 0
+        self.submitted = 0
+        self.errors: list[str] = []
+        self.polled = False
+        self.lease_lost = False
+        #: Native ids an output check failed (their jobs are cancelled).
+        self.output_failures: list[str] = []
+
+    def frozen(self) -> BackendCounts:
+        return BackendCounts(
+            queue_calls=self.queue_calls,
+            accounting_calls=self.accounting_calls,
+            observations=self.observations,
+            events=self.events,
+            illegal=self.illegal,
+            conflicts=self.conflicts,
+            submitted=self.submitted,
+            errors=tuple(self.errors),
+            polled=self.polled,
+        )
+
+
+class Poller:
+    """Polls for the tracker; shares its cache, memory, totals, bus, leases and
+    submitter. ``backend(name)`` makes or finds a backend, ``wake()`` wakes the loop,
+    ``looping()`` says whether the background loop runs (push watches need it)."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        knobs: Knobs,
+        cache: Cache,
+        memory: Memory,
+        totals: Totals,
+        bus: EventBus,
+        leases: Leases,
+        submitter: Submitter,
+        push: PushWatches,
+        backend: Callable[[str], Backend],
+        wake: Callable[[], None],
+        looping: Callable[[], bool],
+        poll_lease: bool,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.knobs = knobs
+        self._cache = cache
+        self._memory = memory
+        self._totals = totals
+        self._bus = bus
+        self._leases = leases
+        self._submitter = submitter
+        self._push = push
+        self._backend = backend
+        self._wake = wake
+        self._looping = looping
+        self._poll_lease = poll_lease
+        self.status: dict[str, BackendStatus] = {}
+
+    def self_report_observations(
+        self, now: datetime
+    ) -> tuple[dict[str, list[Observation]], list[tuple[int, str | None]]]:
+        """Open self-reports from the store as observations keyed by item id, and the
+        ids of the reports this poll may use up, with their item's backend (None: an
+        item this tracker does not poll, finished or unknown)."""
+        found: dict[str, list[Observation]] = defaultdict(list)
+        consumed: list[tuple[int, str | None]] = []
+        for stored in self.store.open_self_reports():
+            entry = self._cache.entries.get(stored.item_id)
+            if entry is not None and entry.item.native_id is None:
+                continue  # its submit answer is not stored yet: keep it for later
+            consumed.append((stored.id, entry.item.backend if entry is not None else None))
+            if entry is None or entry.item.native_id is None:
+                continue  # finished already (too late to matter) or unknown
+            try:
+                parsed = SelfReport.from_dict(stored.doc)
+                found[stored.item_id].append(parsed.observation(entry.item.native_id, now))
+            except Exception as exc:  # one bad report must not stop the poll
+                log.warning("self-report %d of item %s ignored: %s", stored.id, stored.item_id, exc)
+        return found, consumed
+
+    def _late_check_due(self, entry: Entry, now: datetime) -> bool:
+        """Every poll during the grace after the verdict, then at the slow rate."""
+        if entry.item.updated_at + self.knobs.grace > now or entry.checked_at is None:
+            return True
+        return (now - entry.checked_at).total_seconds() >= self.knobs.late_check_interval
+
+    async def poll_backend(
+        self, name: str, reports: Mapping[str, list[Observation]], now: datetime
+    ) -> BackendCounts:
+        """One backend's share of the poll; a bug in it (or in its backend) is logged
+        and counted and never reaches the other backends or the caller."""
+        counts = _Tally()
+        try:
+            await self._poll_backend(name, reports, now, counts)
+        except Exception as exc:
+            self._totals.failed(f"polling backend {name}", exc)
+            counts.errors.append(f"{name}: poll raised {type(exc).__name__}: {exc}")
+            # The cache may be behind what was written: read it all again next time.
+            self._cache.force_refresh = True
+        return counts.frozen()
+
+    async def _poll_backend(
+        self,
+        name: str,
+        reports: Mapping[str, list[Observation]],
+        now: datetime,
+        counts: _Tally,
+    ) -> None:
+        try:
+            backend = self._backend(name)
+        except Exception as exc:  # unknown name, or a plugin that fails to load
+            if not any(e.item.backend == name for e in self._cache.entries.values()):
+                # Only old verdicts to re-check, on a backend this tracker does not
+                # have: not an error of this poll; leave them to a tracker that has it.
+                for item_id in [
+                    i for i, e in self._cache.unconfirmed.items() if e.item.backend == name
+                ]:
+                    del self._cache.unconfirmed[item_id]
+                log.info("backend %s unavailable (%s): its late checks are skipped", name, exc)
+                return
+            counts.errors.append(f"{name}: {exc}")
+            self._mark_status(name, str(exc), now)
+            return
+        counts.submitted = await self._submitter.submit_pending(name, backend)  # anyone submits
+        lease: Lease | None = None
+        if self._poll_lease:
+            lease = self._leases.hold(name, backend, now)
+            if lease is None:
+                # Another process polls this backend for everyone sharing the store: its
+                # commits reach us through the store (refresh, event log).
+                self._leases.follow(name)
+                return
+        self._leases.polling(name)
+        counts.polled = True
+        # Pending items may have just been submitted: take them from the cache again.
+        entries = [e for e in self._cache.entries.values() if e.item.backend == name]
+        polled = [e for e in entries if e.item.state in POLLED and e.item.native_id is not None]
+        # Self-reports and output checks come first: they are older than the queue.
+        extras: dict[str, list[Observation]] = defaultdict(list)
+        for entry in polled:
+            found = reports.get(entry.item.id)
+            if found:
+                extras[entry.item.id].extend(found)
+        await self._output_checks(backend, polled, extras, now)
+        by_native = NativeIndex(e.item for e in polled)
+        error: str | None = None
+        queue_obs: Sequence[Observation] = ()
+        queue_called = False
+        if polled and self._queue_due(name, polled, now):
+            self._memory.last_queue_at[name] = now
+            queue_called = True
+            try:
+                counts.queue_calls += 1
+                queue_obs = await backend.queue(by_native.native_ids())
+            except Exception as exc:
+                error = self._describe(name, "queue", exc)
+        working: dict[str, RunItem] = {e.item.id: e.item for e in entries}
+        late = self._late_checks(name, backend, now)
+        for entry in late:
+            working[entry.item.id] = entry.item
+        # What every change is computed from: its version is the compare-and-set key.
+        base = dict(working)
+        events: dict[str, list[Event]] = {}
+        with gc_paused():
+            # Apply what we have so far, to know who needs accounting.
+            self._apply(working, by_native, queue_obs, extras, events, counts)
+        # Reports in files: of running items (if the backend's jobs report), and of
+        # those that left the queue and await their verdict.
+        reports_found, read_error = await self._remote_reports(backend, working, polled)
+        if read_error is not None and error is None and not queue_called:
+            # Nothing else reached the backend this poll: it is not known to be reachable.
+            error = self._describe(name, "reading report files", read_error)
+        if reports_found:
+            with gc_paused():
+                self._apply(working, NativeIndex(()), (), reports_found, events, counts)
+        if error is None and backend.capabilities.accounting:
+            error = await self._accounting(name, backend, working, late, events, counts, now)
+        if error is not None:
+            counts.errors.append(error)
+            self._mark_status(name, error, now)
+        else:
+            self._clear_status(name)
+        with gc_paused():
+            settling = State.SETTLING
+            for item_id, item in working.items():
+                if item.state is settling:
+                    try:
+                        step = tick(item, now=now, grace=self.knobs.grace)
+                    except Exception as exc:
+                        self._totals.failed(f"item {item_id}: tick", exc)
+                        continue
+                    if step.item is not item:
+                        working[item_id] = step.item
+                        events.setdefault(item_id, []).extend(step.events)
+            self._reachability_markers(name, working, events, now, reachable=error is None)
+            changes, result = self._persist(base, working, events, counts, lease=lease)
+        if counts.lease_lost:
+            self._leases.follow(name)
+            return
+        if lease is not None:
+            calls = counts.queue_calls + counts.accounting_calls
+            self._leases.renew(lease, now, polled=True, scheduler_calls=calls)
+        if queue_called:
+            quiet = 0 if changes or counts.submitted else self._memory.queue_quiet.get(name, 0) + 1
+            self._memory.queue_quiet[name] = quiet
+        if changes:
+            await self._bus.dispatch_committed(changes, result.applied, result.last_seq)
+        await self._cancel_failed_by_output(backend, counts.output_failures)
+        self._sync_watch(name, backend)
+
+    def _queue_due(self, name: str, polled: Sequence[Entry], now: datetime) -> bool:
+        """Is this backend's queue asked this poll?
+
+        Jobs that report their own end make the loop poll every ``fast_interval`` to read
+        their files; the queue is then a safety net, asked every ``queue_interval``. Other
+        jobs keep the pace they would have without them (fast after a submit, backing off
+        while nothing changes), not the report files' pace. Without reporting jobs every
+        poll asks the queue, as the loop's own interval already paces the polls. A settling
+        item whose grace is about to run out is asked about in any case: only the queue
+        can say it is still there."""
+        last = self._memory.last_queue_at.get(name)
+        if last is None:
+            return True
+        elapsed = (now - last).total_seconds()
+        cancel = MarkerCode.CANCEL_REQUESTED.value
+        silent = reporting = False
+        soon = now + timedelta(seconds=2 * self.knobs.fast_interval)  # see next_interval
+        for entry in polled:
+            item = entry.item
+            if reports_itself(entry) and not item.has_marker(cancel):
+                reporting = True
+            else:
+                silent = True
+            deadline = grace_deadline(item, self.knobs.grace)
+            if deadline is not None and deadline <= soon:
+                return True
+        if silent:
+            if not reporting and not self._reporting_anywhere():
+                return True
+            return elapsed >= 0.75 * self._queue_pace(name, now)  # 0.75: the loop's jitter
+        return elapsed >= self.knobs.queue_interval
+
+    def _reporting_anywhere(self) -> bool:
+        """A job that reports its own end is queued or running (the loop runs fast)."""
+        return any(
+            e.item.state in POLLED and e.item.state is not State.SETTLING and reports_itself(e)
+            for e in self._cache.entries.values()
+        )
+
+    def _queue_pace(self, name: str, now: datetime) -> float:
+        """The adaptive interval of the loop, per backend: fast after a submit, then 1.5x
+        per queue call that changed nothing, up to ``max_interval``."""
+        if self._recent_submit(now):
+            return self.knobs.fast_interval
+        return self._backoff(self._memory.queue_quiet.get(name, 0))
+
+    def _recent_submit(self, now: datetime) -> bool:
+        """Within ten fast intervals of a submit: its first sightings come soon."""
+        return (
+            self._memory.last_submit_at is not None
+            and (now - self._memory.last_submit_at).total_seconds() < 10 * self.knobs.fast_interval
+        )
+
+    def _backoff(self, quiet: int) -> float:
+        """The interval after ``quiet`` polls that changed nothing: 1.5x each, capped."""
+        pace: float = self.knobs.fast_interval * 1.5 ** float(quiet)
+        return min(self.knobs.max_interval, pace)
+
+    def _late_checks(self, name: str, backend: Backend, now: datetime) -> list[Entry]:
+        """The unconfirmed verdicts of this backend to ask accounting about this poll."""
+        mine = [e for e in self._cache.unconfirmed.values() if e.item.backend == name]
+        if not backend.capabilities.accounting:
+            # Nothing will ever confirm them (the local backend's wait status, Flux or
+            # k8s without accounting): stop carrying them.
+            for entry in mine:
+                del self._cache.unconfirmed[entry.item.id]
+            return []
+        return [e for e in mine if self._late_check_due(e, now)]
+
+    def _apply(
+        self,
+        working: dict[str, RunItem],
+        by_native: NativeIndex,
+        found: Sequence[Observation],
+        extras: dict[str, list[Observation]],
+        events: dict[str, list[Event]],
+        counts: _Tally,
+    ) -> None:
+        """Apply ``found`` (routed to items by native id) after each item's ``extras``,
+        every item's observations in observed_at order. The hot loop of a poll: an
+        item with a single observation takes the short path."""
+        applied = 0
+        first = by_native.first
+        more = by_native.more
+        for obs in found:
+            item_id = first.get(obs.native_id)
+            if item_id is None:
+                continue
+            targets = (
+                (item_id, *more[obs.native_id]) if more and obs.native_id in more else (item_id,)
+            )
+            for item_id in targets:
+                pending = extras.get(item_id)
+                if pending is not None:
+                    pending.append(obs)
+                    continue
+                item = working.get(item_id)
+                if item is None:
+                    continue
+                applied += 1
+                new = self._advance(item, obs, events, counts)
+                if new is not item:
+                    working[item_id] = new
+        for item_id, pending in extras.items():
+            item = working.get(item_id)
+            if item is None:
+                continue
+            pending.sort(key=lambda o: o.observed_at)
+            for obs in pending:
+                applied += 1
+                item = self._advance(item, obs, events, counts)
+            working[item_id] = item
+        extras.clear()
+        counts.observations += applied
+
+    def _advance(
+        self,
+        item: RunItem,
+        obs: Observation,
+        events: dict[str, list[Event]],
+        counts: _Tally,
+    ) -> RunItem:
+        try:
+            step = advance(item, obs)
+        except IllegalTransition as exc:
+            counts.illegal += 1
+            self._totals.illegal_transitions += 1
+            log.warning("item %s: %s (observation from %s ignored)", item.id, exc, obs.source)
+            return item
+        except Exception as exc:  # a bug, or a row no check foresaw: skip this item only
+            self._totals.failed(f"item {item.id}: applying an observation from {obs.source}", exc)
+            return item
+        if step.events:
+            if obs.source is Source.OUTPUT_CHECK:
+                marker = Marker(code=MarkerCode.OUTPUT_CHECK.value, text=obs.detail[:500])
+                marked = add_marker(step.item, marker, at=obs.observed_at)
+                step = Step(marked.item, step.events + marked.events)
+                if step.item.state in FAILURES and item.native_id is not None:
+                    counts.output_failures.append(item.native_id)
+            events.setdefault(item.id, []).extend(step.events)
+        return step.item
+
+    async def _accounting(
+        self,
+        name: str,
+        backend: Backend,
+        working: dict[str, RunItem],
+        late: Sequence[Entry],
+        events: dict[str, list[Event]],
+        counts: _Tally,
+        now: datetime,
+    ) -> str | None:
+        """ONE accounting call for the settling items and the unconfirmed verdicts due
+        for a late check (a late record corrects them): when the oldest settling item has
+        waited ``accounting_lag`` and the last call is ``accounting_interval`` old, or when
+        a late check is due; every settling item goes in that call."""
+        settling = State.SETTLING
+        needs = [
+            item
+            for item in working.values()
+            if item.state is settling and item.native_id is not None
+        ]
+        if needs and not late:
+            lag = timedelta(seconds=self.knobs.accounting_lag)
+            oldest = min(item.settling_since or now for item in needs)
+            last = self._memory.last_accounting_at.get(name)
+            soon = now + timedelta(seconds=2 * self.knobs.fast_interval)  # see next_interval
+            expiring = any(
+                (deadline := grace_deadline(item, self.knobs.grace)) is not None
+                and deadline <= soon
+                for item in needs
+            )
+            if not expiring and (
+                now - oldest < lag
+                or (
+                    last is not None
+                    and (now - last).total_seconds() < self.knobs.accounting_interval
+                )
+            ):
+                return None  # next_interval wakes the loop when it is due
+        needs += [working[e.item.id] for e in late if e.item.native_id is not None]
+        if not needs:
+            return None
+        self._memory.last_accounting_at[name] = now
+        for entry in late:
+            entry.checked_at = now  # asked now, answered or not: the slow rate holds
+        by_native = NativeIndex(needs)
+        times = [i.stats.submitted_at or i.created_at for i in needs]
+        query = AccountingQuery(native_ids=by_native.native_ids(), submitted_after=min(times))
+        try:
+            counts.accounting_calls += 1
+            found = await backend.accounting(query)
+        except Exception as exc:
+            return self._describe(name, "accounting", exc)
+        if late:
+            self._drop_forgotten(by_native, found)
+        with gc_paused():
+            self._apply(working, by_native, found, {}, events, counts)
+        return None
+
+    def _drop_forgotten(self, by_native: NativeIndex, found: Sequence[Observation]) -> None:
+        """Accounting says it does not know a job and never will (purged): its
+        unconfirmed verdict can no longer be corrected; stop asking."""
+        for obs in found:
+            if obs.absence is not Absence.UNKNOWN and obs.state is not State.GONE:
+                continue
+            first = by_native.first.get(obs.native_id)
+            if first is None:
+                continue
+            for item_id in (first, *by_native.more.get(obs.native_id, ())):
+                if self._cache.unconfirmed.pop(item_id, None) is not None:
+                    log.info(
+                        "item %s: accounting no longer knows job %s (%s); its unconfirmed "
+                        "verdict stays",
+                        item_id,
+                        obs.native_id,
+                        obs.detail or "purged",
+                    )
+
+    def _describe(self, name: str, what: str, exc: Exception) -> str:
+        if isinstance(exc, BackendError):
+            log.warning("backend %s: %s failed: %s", name, what, exc)
+        else:
+            # Not a transient error: a bug or an unreadable answer. Still never a verdict.
+            log.error("backend %s: %s raised %s: %s", name, what, type(exc).__name__, exc)
+        return f"{name}: {what}: {exc}"
+
+    def _mark_status(self, name: str, error: str, now: datetime) -> None:
+        old = self.status.get(name) or BackendStatus(name=name)
+        self.status[name] = BackendStatus(
+            name=name,
+            reachable=False,
+            last_error=error,
+            since=old.since if not old.reachable else now,
+            consecutive_failures=old.consecutive_failures + 1,
+        )
+
+    def _clear_status(self, name: str) -> None:
+        old = self.status.get(name)
+        if old is not None and not old.reachable:
+            log.info("backend %s reachable again", name)
+        self.status[name] = BackendStatus(name=name)
+
+    def _reachability_markers(
+        self,
+        name: str,
+        working: dict[str, RunItem],
+        events: dict[str, list[Event]],
+        now: datetime,
+        *,
+        reachable: bool,
+    ) -> None:
+        """Show on each unfinished item that its backend cannot be reached (and take
+        the marker away once it can). Never touches the state or the verdict."""
+        code = MarkerCode.UNREACHABLE.value
+        if reachable and name in self._cache.no_unreachable_markers:
+            return  # the common case: nothing to take away
+        status = self.status.get(name)
+        if reachable:
+            self._cache.no_unreachable_markers.add(name)
+        else:
+            self._cache.no_unreachable_markers.discard(name)
+        for item_id, item in working.items():
+            has = item.has_marker(code)
+            if reachable and has:
+                new = evolve(
+                    item,
+                    markers=tuple(m for m in item.markers if m.code != code),
+                    version=item.version + 1,
+                    updated_at=max(item.updated_at, now),
+                )
+                working[item_id] = new
+                events.setdefault(item_id, []).append(_stats_event(new, now))
+            elif not reachable and not has and status is not None and item.state in POLLED:
+                text = f"backend {name} unreachable since {status.since}: {status.last_error}"
+                step = add_marker(item, Marker(code=code, text=text[:500]), at=now)
+                working[item_id] = step.item
+                events.setdefault(item_id, []).extend(step.events)
+
+    def _persist(
+        self,
+        base: Mapping[str, RunItem],
+        working: dict[str, RunItem],
+        events: dict[str, list[Event]],
+        counts: _Tally,
+        *,
+        lease: Lease | None = None,
+    ) -> tuple[list[Change], CommitResult]:
+        changes: list[Change] = []
+        for item_id, item in working.items():
+            before = base[item_id]
+            if item is before:
+                continue
+            changes.append(
+                Change(
+                    item=item,
+                    expected_version=before.version,
+                    events=tuple(events.get(item_id, ())),
+                )
+            )
+        if not changes:
+            return changes, CommitResult()
+        try:
+            result = self.store.commit(changes, lease=lease)
+        except LeaseLost as exc:
+            # Another process took this backend over (this one paused past the lease's
+            # expiry): nothing it observed is written; it follows from now on.
+            log.warning("%s; following the store from now on", exc)
+            if lease is not None:
+                self._leases.lost(lease)
+            counts.lease_lost = True
+            self._cache.force_refresh = True
+            return [], CommitResult()
+        applied = set(result.applied)
+        counts.events += sum(len(c.events) for c in changes if c.item.id in applied)
+        for change in changes:
+            if change.item.id not in applied:
+                continue
+            item = change.item
+            entry = self._cache.entries.get(item.id) or self._cache.unconfirmed.get(item.id)
+            if entry is None:
+                continue
+            entry.item = item
+            entry.version = item.version
+            if item.state in TERMINAL:
+                self._cache.entries.pop(item.id, None)
+                if late_checkable(item) and not forgotten(item, change.events):
+                    self._cache.unconfirmed[item.id] = entry
+                else:
+                    self._cache.unconfirmed.pop(item.id, None)
+        if result.conflicts:
+            counts.conflicts += len(result.conflicts)
+            self._totals.conflicts += len(result.conflicts)
+            # Another process wrote first: re-read those items; the next poll applies
+            # fresh observations to what it wrote (never overwrite it).
+            rows, _ = self.store.items_by_id(result.conflicts)
+            for row in rows:
+                self._cache.entries.pop(row.item.id, None)
+                self._cache.unconfirmed.pop(row.item.id, None)
+                if row.item.state in ACTIVE:
+                    self._cache.entries[row.item.id] = Entry(row)
+                elif late_checkable(row.item):
+                    self._cache.unconfirmed[row.item.id] = Entry(row)
+            self._wake()
+        return changes, result
+
+    async def _remote_reports(
+        self, backend: Backend, working: Mapping[str, RunItem], polled: list[Entry]
+    ) -> tuple[dict[str, list[Observation]], Exception | None]:
+        """Self-report files, ONE read for all of them: of the items that left the queue
+        and await their verdict, and, if the backend says its jobs report
+        (``capabilities.self_report``), of the running ones too (a report moves a running
+        item to SETTLING at once, so accounting is asked in the same poll)."""
+        reader = getattr(backend, "read_text_files", None)
+        if reader is None:
+            return {}, None
+        readable = {State.SETTLING}
+        if backend.capabilities.self_report:
+            # QUEUED too: with a slow queue a short job runs and ends between two calls.
+            readable.update((State.QUEUED, State.RUNNING))
+        wanted: dict[str, RunItem] = {}
+        for entry in polled:
+            item = working.get(entry.item.id)
+            path = entry.extra.get("report_file")
+            if (
+                path
+                and isinstance(path, str)
+                and item is not None
+                and item.state in readable
+                and not item.has_marker(MarkerCode.SELF_REPORTED.value)
+            ):
+                wanted[path] = item
+        if not wanted:
+            return {}, None
+        try:
+            files: Mapping[str, str] = await reader(list(wanted))
+        except Exception as exc:
+            log.info("reading self-report files failed: %s", exc)
+            return {}, exc
+        now = self.clock.now()
+        found: dict[str, list[Observation]] = {}
+        for path, text in files.items():
+            item = wanted.get(path)
+            if item is None or item.native_id is None:
+                continue
+            try:
+                parsed = SelfReport.from_dict(json.loads(text))
+                found[item.id] = [parsed.observation(item.native_id, now)]
+            except Exception as exc:  # whatever the file holds, it is not a verdict
+                log.warning("self-report file %s ignored: %s", path, exc)
+        return found, None
+
+    async def _output_checks(
+        self,
+        backend: Backend,
+        polled: list[Entry],
+        observations: dict[str, list[Observation]],
+        now: datetime,
+    ) -> None:
+        reader = getattr(backend, "read_output", None)
+        if reader is None:
+            return
+        for entry in polled:
+            checks = self._cache.checks.get(entry.item.run_id)
+            if not checks or entry.item.state is not State.RUNNING or entry.item.native_id is None:
+                continue
+            lines = max(getattr(c, "last_lines", 50) for c in checks)
+            try:
+                snapshot: OutputSnapshot | None = await reader(
+                    entry.item.native_id, entry.extra.get("stdout"), lines
+                )
+            except Exception as exc:
+                log.info("item %s: cannot read output: %s", entry.item.id, exc)
+                continue
+            if snapshot is None:
+                continue
+            if snapshot.last_output_at is None and entry.item.stats.started_at is not None:
+                snapshot = evolve(snapshot, last_output_at=entry.item.stats.started_at)
+            for check in checks:
+                try:
+                    found = check.check(snapshot, native_id=entry.item.native_id, now=now)
+                except Exception:
+                    log.exception("output check %s failed on item %s", check.name, entry.item.id)
+                    continue
+                if found is not None:
+                    observations[entry.item.id].append(found)
+                    break
+
+    async def _cancel_failed_by_output(self, backend: Backend, native_ids: list[str]) -> None:
+        """An output check's failure verdict ends the job too (it would hang on)."""
+        if native_ids and backend.capabilities.cancel:
+            try:
+                await backend.cancel(native_ids)
+            except Exception as exc:
+                log.warning("cancelling jobs failed by an output check: %s", exc)
+
+    def _sync_watch(self, name: str, backend: Backend) -> None:
+        """Keep one watch over the backend's active jobs, if it can push."""
+        watch = getattr(backend, "watch", None)
+        if watch is None or not backend.capabilities.push or not self._looping():
+            return
+        ids = frozenset(
+            e.item.native_id
+            for e in self._cache.entries.values()
+            if e.item.backend == name and e.item.native_id is not None and e.item.state in POLLED
+        )
+        self._push.sync(name, watch, ids)
+
+    def next_interval(self, jitter: float) -> float:
+        """Seconds until the next poll: fast after a submit, while jobs that report their
+        own end are active, and when an unconfirmed verdict may be corrected soon; when
+        items settle, as soon as accounting is due for them; backing off for long-running
+        work, longer after errors; with jitter (``jitter`` in [0, 1): 0.8x to 1.2x)."""
+        now = self.clock.now()
+        oldest_settling: dict[str, datetime] = {}
+        first_deadline: datetime | None = None  # of the settling items' graces
+        reporting = pending = False
+        for entry in self._cache.entries.values():
+            item = entry.item
+            if item.state is State.SETTLING:
+                deadline = grace_deadline(item, self.knobs.grace)
+                if deadline is not None and (first_deadline is None or deadline < first_deadline):
+                    first_deadline = deadline
+                since = item.settling_since or now
+                if item.backend not in oldest_settling or since < oldest_settling[item.backend]:
+                    oldest_settling[item.backend] = since
+            elif item.state is State.PENDING:
+                pending = True
+            elif item.state in POLLED and reports_itself(entry):
+                reporting = True
+        base: float
+        if self._memory.error_polls:
+            base = min(
+                self.knobs.max_error_interval,
+                self.knobs.fast_interval * 2.0 ** float(self._memory.error_polls),
+            )
+        elif self._recent_submit(now) or reporting or self._correctable_soon(now):
+            base = self.knobs.fast_interval
+        elif oldest_settling:
+            due = self._accounting_due_in(oldest_settling, now)
+            if first_deadline is not None:
+                # Two fast intervals before a grace runs out, queue and accounting are
+                # asked whatever their pace (the queue may still list the job).
+                lead = 2 * self.knobs.fast_interval
+                due.append((first_deadline - now).total_seconds() - lead)
+            base = max(self.knobs.fast_interval, min(due))
+        else:
+            base = self._backoff(self._memory.quiet_polls)
+            if pending:
+                base = min(base, 5 * self.knobs.fast_interval)
+        interval = base * (0.8 + 0.4 * jitter)
+        if oldest_settling and not self._memory.error_polls:
+            # Wake when accounting becomes due, not at the first poll after it (a
+            # reporting job keeps the pace at fast_interval, which would add up to one
+            # interval to every verdict).
+            soonest = min(self._accounting_due_in(oldest_settling, now))
+            if 0 < soonest < interval:
+                interval = soonest + 0.01
+        if first_deadline is not None:
+            # Never jitter past the poll that asks about a grace running out.
+            left = (first_deadline - now).total_seconds() - 1.5 * self.knobs.fast_interval
+            interval = min(interval, max(0.1, left))
+        return interval
+
+    def _accounting_due_in(
+        self, oldest_settling: Mapping[str, datetime], now: datetime
+    ) -> list[float]:
+        """Per backend with settling items: seconds until its accounting call is due."""
+        due: list[float] = []
+        for name, since in oldest_settling.items():
+            wait = self.knobs.accounting_lag - (now - since).total_seconds()
+            last = self._memory.last_accounting_at.get(name)
+            if last is not None:
+                wait = max(wait, self.knobs.accounting_interval - (now - last).total_seconds())
+            due.append(max(0.0, wait))
+        return due
+
+    def _correctable_soon(self, now: datetime) -> bool:
+        """An unconfirmed verdict still inside its grace (checked every poll)."""
+        return any(
+            e.item.updated_at + self.knobs.grace > now for e in self._cache.unconfirmed.values()
+        )
+
+
+def _stats_event(item: RunItem, at: datetime) -> Event:
+    return StatsUpdated(
+        item_id=item.id,
+        run_id=item.run_id,
+        native_id=item.native_id,
+        at=at,
+        version=item.version,
+        source=Source.TRACKER,
+        state=item.state,
+    )
