@@ -1,4 +1,6 @@
-"""Core benchmark: reconcile throughput and the memory of a tracked RunItem.
+"""Core benchmark: reconcile throughput, the memory of a tracked RunItem, and the
+cost of writing item and event documents (``hpcstate.serial.DocumentWriter``, what
+the store writes per changed row).
 
 Run: python bench/core_bench.py [--repeat 7]
 Prints medians over repeats (this machine is noisy: compare ratios, not absolutes).
@@ -17,6 +19,7 @@ from datetime import datetime, timedelta, timezone
 
 import hpcstate as h
 from hpcstate import ExitStatus, JobStats, Observation, Source, State
+from hpcstate.serial import DocumentWriter
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -117,6 +120,44 @@ def mixed_poll(items: list[h.RunItem]) -> float:
     return len(items) / (time.perf_counter() - start)
 
 
+def documents(items: list[h.RunItem]) -> float:
+    """Documents/s written as a store commit writes them: each item settled and
+    confirmed (its document and its two events' documents), one writer per commit."""
+    steps = []
+    for item in items:
+        nid = item.native_id or ""
+        settled = h.advance(
+            item,
+            Observation(
+                native_id=nid,
+                source=Source.QUEUE,
+                observed_at=T0 + timedelta(seconds=20),
+                state=State.COMPLETED,
+            ),
+        )
+        confirmed = h.advance(
+            settled.item,
+            Observation(
+                native_id=nid,
+                source=Source.ACCOUNTING,
+                observed_at=T0 + timedelta(seconds=21),
+                state=State.COMPLETED,
+                final=True,
+                stats=JobStats(exit=ExitStatus.exited(0), finished_at=T0 + timedelta(seconds=19)),
+            ),
+        )
+        steps.append((confirmed.item, (*settled.events, *confirmed.events)))
+    writer = DocumentWriter()
+    start = time.perf_counter()
+    written = 0
+    for item, events in steps:
+        writer.item(item)
+        for event in events:
+            writer.event(event)
+        written += 1 + len(events)
+    return written / (time.perf_counter() - start)
+
+
 def item_memory(n: int) -> float:
     """Bytes per tracked RunItem (settled, with exit status, reason, times, markers)."""
     gc.collect()
@@ -171,16 +212,22 @@ def main() -> None:
     memory = item_memory(10_000)
     print(f"RunItem memory: {memory:,.0f} bytes/item (settled, failed, exit+reason+markers)")
     results: dict[str, list[float]] = {"steady": [], "mixed": [], "lifecycle": []}
+    written: list[float] = []
     for _ in range(args.repeat):
         results["steady"].append(steady_poll(items, 3))
         results["mixed"].append(mixed_poll(items))
         results["lifecycle"].append(lifecycle(items[:5000]))
+        written.append(documents(items[:5000]))
     for name, values in results.items():
         median = statistics.median(values)
         print(
             f"reconcile {name:<10} median {median:>10,.0f} obs/s"
             f"  (min {min(values):,.0f}, max {max(values):,.0f})"
         )
+    print(
+        f"documents written  median {statistics.median(written):>10,.0f} docs/s"
+        f"  (min {min(written):,.0f}, max {max(written):,.0f})"
+    )
     rows = sacct_rows()
     if rows is not None:
         print(f"sacct parse: {rows:,.0f} rows/s")

@@ -1,9 +1,11 @@
-"""The store's own document writer: the serializer's text, byte for byte, only faster.
+"""The fast document writer (``hpcstate.serial.DocumentWriter``, the one the store
+uses): the converter's text, byte for byte, only faster.
 
 The store writes item and event documents without going through cattrs (the worst poll
-writes 100k items and 200k events). What it writes must be exactly what
-``hpcstate.serial`` would have written: these tests compare the two on generated
-records, including odd text, odd offsets, NaN, huge ints and shared timestamps.
+writes 100k items and 200k events). What it writes must be exactly what the converter
+would have written: these tests compare the two on generated records, including odd
+text, odd offsets, NaN, huge ints and shared timestamps, and on a record with a field
+the writer was never told about.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from attrs import evolve
 from hypothesis import given, settings
@@ -39,18 +42,24 @@ from hpcstate import (
     State,
     StatsUpdated,
     Submitted,
+    serial,
 )
 from hpcstate.runtime import Store
 from hpcstate.runtime._store import (
     _BATCH,
     _EVENT_ROWS,
-    _FIELDS_KNOWN,
     Change,
     _Documents,
-    _dumps,
     format_time,
 )
-from hpcstate.serial import event_from_dict, event_to_dict, item_from_dict, item_to_dict
+from hpcstate.serial import (
+    DocumentWriter,
+    event_from_dict,
+    event_to_dict,
+    item_from_dict,
+    item_to_dict,
+)
+from hpcstate.serial import dumps as _dumps
 from hpcstate.testing.strategies import aware_datetimes, exit_statuses
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -153,19 +162,56 @@ def has_nan(document: str) -> bool:
     return "NaN" in document  # NaN != NaN: such a record cannot compare equal to itself
 
 
-def test_the_fast_writer_knows_every_field_of_the_records() -> None:
-    # False means a record gained or lost a field: every document then goes through the
-    # serializer (correct, but slow) until _store._KNOWN_FIELDS and _Documents follow.
-    assert _FIELDS_KNOWN
+@attrs.frozen(kw_only=True)
+class _Extra:
+    note: str
+    at: datetime | None = None
+
+
+@attrs.frozen(kw_only=True)
+class _GrownItem(RunItem):
+    """RunItem with fields added later: the writer is generated from the fields, so it
+    needs no edit for them (the fields of kinds it has no encoder for go through
+    the converter)."""
+
+    priority: int = 0
+    labels: tuple[str, ...] = ()
+    extra: _Extra | None = None
+    weights: dict[str, float] = attrs.field(factory=dict)
+    urgent: bool | None = None
+
+
+def test_a_field_added_to_an_item_is_written_with_no_edit_to_the_writer() -> None:
+    codegen = serial._Codegen()
+    encode = codegen.function(codegen.encoder(_GrownItem))
+    base = h.new_item(id="a", run_id="r", backend="b", now=T0)
+    grown = _GrownItem(
+        **{a.name: getattr(base, a.name) for a in attrs.fields(RunItem)},
+        priority=7,
+        labels=("x", "ü"),
+        extra=_Extra(note="n", at=T0),
+        weights={"gpu": 0.5},
+        urgent=True,
+    )
+    expected = _dumps(serial._CONVERTER.unstructure(grown))
+    text = encode(grown, {None: "null"}.get, DocumentWriter().time)
+    assert text == expected
+    document = json.loads(text)
+    assert (document["priority"], document["labels"], document["extra"]) == (
+        7,
+        ["x", "ü"],
+        {"note": "n", "at": "2026-03-01T12:00:00Z"},
+    )
+    assert (document["weights"], document["urgent"]) == ({"gpu": 0.5}, True)
 
 
 @settings(max_examples=300)
 @given(st.lists(items, min_size=1, max_size=6))
 def test_item_documents_are_the_serializers_byte_for_byte(generated: list[RunItem]) -> None:
-    documents = _Documents()  # one per commit: later items find earlier timestamps
+    documents = DocumentWriter()  # one per commit: later items find earlier timestamps
     for item in generated:
         expected = _dumps(item_to_dict(item))
-        assert documents._item(item) == expected  # the fast path itself, no fallback
+        assert documents.fast_item(item) == expected  # the fast path itself, no fallback
         assert documents.item(item) == expected
         if not has_nan(expected):
             assert item_from_dict(json.loads(documents.item(item))) == item
@@ -174,10 +220,10 @@ def test_item_documents_are_the_serializers_byte_for_byte(generated: list[RunIte
 @settings(max_examples=300)
 @given(st.lists(events, min_size=1, max_size=6))
 def test_event_documents_are_the_serializers_byte_for_byte(generated: list[Event]) -> None:
-    documents = _Documents()
+    documents = DocumentWriter()
     for event in generated:
         expected = _dumps(event_to_dict(event))
-        assert documents._event(event) == expected
+        assert documents.fast_event(event) == expected
         assert documents.event(event) == expected
         assert event_from_dict(json.loads(expected)) == event
 
@@ -212,16 +258,18 @@ def test_a_value_the_fast_path_does_not_expect_goes_through_the_serializer() -> 
     item = h.new_item(id="a", run_id="r", backend="b", now=T0)
     odd = evolve(item, stats=evolve(item.stats, nodes=("n1", 7)))  # type: ignore[arg-type]
     with pytest.raises(TypeError):
-        _Documents()._item(odd)
+        DocumentWriter().fast_item(odd)
+    assert DocumentWriter().item(odd) == _dumps(item_to_dict(odd))
+    assert '"nodes":["n1",7]' in DocumentWriter().item(odd)
+    # The store writes it so too.
     assert _Documents().item(odd) == _dumps(item_to_dict(odd))
-    assert '"nodes":["n1",7]' in _Documents().item(odd)
 
 
 def test_numbers_are_written_as_json_writes_them() -> None:
     item = h.new_item(id="a", run_id="r", backend="b", now=T0)
     for value in (0.0, 1e300, 0.1, math.inf, math.nan, 5, 2**80, True):
         odd = evolve(item, stats=evolve(item.stats, elapsed_s=value))
-        assert _Documents()._item(odd) == _dumps(item_to_dict(odd)), value
+        assert DocumentWriter().fast_item(odd) == _dumps(item_to_dict(odd)), value
 
 
 # -- through a real store -----------------------------------------------------------------

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import random
 import sqlite3
@@ -29,42 +28,29 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from itertools import chain
-from json.encoder import encode_basestring_ascii
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, TypeGuard, TypeVar
 
 from attrs import evolve, field, frozen
-from attrs import fields as attrs_fields
 
 from hpcstate import (
     TERMINAL,
-    AwaitingConfirmation,
-    Corrected,
     Event,
-    ExitStatus,
-    Finished,
-    JobStats,
-    Marker,
-    Reason,
-    Requeued,
     Run,
     RunItem,
     SchemaError,
     Source,
-    Started,
     State,
     StatsUpdated,
-    Submitted,
     check_invariants,
 )
 from hpcstate.backend import JobSpec
 from hpcstate.serial import (
-    SCHEMA_VERSION,
+    DocumentWriter,
+    dumps,
     event_from_dict,
-    event_to_dict,
     item_from_dict,
-    item_to_dict,
     make_converter,
 )
 
@@ -366,142 +352,20 @@ def spec_from_json(text: str) -> JobSpec:
     return spec
 
 
-#: One compact encoder for every document (json.dumps with options builds a new
-#: encoder per call, which is a large share of writing 100k small documents).
-_ENCODER: Final = json.JSONEncoder(separators=(",", ":"), check_circular=False)
-_dumps: Final = _ENCODER.encode
-
-# -- item and event documents, fast ----------------------------------------------------
-#
-# A poll where 100k items end writes 100k item documents and 200k event documents.
-# Through cattrs (hpcstate.serial) and json that took about 40 us per item and its two
-# events, once the largest share of the worst poll. _Documents writes the same JSON
-# text straight from the records (about 7 us): the same keys in the same order, the
-# same values, byte for byte what ``_dumps(item_to_dict(item))`` and
-# ``_dumps(event_to_dict(event))`` give (tests compare them on generated records), with
-# each distinct UTC timestamp formatted once per commit (a poll's items share their
-# observation times). A value of a type the fast path does not expect makes it hand
-# that record to the serializer, so an odd record is written exactly as before; and if
-# the records' fields or the schema version change, _FIELDS_KNOWN is False and every
-# record goes through the serializer until this code follows.
-
-_json_str: Final = encode_basestring_ascii  # what _ENCODER does with a str
-_SCHEMA_PREFIX: Final = '{"schema":1,'
-_EVENT_BASE: Final = ("item_id", "run_id", "native_id", "at", "version", "source", "state")
-
-_KNOWN_FIELDS: Final[tuple[tuple[type, tuple[str, ...]], ...]] = (
-    (RunItem, (
-        "id", "run_id", "backend", "native_id", "array_index", "name", "state", "version",
-        "stats", "markers", "restarts", "handle", "created_at", "updated_at", "last_seen_at",
-        "last_active_at", "settling_since", "settling_cause",
-    )),
-    (JobStats, (
-        "exit", "exit_source", "derived_exit", "reason", "submitted_at", "started_at",
-        "finished_at", "finished_at_approx", "elapsed_s", "cpu_time_s", "max_rss_bytes",
-        "nodes", "confirmed_by",
-    )),
-    (ExitStatus, ("code", "signal", "core_dumped", "ambiguous")),
-    (Reason, ("kind", "text", "signal", "uid", "detail")),
-    (Marker, ("code", "text")),
-    (Finished, (*_EVENT_BASE, "confirmed", "exit")),
-    (Corrected, (*_EVENT_BASE, "previous", "exit")),
-    (Requeued, (*_EVENT_BASE, "previous", "restarts")),
-    (Submitted, _EVENT_BASE),
-    (Started, _EVENT_BASE),
-    (AwaitingConfirmation, _EVENT_BASE),
-    (StatsUpdated, _EVENT_BASE),
-)  # fmt: skip
-_FAST_EVENTS: Final = frozenset(
-    {Submitted, Started, AwaitingConfirmation, Finished, Corrected, Requeued, StatsUpdated}
-)
-
-#: True while the documents are schema 1 and the records have exactly the fields the
-#: fast path writes (an event type it does not know goes through the serializer anyway).
-_FIELDS_KNOWN: Final = SCHEMA_VERSION == 1 and all(
-    tuple(a.name for a in attrs_fields(cls)) == names for cls, names in _KNOWN_FIELDS
-)
-
-
-def _json_number(value: object) -> str:
-    """An int or float field (or None), as _ENCODER writes it."""
-    if value is None:
-        return "null"
-    if type(value) is int or (type(value) is float and math.isfinite(value)):
-        return repr(value)
-    return _dumps(value)  # NaN, infinities, bools, subclasses: exactly as json does it
-
-
-def _json_bool(value: object) -> str:
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    return _dumps(value)
-
-
-def _json_optional_str(value: str | None) -> str:
-    return "null" if value is None else _json_str(value)
-
-
-def _json_exit(status: ExitStatus | None) -> str:
-    if status is None:
-        return "null"
-    return (
-        f'{{"code":{_json_number(status.code)},"signal":{_json_number(status.signal)},'
-        f'"core_dumped":{_json_bool(status.core_dumped)},'
-        f'"ambiguous":{_json_optional_str(status.ambiguous)}}}'
-    )
-
-
-#: Enum members (State and Source hash by identity: a fast lookup) to their JSON text;
-#: None is null. Anything else raises KeyError: the serializer decides.
-_STATE_JSON: Final[Mapping[State, str]] = MappingProxyType({s: _json_str(s.value) for s in State})
-_SOURCE_JSON: Final[Mapping[Source | None, str]] = MappingProxyType(
-    {None: "null", **{s: _json_str(s.value) for s in Source}}
-)
-
-
-def _json_reason(reason: Reason | None) -> str:
-    if reason is None:
-        return "null"
-    return (
-        f'{{"kind":{_json_str(reason.kind.value)},"text":{_json_str(reason.text)},'
-        f'"signal":{_json_number(reason.signal)},"uid":{_json_number(reason.uid)},'
-        f'"detail":{_json_str(reason.detail)}}}'
-    )
-
-
-def _json_markers(markers: tuple[Marker, ...]) -> str:
-    if not markers:
-        return "[]"
-    return (
-        "["
-        + ",".join(f'{{"code":{_json_str(m.code)},"text":{_json_str(m.text)}}}' for m in markers)
-        + "]"
-    )
+_dumps: Final = dumps  # compact JSON: every stored document
 
 
 class _Documents:
-    """Item and event documents (JSON text) and time columns, for one commit: the
-    timestamps it formats are remembered until it is dropped."""
+    """Item and event documents (``hpcstate.serial.DocumentWriter``) and time columns,
+    for one commit: the timestamps it formats are remembered until it is dropped."""
 
-    __slots__ = ("_columns", "_times")
+    __slots__ = ("_columns", "event", "item")
 
     def __init__(self) -> None:
-        # UTC datetimes only: for them equal means the same instant, hence the same
-        # text (two datetimes of one other zone compare equal across a DST fold).
-        self._times: dict[datetime | None, str] = {None: "null"}
+        writer = DocumentWriter()
+        self.item = writer.item
+        self.event = writer.event
         self._columns: dict[datetime, str] = {}
-
-    def time(self, value: datetime | None) -> str:
-        """A timestamp as the serializer writes it (UTC, "Z"), quoted, or null."""
-        text = self._times.get(value)
-        if text is None:
-            assert value is not None  # None is in the table
-            text = _json_str(value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"))
-            if value.tzinfo is timezone.utc and type(value) is datetime:
-                self._times[value] = text
-        return text
 
     def column_time(self, value: datetime) -> str:
         """:func:`format_time`, remembered."""
@@ -511,84 +375,6 @@ class _Documents:
             if value.tzinfo is timezone.utc and type(value) is datetime:
                 self._columns[value] = text
         return text
-
-    def item(self, item: RunItem) -> str:
-        """``_dumps(item_to_dict(item))``."""
-        if _FIELDS_KNOWN and type(item) is RunItem:
-            try:
-                return self._item(item)
-            except Exception:  # a value of an unexpected type: the serializer decides
-                log.debug("item %r: written through the serializer", item.id, exc_info=True)
-        return _dumps(item_to_dict(item))
-
-    def event(self, event: Event) -> str:
-        """``_dumps(event_to_dict(event))``."""
-        if _FIELDS_KNOWN and type(event) in _FAST_EVENTS:
-            try:
-                return self._event(event)
-            except Exception:  # a value of an unexpected type: the serializer decides
-                log.debug("event %r: written through the serializer", event, exc_info=True)
-        return _dumps(event_to_dict(event))
-
-    def _item(self, item: RunItem) -> str:
-        time = self.time
-        known = self._times.get  # most timestamps repeat: no call for those
-        stats = item.stats
-        if type(stats) is not JobStats:
-            raise TypeError("stats is not a JobStats")
-        nodes = stats.nodes
-        return (
-            f"{_SCHEMA_PREFIX}"
-            f'"id":{_json_str(item.id)},"run_id":{_json_str(item.run_id)},'
-            f'"backend":{_json_str(item.backend)},'
-            f'"native_id":{_json_optional_str(item.native_id)},'
-            f'"array_index":{_json_number(item.array_index)},"name":{_json_str(item.name)},'
-            f'"state":{_STATE_JSON[item.state]},"version":{_json_number(item.version)},'
-            f'"stats":{{"exit":{_json_exit(stats.exit)},'
-            f'"exit_source":{_SOURCE_JSON[stats.exit_source]},'
-            f'"derived_exit":{_json_exit(stats.derived_exit)},'
-            f'"reason":{_json_reason(stats.reason)},'
-            f'"submitted_at":{known(stats.submitted_at) or time(stats.submitted_at)},'
-            f'"started_at":{known(stats.started_at) or time(stats.started_at)},'
-            f'"finished_at":{known(stats.finished_at) or time(stats.finished_at)},'
-            f'"finished_at_approx":{_json_bool(stats.finished_at_approx)},'
-            f'"elapsed_s":{_json_number(stats.elapsed_s)},'
-            f'"cpu_time_s":{_json_number(stats.cpu_time_s)},'
-            f'"max_rss_bytes":{_json_number(stats.max_rss_bytes)},'
-            f'"nodes":[{",".join([_json_str(n) for n in nodes]) if nodes else ""}],'
-            f'"confirmed_by":{_SOURCE_JSON[stats.confirmed_by]}}},'
-            f'"markers":{_json_markers(item.markers)},"restarts":{_json_number(item.restarts)},'
-            f'"handle":{_json_optional_str(item.handle)},'
-            f'"created_at":{known(item.created_at) or time(item.created_at)},'
-            f'"updated_at":{known(item.updated_at) or time(item.updated_at)},'
-            f'"last_seen_at":{known(item.last_seen_at) or time(item.last_seen_at)},'
-            f'"last_active_at":{known(item.last_active_at) or time(item.last_active_at)},'
-            f'"settling_since":{known(item.settling_since) or time(item.settling_since)},'
-            f'"settling_cause":{_json_optional_str(item.settling_cause)}}}'
-        )
-
-    def _event(self, event: Event) -> str:
-        at = event.at
-        base = (
-            f"{_SCHEMA_PREFIX}"
-            f'"item_id":{_json_str(event.item_id)},"run_id":{_json_str(event.run_id)},'
-            f'"native_id":{_json_optional_str(event.native_id)},'
-            f'"at":{self._times.get(at) or self.time(at)},'
-            f'"version":{_json_number(event.version)},"source":{_SOURCE_JSON[event.source]},'
-            f'"state":{_STATE_JSON[event.state]}'
-        )
-        if isinstance(event, Finished):
-            more = f',"confirmed":{_json_bool(event.confirmed)},"exit":{_json_exit(event.exit)}'
-        elif isinstance(event, Corrected):
-            more = f',"previous":{_STATE_JSON[event.previous]},"exit":{_json_exit(event.exit)}'
-        elif isinstance(event, Requeued):
-            more = (
-                f',"previous":{_STATE_JSON[event.previous]},'
-                f'"restarts":{_json_number(event.restarts)}'
-            )
-        else:
-            more = ""
-        return f'{base}{more},"type":{_json_str(event.TAG)}}}'
 
     def update_row(self, change: Change) -> tuple[Any, ...]:
         """The parameters of :data:`_UPDATE_ITEM` for ``change``."""
