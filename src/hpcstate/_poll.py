@@ -1,4 +1,4 @@
-"""The poll policy, pure: WHEN the tracker asks a backend what, and how long it sleeps.
+"""The poll, pure: when to ask a backend what, how long to sleep, what answers make of items.
 
 Everything here is a function of its arguments: a :class:`Cadence` (the knobs, each with
 its unit), a :class:`Ledger` (what the loop remembers between polls: the last queue and
@@ -59,6 +59,17 @@ Public signatures (``hpcstate._poll``)::
     next_interval(cadence, ledger, entries: Iterable[Tracked],
                   unconfirmed: Iterable[Tracked], now, draw: float) -> float
 
+    # Reconcile: answers through the machine (working is read, never changed)
+    class NativeIndex(items: Iterable[RunItem]): .first, .more, .native_ids()
+    class Refused(*, item_id, source: Source, error: Exception): .illegal -> bool
+    class Reconciled(*, items: dict[str, RunItem], events: dict[str, list[Event]],
+                     applied: int = 0, refused: tuple[Refused, ...] = (),
+                     output_failures: tuple[str, ...] = ()): .illegal -> int
+    reconcile(working: Mapping[str, RunItem], index: NativeIndex,
+              found: Sequence[Observation],
+              extras: Mapping[str, Sequence[Observation]] | None = None) -> Reconciled
+    tick_settling(working: Mapping[str, RunItem], now, grace: timedelta) -> Reconciled
+
 Which tracker method each replaces: ``_recent_submit`` -> :func:`submitted_recently`,
 ``_backoff`` -> :func:`backoff`, ``_queue_pace`` -> :func:`queue_pace`, ``_queue_due`` ->
 :func:`queue_due` (with ``_reporting_anywhere`` -> :func:`reporting_anywhere`, asked
@@ -71,7 +82,10 @@ lazily as before), ``_late_check_due`` -> :func:`late_check_due`, the filter of
 ``_remote_reports`` -> :func:`report_paths`, ``next_interval`` -> :func:`next_interval`,
 ``_after_poll`` -> :func:`record_poll`, and the loop's bookkeeping (``_last_queue_at``,
 ``_queue_quiet``, ``_last_accounting_at``, ``_last_submit_at``, ``_quiet_polls``,
-``_error_polls``) -> the :class:`Ledger` and its ``record_*`` functions. The late-check
+``_error_polls``) -> the :class:`Ledger` and its ``record_*`` functions; ``_apply`` and
+``_advance`` -> :func:`reconcile` (the shell logs ``refused``, counts ``illegal`` and
+cancels ``output_failures``), ``_NativeIndex`` -> :class:`NativeIndex`, the tick loop of
+``_poll_backend`` -> :func:`tick_settling`. The late-check
 time of each unconfirmed verdict stays on the tracker's entry (``Tracked.checked_at``):
 it is per item, and the tracker sets it when it asks.
 
@@ -90,10 +104,11 @@ from typing import Any, Final, Protocol
 
 from attrs import Factory, evolve, field, frozen
 
-from ._errors import ConfigError
-from ._machine import DEFAULT_GRACE, grace_deadline
-from ._model import MarkerCode, RunItem
-from ._states import State
+from ._errors import ConfigError, IllegalTransition
+from ._events import Event
+from ._machine import DEFAULT_GRACE, Step, add_marker, advance, grace_deadline, tick
+from ._model import Marker, MarkerCode, Observation, RunItem
+from ._states import FAILURES, Source, State
 from .backend import AccountingQuery
 
 __all__ = [
@@ -110,6 +125,9 @@ __all__ = [
     "RECENT_SUBMIT",
     "Cadence",
     "Ledger",
+    "NativeIndex",
+    "Reconciled",
+    "Refused",
     "Tracked",
     "accounting_due_in",
     "accounting_items",
@@ -122,6 +140,7 @@ __all__ = [
     "next_interval",
     "queue_due",
     "queue_pace",
+    "reconcile",
     "record_accounting_call",
     "record_failed_poll",
     "record_poll",
@@ -132,6 +151,7 @@ __all__ = [
     "reporting_anywhere",
     "reports_itself",
     "submitted_recently",
+    "tick_settling",
 ]
 
 # -- the factors of fast_interval, and why -------------------------------------------------
@@ -174,6 +194,7 @@ MIN_GRACE_WAKE: Final = 0.1
 _POLLED: Final = frozenset({State.QUEUED, State.RUNNING, State.SETTLING})
 _CANCEL_REQUESTED: Final = MarkerCode.CANCEL_REQUESTED.value
 _SELF_REPORTED: Final = MarkerCode.SELF_REPORTED.value
+_OUTPUT_CHECK: Final = MarkerCode.OUTPUT_CHECK.value
 
 
 # -- the knobs -----------------------------------------------------------------------------
@@ -633,3 +654,169 @@ def next_interval(
         left = (first_deadline - now).total_seconds() - GRACE_WAKE_LEAD * fast
         interval = min(interval, max(MIN_GRACE_WAKE, left))
     return interval
+
+
+# -- reconcile: answers through the machine --------------------------------------------
+
+
+class NativeIndex:
+    """native id -> item ids, without a list per job in the common one-item case (an
+    array's tasks, or a re-tracked job, share a native id)."""
+
+    __slots__ = ("first", "more")
+
+    def __init__(self, items: Iterable[RunItem]) -> None:
+        self.first: dict[str, str] = {}
+        self.more: dict[str, list[str]] = {}
+        for item in items:
+            native = item.native_id
+            if native is None:
+                continue
+            if native in self.first:
+                self.more.setdefault(native, []).append(item.id)
+            else:
+                self.first[native] = item.id
+
+    def native_ids(self) -> tuple[str, ...]:
+        """Each native id once, in the order of the items."""
+        return tuple(self.first)
+
+
+@frozen(kw_only=True)
+class Refused:
+    """An observation the machine did not apply to an item: ``error`` is the
+    IllegalTransition (the table has no such pair) or, for a bug, any other exception."""
+
+    item_id: str
+    source: Source
+    error: Exception
+
+    @property
+    def illegal(self) -> bool:
+        return isinstance(self.error, IllegalTransition)
+
+
+@frozen(kw_only=True)
+class Reconciled:
+    """What :func:`reconcile` (or :func:`tick_settling`) made of the answers.
+
+    ``items``: item id -> the new item, for every item an observation reached (changed or
+    not); ``events``: item id -> its events, in order; ``applied``: observations applied
+    (or refused); ``refused``: the refusals, in order; ``output_failures``: native ids
+    an output check just found failed (the shell cancels those jobs)."""
+
+    items: dict[str, RunItem]
+    events: dict[str, list[Event]]
+    applied: int = 0
+    refused: tuple[Refused, ...] = ()
+    output_failures: tuple[str, ...] = ()
+
+    @property
+    def illegal(self) -> int:
+        return sum(1 for r in self.refused if r.illegal)
+
+
+def reconcile(
+    working: Mapping[str, RunItem],
+    index: NativeIndex,
+    found: Sequence[Observation],
+    extras: Mapping[str, Sequence[Observation]] | None = None,
+) -> Reconciled:
+    """Apply ``found`` (routed to items by native id through ``index``) after each item's
+    ``extras`` (self-reports, output checks: older than the queue), every item's
+    observations in ``observed_at`` order, through the machine. ``working`` is read,
+    never changed.
+
+    An item with extras gets its routed observations appended to them, and the lot,
+    sorted by ``observed_at`` (stably), is applied after the routed ones of the other
+    items; an item without extras gets each routed observation as it comes. An illegal
+    transition (or a bug in one item's step) leaves that item as it was and is
+    reported in ``refused``. An output check's verdict gets the ``output_check`` marker
+    with the check's detail (500 characters at most)."""
+    items: dict[str, RunItem] = {}
+    events: dict[str, list[Event]] = {}
+    refused: list[Refused] = []
+    output_failures: list[str] = []
+    pending: dict[str, list[Observation]] = {k: list(v) for k, v in (extras or {}).items()}
+    applied = 0
+    first = index.first
+    more = index.more
+
+    def step(item: RunItem, obs: Observation) -> RunItem:
+        try:
+            done = advance(item, obs)
+        except Exception as exc:  # an illegal pair, or a bug: this item only
+            refused.append(Refused(item_id=item.id, source=obs.source, error=exc))
+            return item
+        if done.events:
+            if obs.source is Source.OUTPUT_CHECK:
+                marker = Marker(code=_OUTPUT_CHECK, text=obs.detail[:500])
+                marked = add_marker(done.item, marker, at=obs.observed_at)
+                done = Step(marked.item, done.events + marked.events)
+                if done.item.state in FAILURES and item.native_id is not None:
+                    output_failures.append(item.native_id)
+            events.setdefault(item.id, []).extend(done.events)
+        return done.item
+
+    for obs in found:
+        item_id = first.get(obs.native_id)
+        if item_id is None:
+            continue
+        targets = (item_id, *more[obs.native_id]) if more and obs.native_id in more else (item_id,)
+        for target in targets:
+            waiting = pending.get(target)
+            if waiting is not None:
+                waiting.append(obs)
+                continue
+            item = items.get(target)
+            if item is None:
+                item = working.get(target)
+                if item is None:
+                    continue
+            applied += 1
+            new = step(item, obs)
+            if new is not item or target not in items:
+                items[target] = new
+    for target, waiting in pending.items():
+        item = items.get(target)
+        if item is None:
+            item = working.get(target)
+            if item is None:
+                continue
+        waiting.sort(key=_observed_at)
+        for obs in waiting:
+            applied += 1
+            item = step(item, obs)
+        items[target] = item
+    return Reconciled(
+        items=items,
+        events=events,
+        applied=applied,
+        refused=tuple(refused),
+        output_failures=tuple(output_failures),
+    )
+
+
+def tick_settling(working: Mapping[str, RunItem], now: datetime, grace: timedelta) -> Reconciled:
+    """The machine's clock over the settling items: those whose grace ran out get their
+    unconfirmed verdict. ``items`` holds only the items that changed; a bug in one
+    item's tick is reported in ``refused`` (source TRACKER) and leaves it as it was."""
+    items: dict[str, RunItem] = {}
+    events: dict[str, list[Event]] = {}
+    refused: list[Refused] = []
+    settling = State.SETTLING
+    for item_id, item in working.items():
+        if item.state is settling:
+            try:
+                done = tick(item, now=now, grace=grace)
+            except Exception as exc:
+                refused.append(Refused(item_id=item_id, source=Source.TRACKER, error=exc))
+                continue
+            if done.item is not item:
+                items[item_id] = done.item
+                events.setdefault(item_id, []).extend(done.events)
+    return Reconciled(items=items, events=events, refused=tuple(refused))
+
+
+def _observed_at(observation: Observation) -> datetime:
+    return observation.observed_at

@@ -19,7 +19,7 @@ import pytest
 from attrs import evolve, field, frozen
 
 import hpcstate as h
-from hpcstate import ConfigError, RunItem, State
+from hpcstate import ConfigError, RunItem, Source, State
 from hpcstate import _poll as poll
 from hpcstate._poll import Cadence, Ledger
 
@@ -542,3 +542,100 @@ def test_importing_the_policy_pulls_in_no_io_module() -> None:
 def test_every_name_in_all_exists() -> None:
     for name in poll.__all__:
         assert hasattr(poll, name), name
+
+
+# -- reconcile: answers through the machine ----------------------------------------------
+
+
+def _queue(native: str, seconds: float, state: State) -> h.Observation:
+    return obs(seconds, state, native_id=native)
+
+
+def test_answers_are_routed_by_native_id_to_every_item_of_a_job() -> None:
+    task0 = named(queued(), 1, native="77")
+    task1 = named(queued(), 2, native="77")  # an array's second task: same job id
+    other = named(running(), 3, native="78")
+    working = {i.id: i for i in (task0, task1, other)}
+    found = [
+        _queue("77", 5, State.RUNNING),
+        _queue("99", 5, State.RUNNING),  # not ours: ignored
+        _queue("78", 6, State.COMPLETED),
+    ]
+    index = poll.NativeIndex(working.values())
+    assert index.native_ids() == ("77", "78")
+    done = poll.reconcile(working, index, found)
+    assert done.applied == 3
+    assert {i: item.state for i, item in done.items.items()} == {
+        "r1.0": State.RUNNING,
+        "r2.0": State.RUNNING,
+        "r3.0": State.SETTLING,
+    }
+    assert [type(e).__name__ for e in done.events["r1.0"]] == ["Started"]
+    assert [type(e).__name__ for e in done.events["r3.0"]] == ["AwaitingConfirmation"]
+    assert done.refused == ()
+    assert working["r1.0"] is task0  # read, never changed
+
+
+def test_extras_go_first_and_every_observation_of_an_item_in_time_order() -> None:
+    # The item's self-report (t=8) waits in extras; the queue's RUNNING (t=6) is routed to
+    # it and joins them: applied t=6 then t=8 (running, then settling on the report).
+    item = named(queued(), 1, native="77")
+    report = h.Observation(
+        native_id="77",
+        source=Source.SELF_REPORT,
+        observed_at=at(8),
+        state=State.COMPLETED,
+        stats=h.JobStats(exit=h.ExitStatus.exited(0)),
+    )
+    working = {item.id: item}
+    extras = {item.id: [report]}
+    done = poll.reconcile(
+        working, poll.NativeIndex([item]), [_queue("77", 6, State.RUNNING)], extras
+    )
+    assert done.applied == 2
+    assert done.items[item.id].state is State.SETTLING
+    assert [type(e).__name__ for e in done.events[item.id]] == ["Started", "AwaitingConfirmation"]
+    assert extras == {item.id: [report]}  # the caller's lists are not appended to
+
+
+def test_an_illegal_observation_leaves_the_item_as_it_was_and_is_reported() -> None:
+    item = named(pending(), 1)  # no native id yet: nothing can be observed of it
+    stray = _queue("77", 5, State.RUNNING)
+    done = poll.reconcile({item.id: item}, poll.NativeIndex([]), [], {item.id: [stray]})
+    assert done.items[item.id] is item
+    assert done.events == {}
+    assert done.illegal == 1
+    (refusal,) = done.refused
+    assert refusal.item_id == item.id
+    assert refusal.source is Source.QUEUE
+    assert isinstance(refusal.error, h.IllegalTransition)
+
+
+def test_an_output_check_verdict_is_marked_and_its_job_listed_for_cancelling() -> None:
+    item = named(running(), 1, native="77")
+    check = h.Observation(
+        native_id="77",
+        source=Source.OUTPUT_CHECK,
+        observed_at=at(5),
+        state=State.FAILED,
+        detail="E" * 600,
+    )
+    done = poll.reconcile({item.id: item}, poll.NativeIndex([item]), [check])
+    new = done.items[item.id]
+    assert new.state is State.FAILED
+    (marker,) = [m for m in new.markers if m.code == h.MarkerCode.OUTPUT_CHECK.value]
+    assert marker.text == "E" * 500
+    assert done.output_failures == ("77",)
+
+
+def test_the_settling_tick_gives_an_ended_grace_its_unconfirmed_verdict() -> None:
+    ended = settled_at(3, 1)  # grace 600 s: runs out at t=603
+    later = settled_at(50, 2)
+    active = named(running(), 3)
+    working = {i.id: i for i in (ended, later, active)}
+    assert poll.tick_settling(working, at(602.9), timedelta(seconds=600)).items == {}
+    done = poll.tick_settling(working, at(603), timedelta(seconds=600))
+    assert list(done.items) == ["r1.0"]
+    assert done.items["r1.0"].state is State.COMPLETED
+    assert not done.items["r1.0"].confirmed
+    assert [type(e).__name__ for e in done.events["r1.0"]] == ["Finished"]
