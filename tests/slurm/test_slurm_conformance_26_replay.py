@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import pytest
 from slurm_expectations import CASES_26_PROD
@@ -97,6 +98,10 @@ class _AsTheTrackerAsks:
 
     async def close(self) -> None:
         await self.inner.close()
+
+    def __getattr__(self, name: str) -> Any:
+        # The abilities the capabilities declare (find_submission, read_text_files...).
+        return getattr(self.inner, name)
 
 
 def _replayed(clock: VirtualClock) -> Backend:

@@ -30,14 +30,17 @@ Fixtures are class-scoped where hypothesis uses them (it refuses function-scoped
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import shlex
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 import pytest
+from attrs import evolve
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -56,18 +59,23 @@ from hpcstate import (
     registry,
 )
 from hpcstate.backend import (
+    ABILITY_METHODS,
     API_VERSION,
     AccountingQuery,
     Backend,
+    BackendContractError,
     BackendInfo,
     Capabilities,
     Command,
     CommandResult,
     Dialect,
     JobSpec,
+    OutputSnapshot,
+    abilities,
 )
 
 from . import strategies
+from .fakes import UnexpectedCommand
 from .golden import (
     Check,
     GoldenCase,
@@ -767,3 +775,174 @@ class BackendConformance:
             assert len(items) == expected, (
                 f"{scenario.name}: {len(items)} tasks tracked, {expected} submitted"
             )
+
+    # -- declared abilities (hpcstate.backend.abilities) ------------------------------
+
+    @pytest.fixture
+    def ability_scenario(self, scenarios: list[Scenario]) -> Scenario:
+        """The scenario whose job the ability tests submit: by default the first that is
+        neither cancelled nor an array (override it to choose another)."""
+        plain = [s for s in scenarios if not s.cancel and not s.spec.array]
+        if not plain:
+            _required("ability_scenario", "no scenario is a plain job: return one")
+        return plain[0]
+
+    async def test_declared_abilities_are_implemented(self, backend: Backend) -> None:
+        """Every Capabilities flag that declares an ability has its methods."""
+        try:
+            abilities(backend)
+        except BackendContractError as exc:
+            pytest.fail(str(exc), pytrace=False)
+
+    async def test_a_declared_finder_finds_a_tagged_submit(
+        self, backend: Backend, ability_scenario: Scenario
+    ) -> None:
+        finder = abilities(backend).finder
+        if finder is None:
+            pytest.skip("declared unsupported: idempotent_submit")
+        spec = ability_scenario.spec
+        if not spec.tag:
+            spec = evolve(spec, tag=f"hpcstate-conformance-{uuid.uuid4().hex[:12]}")
+        with _answerable("idempotent_submit"):
+            submission = await backend.submit(spec)
+            found = await finder.find_submission(spec.tag)
+        assert found is not None, f"find_submission({spec.tag!r}) found nothing after the submit"
+        assert found.native_id == submission.native_id, (
+            f"find_submission({spec.tag!r}) found {found.native_id}, "
+            f"the submit said {submission.native_id}"
+        )
+
+    async def test_a_declared_watch_yields_an_observation(
+        self, backend: Backend, ability_scenario: Scenario
+    ) -> None:
+        watcher = abilities(backend).watcher
+        if watcher is None:
+            pytest.skip("declared unsupported: push")
+        with _answerable("push"):
+            submission = await backend.submit(ability_scenario.spec)
+            ids = submission.array_task_ids or (submission.native_id,)
+            stream = watcher.watch(ids)
+            try:
+                # Generous: a real cluster may take a while to schedule the job.
+                first = await asyncio.wait_for(anext(stream), timeout=_ABILITY_TIMEOUT_S)
+            finally:
+                close = getattr(stream, "aclose", None)
+                if close is not None:
+                    await close()
+        assert isinstance(first, Observation)
+        assert first.native_id in ids, f"watch({list(ids)}) yielded {first.native_id}"
+
+    async def test_declared_report_files_are_read(
+        self, backend: Backend, scenarios: list[Scenario]
+    ) -> None:
+        reader = abilities(backend).report_files
+        if reader is None:
+            pytest.skip("declared unsupported: report_files")
+        for scenario in scenarios:
+            says = reader.reports_itself(scenario.spec)
+            assert isinstance(says, bool), f"{scenario.name}: reports_itself gave {says!r}"
+        missing = f"/nonexistent-hpcstate-conformance/{uuid.uuid4().hex}/report.json"
+        with _answerable("report_files"):
+            found = await reader.read_text_files([missing])
+        assert dict(found) == {}, f"read_text_files of a missing file gave {dict(found)!r}"
+
+    async def test_a_declared_output_reader_reads(
+        self,
+        backend: Backend,
+        ability_scenario: Scenario,
+        clock: Clock | None,
+        poll_interval: float,
+    ) -> None:
+        output = abilities(backend).output
+        if output is None:
+            pytest.skip("declared unsupported: output")
+        items, _, problems = await self.drive(backend, ability_scenario, clock, poll_interval)
+        assert not problems, problems
+        for native_id in items:
+            with _answerable("output"):
+                snapshot = await output.read_output(native_id, ability_scenario.spec.stdout, 5)
+            assert snapshot is None or isinstance(snapshot, OutputSnapshot), snapshot
+            if snapshot is not None:
+                assert len(snapshot.tail) <= 5, f"{native_id}: asked 5 lines, got {snapshot}"
+                assert snapshot.size >= 0
+
+    async def test_declared_facts_are_shared(
+        self, backend: Backend, ability_scenario: Scenario
+    ) -> None:
+        sharer = abilities(backend).facts
+        if sharer is None:
+            pytest.skip("declared unsupported: shares_facts")
+        loop = ReferenceLoop(backend, grace=None)
+        with _answerable("shares_facts"):
+            ids = await loop.submit(ability_scenario.spec)
+            await loop.poll_once()  # something to learn from
+        learned = dict(sharer.facts())
+        values: list[object] = [*learned, *learned.values()]
+        assert all(isinstance(v, str) for v in values), f"facts() must be text: {learned!r}"
+        # Unknown keys are ignored, a bad value is not adopted: never an exception.
+        sharer.adopt_facts({})
+        sharer.adopt_facts({"hpcstate-conformance-unknown": "?"})
+        sharer.adopt_facts(dict.fromkeys(learned, "\x00 not a value"))
+        sharer.adopt_facts(learned)
+        assert dict(sharer.facts()) == learned, "adopting what it learned changed its facts"
+        assert ids
+
+    async def test_declared_host_local_names_its_scope(self, backend: Backend) -> None:
+        local = abilities(backend).host_local
+        if local is None:
+            pytest.skip("declared unsupported: host_local")
+        scope = local.lease_scope()
+        assert isinstance(scope, str)
+        assert scope.strip(), "lease_scope() is empty"
+
+    async def test_undeclared_abilities_are_not_called(
+        self,
+        backend: Backend,
+        ability_scenario: Scenario,
+        clock: Clock | None,
+        poll_interval: float,
+    ) -> None:
+        """The reference loop reaches an ability only through ``abilities()``: a method
+        of an undeclared flag is never looked up, even where the backend has it."""
+        spy = _AbilitySpy(backend)
+        _, _, problems = await self.drive(spy, ability_scenario, clock, poll_interval)
+        assert not problems, problems
+        assert not spy.touched, f"undeclared abilities used: {sorted(spy.touched)}"
+
+
+_ABILITY_TIMEOUT_S = 300.0
+
+
+@contextlib.contextmanager
+def _answerable(flag: str) -> Iterator[None]:
+    """A replayed backend (FakeRunner, ReplayRunner) answers only the commands it
+    recorded: an ability whose commands were not recorded is skipped, saying which."""
+    try:
+        yield
+    except UnexpectedCommand as exc:
+        pytest.skip(
+            f"{flag}: not exercised: the runner under test has no answer for "
+            f"{' '.join(shlex.join(exc.argv).split())[:120]} (a replay answers only "
+            "recorded commands)"
+        )
+
+
+class _AbilitySpy:
+    """A backend seen through: records every lookup of a method whose flag it does not
+    declare (see ``hpcstate.backend.ABILITY_METHODS``)."""
+
+    def __init__(self, inner: Backend) -> None:
+        self._inner = inner
+        caps = inner.capabilities
+        self._undeclared = {
+            method
+            for flag, methods in ABILITY_METHODS.items()
+            if not getattr(caps, flag)
+            for method in methods
+        }
+        self.touched: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        if name in self._undeclared:
+            self.touched.add(name)
+        return getattr(self._inner, name)
