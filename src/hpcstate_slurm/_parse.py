@@ -27,7 +27,7 @@ from hpcstate import (
     expand_array_spec,
     parse_slurm_reason,
 )
-from hpcstate._fast import positional_builder
+from hpcstate.serial import positional_builder
 
 UTC: Final = timezone.utc
 _T = TypeVar("_T")
