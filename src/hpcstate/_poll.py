@@ -70,6 +70,21 @@ Public signatures (``hpcstate._poll``)::
               extras: Mapping[str, Sequence[Observation]] | None = None) -> Reconciled
     tick_settling(working: Mapping[str, RunItem], now, grace: timedelta) -> Reconciled
 
+    # Plan: one backend's first asks, before any answer
+    class PollPlan(*, polled: tuple[Tracked, ...], index: NativeIndex, ask_queue: bool,
+                   late: tuple[Tracked, ...], forget: tuple[str, ...], ledger: Ledger)
+        .queue_ids -> tuple[str, ...]
+    plan(cadence, ledger, backend, entries: Iterable[Tracked],
+         unconfirmed: Iterable[Tracked], now, *, accounting: bool) -> PollPlan
+
+One backend's poll, in the shell: ``p = plan(...)``; ask the queue about ``p.queue_ids``
+(if ``p.ask_queue``); ``reconcile`` its answers after the self-reports and output checks;
+read ``report_paths`` of the items as reconciled and ``reconcile`` those; ask accounting
+about ``accounting_items`` (``record_accounting_call``) and ``reconcile``; then
+``tick_settling``; commit; ``record_queue_answer``; after every backend, ``record_poll``
+and sleep ``next_interval``. The staging is the tracker's own: which files are read and
+which items accounting is asked about depend on what the queue just said.
+
 Which tracker method each replaces: ``_recent_submit`` -> :func:`submitted_recently`,
 ``_backoff`` -> :func:`backoff`, ``_queue_pace`` -> :func:`queue_pace`, ``_queue_due`` ->
 :func:`queue_due` (with ``_reporting_anywhere`` -> :func:`reporting_anywhere`, asked
@@ -126,6 +141,7 @@ __all__ = [
     "Cadence",
     "Ledger",
     "NativeIndex",
+    "PollPlan",
     "Reconciled",
     "Refused",
     "Tracked",
@@ -138,6 +154,7 @@ __all__ = [
     "late_check_due",
     "late_checks_due",
     "next_interval",
+    "plan",
     "queue_due",
     "queue_pace",
     "reconcile",
@@ -820,3 +837,65 @@ def tick_settling(working: Mapping[str, RunItem], now: datetime, grace: timedelt
 
 def _observed_at(observation: Observation) -> datetime:
     return observation.observed_at
+
+
+# -- plan: one backend's first asks ------------------------------------------------------
+
+
+@frozen(kw_only=True)
+class PollPlan:
+    """What one backend's poll asks before any answer comes.
+
+    ``polled``: its items that are queued, running or settling, with a native id;
+    ``index``: them by native id (routes the answers: :func:`reconcile`); ``ask_queue``:
+    whether the queue is asked (about ``queue_ids``); ``late``: its unconfirmed verdicts
+    due for a late check; ``forget``: the ids of its unconfirmed verdicts nothing will
+    ever confirm (a backend without accounting); ``ledger``: the ledger with the queue
+    call recorded. What comes after depends on the answers: :func:`report_paths` on the
+    items as reconciled, then :func:`accounting_items`, then :func:`tick_settling`."""
+
+    polled: tuple[Tracked, ...]
+    index: NativeIndex
+    ask_queue: bool
+    late: tuple[Tracked, ...]
+    forget: tuple[str, ...]
+    ledger: Ledger
+
+    @property
+    def queue_ids(self) -> tuple[str, ...]:
+        """The native ids the queue call names (each once), or none."""
+        return self.index.native_ids() if self.ask_queue else ()
+
+
+def plan(
+    cadence: Cadence,
+    ledger: Ledger,
+    backend: str,
+    entries: Iterable[Tracked],
+    unconfirmed: Iterable[Tracked],
+    now: datetime,
+    *,
+    accounting: bool,
+) -> PollPlan:
+    """``backend``'s first asks this poll. ``entries``: every active item of every
+    backend (as for :func:`queue_due`); ``unconfirmed``: every late-checked verdict;
+    ``accounting``: whether the backend has accounting (its capability)."""
+    everyone = entries if isinstance(entries, Sequence) else tuple(entries)
+    polled = tuple(
+        e
+        for e in everyone
+        if e.item.backend == backend and e.item.state in _POLLED and e.item.native_id is not None
+    )
+    index = NativeIndex(e.item for e in polled)
+    ask = bool(polled) and queue_due(cadence, ledger, backend, polled, everyone, now)
+    if ask:
+        ledger = record_queue_call(ledger, backend, now)
+    mine = [e for e in unconfirmed if e.item.backend == backend]
+    if accounting:
+        late = tuple(e for e in mine if late_check_due(cadence, e, now))
+        forget: tuple[str, ...] = ()
+    else:
+        late, forget = (), tuple(e.item.id for e in mine)
+    return PollPlan(
+        polled=polled, index=index, ask_queue=ask, late=late, forget=forget, ledger=ledger
+    )

@@ -639,3 +639,45 @@ def test_the_settling_tick_gives_an_ended_grace_its_unconfirmed_verdict() -> Non
     assert done.items["r1.0"].state is State.COMPLETED
     assert not done.items["r1.0"].confirmed
     assert [type(e).__name__ for e in done.events["r1.0"]] == ["Finished"]
+
+
+# -- plan: one backend's first asks ----------------------------------------------------------
+
+
+def test_the_plan_asks_the_queue_about_the_backends_submitted_items_and_records_it() -> None:
+    queued_ = Entry(named(queued(), 1))
+    running_ = Entry(named(running(), 2), REPORTS)
+    waiting = Entry(named(pending(), 3))  # no native id yet: not asked about
+    theirs = Entry(named(running(), 4, backend="b"))
+    everyone = [queued_, running_, waiting, theirs]
+    first = poll.plan(Cadence(), Ledger(), "a", everyone, [], at(10), accounting=True)
+    assert first.polled == (queued_, running_)
+    assert first.ask_queue
+    assert first.queue_ids == ("101", "102")
+    assert first.ledger.last_queue_at == {"a": at(10)}
+    assert first.late == first.forget == ()
+    # 0.5 s later the silent job's queue (pace 1 s, due from 0.75 s) is not due yet.
+    later = poll.plan(Cadence(), first.ledger, "a", everyone, [], at(10.5), accounting=True)
+    assert not later.ask_queue
+    assert later.queue_ids == ()
+    assert later.ledger is first.ledger
+
+
+def test_no_submitted_item_no_queue_call() -> None:
+    waiting = [Entry(named(pending(), 1))]
+    got = poll.plan(Cadence(), Ledger(), "a", waiting, [], at(10), accounting=True)
+    assert (got.polled, got.ask_queue, got.queue_ids) == ((), False, ())
+    assert got.ledger == Ledger()
+
+
+def test_the_plan_takes_the_due_late_checks_or_forgets_them_without_accounting() -> None:
+    asked = Entry(named(unconfirmed_completed(), 1), checked_at=at(1300))
+    never = Entry(named(unconfirmed_completed(), 2))
+    theirs = Entry(named(unconfirmed_completed(), 3, backend="b"))
+    unconfirmed = [asked, never, theirs]
+    got = poll.plan(Cadence(), Ledger(), "a", [], unconfirmed, at(1310), accounting=True)
+    assert got.late == (never,)
+    assert got.forget == ()
+    blind = poll.plan(Cadence(), Ledger(), "a", [], unconfirmed, at(1310), accounting=False)
+    assert blind.late == ()
+    assert blind.forget == ("r1.0", "r2.0")
