@@ -48,7 +48,6 @@ import asyncio
 import contextlib
 import copy
 import itertools
-import json
 import os
 import re
 import signal
@@ -61,6 +60,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from aiohttp import web
+
+from .watch_stream import DROP, serve_watch, watch_line
 
 JOB_KIND = "jobs"
 POD_KIND = "pods"
@@ -198,8 +199,12 @@ class _Watcher:
     queue: asyncio.Queue[Any] = field(default_factory=asyncio.Queue)
 
 
-_DROP = object()  # abruptly close the stream
+_DROP = DROP  # abruptly close the stream
 _END = object()  # cleanly end the stream
+
+
+def _no_lines(item: object) -> None:
+    return None
 
 
 class FakeCluster:
@@ -494,14 +499,6 @@ class FakeCluster:
     async def _watch(self, request: web.Request, kind: str, ns: str) -> web.StreamResponse:
         query = request.query
         since = query.get("resourceVersion") or ""
-        response = web.StreamResponse(status=200)
-        response.content_type = "application/json"
-        await response.prepare(request)
-
-        async def send(event: str, obj: dict[str, Any]) -> None:
-            line = json.dumps({"type": event, "object": obj}) + "\n"
-            await response.write(line.encode())
-
         expired = since not in ("", "0") and int(since) < self.compacted_rv
         if self.expire_watches[kind] > 0 or expired:
             self.expire_watches[kind] = max(0, self.expire_watches[kind] - 1)
@@ -515,9 +512,7 @@ class FakeCluster:
                 "reason": "Expired",
                 "code": 410,
             }
-            await send("ERROR", status)
-            await response.write_eof()
-            return response
+            return await serve_watch(request, [watch_line("ERROR", status)], None, _no_lines)
         watcher = _Watcher(
             kind=kind,
             namespace=ns,
@@ -542,42 +537,27 @@ class FakeCluster:
                 and namespace == ns
                 and selector_matches(watcher.selector, obj["metadata"].get("labels") or {})
             ]
-        loop = asyncio.get_running_loop()
-        timeout = float(query.get("timeoutSeconds") or 3600)
-        deadline = loop.time() + timeout
-        try:
-            for event, obj in backlog:
-                await send(event, obj)
-            while True:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    item = await asyncio.wait_for(watcher.queue.get(), remaining)
-                except asyncio.TimeoutError:
-                    break
-                if item is _END:
-                    break
-                if item is _DROP:
-                    transport = request.transport
-                    if transport is not None:
-                        transport.abort()
-                    return response
-                event, obj = item
-                if event == "BOOKMARK":
-                    api = "batch/v1" if kind == JOB_KIND else "v1"
-                    obj = {
-                        "kind": "Job" if kind == JOB_KIND else "Pod",
-                        "apiVersion": api,
-                        "metadata": {"resourceVersion": str(self.rv)},
-                    }
-                await send(event, obj)
-            await response.write_eof()
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
-        finally:
-            self._watchers.discard(watcher)
-        return response
+
+        def lines(item: Any) -> list[str] | None:
+            if item is _END:
+                return None
+            event, obj = item
+            if event == "BOOKMARK":
+                api = "batch/v1" if kind == JOB_KIND else "v1"
+                obj = {
+                    "kind": "Job" if kind == JOB_KIND else "Pod",
+                    "apiVersion": api,
+                    "metadata": {"resourceVersion": str(self.rv)},
+                }
+            return [watch_line(event, obj)]
+
+        return await serve_watch(
+            request,
+            [watch_line(event, obj) for event, obj in backlog],
+            watcher.queue,
+            lines,
+            on_close=lambda: self._watchers.discard(watcher),
+        )
 
     async def _single(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.method, request.path, dict(request.query)))

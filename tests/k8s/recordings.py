@@ -23,6 +23,8 @@ from hpcstate_k8s._observe import JobRef
 from hpcstate_k8s._parse import _Where, parse_time
 from hpcstate_k8s._tracking import NamespaceTracker
 
+from .watch_stream import watch_line
+
 ROOT = Path(__file__).parent / "fixtures" / "1.36.2"
 CASES = sorted(p.name for p in ROOT.iterdir() if (p / "case.json").exists())
 JOBS, PODS = "jobs", "pods"
@@ -45,7 +47,7 @@ class Event:
         return str(self.obj["metadata"]["name"])
 
     def line(self) -> str:
-        return json.dumps({"type": self.type, "object": self.obj}, separators=(",", ":"))
+        return watch_line(self.type, self.obj)
 
 
 @dataclass

@@ -32,6 +32,7 @@ from aiohttp import web
 
 from .fake_apiserver import field_selector_matches, selector_matches
 from .recordings import JOBS, PODS, Event, Recording
+from .watch_stream import serve_watch
 
 
 class ReplayServer:
@@ -196,9 +197,6 @@ class ReplayServer:
 
     async def _watch(self, request: web.Request, kind: str) -> web.StreamResponse:
         since = int(request.query.get("resourceVersion") or 0)
-        response = web.StreamResponse(status=200)
-        response.content_type = "application/json"
-        await response.prepare(request)
         queue: asyncio.Queue[list[Event] | None] = asyncio.Queue()
         entry = (kind, queue)
         # Register and snapshot with no await in between: nothing can slip through.
@@ -207,28 +205,19 @@ class ReplayServer:
             e for e in self.recording.events[: self.released] if e.kind == kind and e.rv > since
         ]
         self._watching[kind].set()
-        timeout = float(request.query.get("timeoutSeconds") or 3600)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        try:
-            batch: list[Event] | None = backlog
-            while batch is not None:
-                lines = [e.line() + "\n" for e in batch if _selected(request.query, e.obj)]
-                if lines:
-                    await response.write("".join(lines).encode())
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    batch = await asyncio.wait_for(queue.get(), remaining)
-                except asyncio.TimeoutError:
-                    break
-            await response.write_eof()
-        except (ConnectionResetError, asyncio.CancelledError):
-            pass
-        finally:
-            self._watchers.discard(entry)
-        return response
+
+        def lines(batch: list[Event] | None) -> list[str] | None:
+            if batch is None:
+                return None  # stop(): a clean end
+            return [e.line() for e in batch if _selected(request.query, e.obj)]
+
+        return await serve_watch(
+            request,
+            lines(backlog) or [],
+            queue,
+            lines,
+            on_close=lambda: self._watchers.discard(entry),
+        )
 
     async def _single(self, request: web.Request) -> web.StreamResponse:
         self.requests.append((request.method, request.path, dict(request.query)))
