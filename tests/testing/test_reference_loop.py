@@ -404,3 +404,15 @@ def test_the_spy_sees_an_undeclared_ability_looked_up() -> None:
     assert not spy.touched
     getattr(spy, "find_submission", None)  # what a probing loop would do
     assert spy.touched == {"find_submission"}
+
+
+def test_the_example_in_the_docs_runs() -> None:
+    """docs/api/testing.md's reference-loop example, as written."""
+    import re
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "api" / "testing.md"
+    (code,) = re.findall(r"```python\n(.*?)```", doc.read_text(encoding="utf-8"), re.S)
+    namespace: dict[str, object] = {}
+    exec(compile(code, str(doc), "exec"), namespace)
+    asyncio.run(namespace["example"]())  # type: ignore[operator]
