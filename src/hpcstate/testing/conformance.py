@@ -5,7 +5,11 @@ and every test of the suite runs against your backend. What the suite expects is
 from the :class:`~hpcstate.backend.Capabilities` your :class:`~hpcstate.backend.BackendInfo`
 declares (the object the registry hands to users), so the two cannot drift: a capability
 you declare must be shown by your golden files or scenarios, and one you do not declare
-is skipped with "declared unsupported" (and must not be claimed by your parsers).
+is skipped with "declared unsupported" (and must not be claimed by your parsers). The
+optional abilities (:func:`hpcstate.backend.abilities`: finding a submission by tag,
+watching, report files, output, shared facts, host-local jobs) are checked on the
+backend under test: a declared one must work, an undeclared one is never looked up.
+Jobs are polled by the reference loop (:class:`~hpcstate.testing.loop.ReferenceLoop`).
 
 A backend's whole test file::
 
