@@ -244,25 +244,48 @@ class Cadence:
     backend. ``late_check_interval`` (s, default ``max_interval``): how often an
     unconfirmed verdict is asked about after its grace. ``late_check_window``
     (timedelta): how long after its verdict it is asked about at all. ``lease_ttl`` (s):
-    how long a poller's lease lasts unrenewed. ``wake_check_interval`` (s): how often the
+    how long a poller's lease lasts without renewal. ``wake_check_interval`` (s): how often the
     store is looked at for other processes' news.
 
     A negative or NaN value raises :class:`~hpcstate.ConfigError` naming the knob.
     """
 
-    grace: timedelta = DEFAULT_GRACE
-    fast_interval: float = 1.0
-    max_interval: float = 30.0
-    max_error_interval: float = 120.0
-    queue_interval: float = 60.0
-    accounting_lag: float = 1.0
-    accounting_interval: float = 4.0
-    late_check_interval: float = field(
-        default=Factory(lambda self: self.max_interval, takes_self=True)
+    # Each knob's metadata: "help" (what it is, as the docs and the config file say it).
+    grace: timedelta = field(
+        default=DEFAULT_GRACE, metadata={"help": "how long a settling job waits for confirmation"}
     )
-    late_check_window: timedelta = timedelta(days=1)
-    lease_ttl: float = 10.0
-    wake_check_interval: float = 0.5
+    fast_interval: float = field(default=1.0, metadata={"help": "the fastest poll interval"})
+    max_interval: float = field(
+        default=30.0, metadata={"help": "the slowest poll interval of a quiet queue"}
+    )
+    max_error_interval: float = field(
+        default=120.0,
+        metadata={"help": "the slowest retry interval of an unreachable backend"},
+    )
+    queue_interval: float = field(
+        default=60.0,
+        metadata={"help": "the queue safety net of jobs that report their own end"},
+    )
+    accounting_lag: float = field(
+        default=1.0, metadata={"help": "how long after a job's end accounting is first asked"}
+    )
+    accounting_interval: float = field(
+        default=4.0, metadata={"help": "the least time between two accounting calls"}
+    )
+    late_check_interval: float = field(
+        default=Factory(lambda self: self.max_interval, takes_self=True),
+        metadata={"help": "how often an unconfirmed verdict is re-checked"},
+    )
+    late_check_window: timedelta = field(
+        default=timedelta(days=1),
+        metadata={"help": "how long an unconfirmed verdict is re-checked"},
+    )
+    lease_ttl: float = field(
+        default=10.0, metadata={"help": "how long a poller's lease lasts without renewal"}
+    )
+    wake_check_interval: float = field(
+        default=0.5, metadata={"help": "how often the store is checked for others' changes"}
+    )
 
     def __attrs_post_init__(self) -> None:
         # The one place the knobs are checked (the Tracker's messages, word for word).

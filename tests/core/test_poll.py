@@ -681,3 +681,17 @@ def test_the_plan_takes_the_due_late_checks_or_forgets_them_without_accounting()
     blind = poll.plan(Cadence(), Ledger(), "a", [], unconfirmed, at(1310), accounting=False)
     assert blind.late == ()
     assert blind.forget == ("r1.0", "r2.0")
+
+
+def test_every_knob_says_what_it_is_and_the_config_file_agrees() -> None:
+    import attrs
+
+    from hpcstate.config import TRACKER_KEYS
+
+    helps = {f.name: f.metadata.get("help") for f in attrs.fields(Cadence)}
+    assert all(helps.values()), helps
+    for key, (text, is_duration) in TRACKER_KEYS.items():
+        if key == "retention":  # pruning, not the poll's cadence
+            continue
+        assert helps[key] == text
+        assert (attrs.fields_dict(Cadence)[key].type in ("timedelta", timedelta)) is is_duration
