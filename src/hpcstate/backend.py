@@ -437,6 +437,10 @@ class BackendInfo:
     make_dialect: Callable[[], Dialect] | None = None
     requires: tuple[str, ...] = ()  # importable module names the backend needs
     install_hint: str = ""  # e.g. "pip install 'hpcstate[k8s]'"
+    # The frozen attrs record of its options (fields with defaults): the config file's
+    # [backends.NAME] table is structured into it when loaded (hpcstate.options), so a
+    # wrong or unknown key is refused naming the file and key before anything is made.
+    options_type: type | None = None
 
 
 __all__ = [

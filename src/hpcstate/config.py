@@ -39,8 +39,9 @@ from typing import Any, Final
 
 from attrs import field, frozen
 
-from hpcstate._errors import ConfigError
+from hpcstate._errors import BackendNotFound, ConfigError
 from hpcstate.backend import BackendConfig
+from hpcstate.options import structure_options
 
 __all__ = [
     "BACKEND_ENV",
@@ -128,6 +129,8 @@ TRACKER_KEYS: Final[Mapping[str, tuple[str, bool]]] = {
     "late_check_interval": ("how often an unconfirmed verdict is re-checked", False),
     "late_check_window": ("how long an unconfirmed verdict is re-checked", True),
     "retention": ("finished runs older than this are pruned", True),
+    "lease_ttl": ("how long a poller's lease lasts without renewal", False),
+    "wake_check_interval": ("how often the store is checked for others' changes", False),
 }
 
 
@@ -342,17 +345,43 @@ def _backend(where: str, name: str, table: object, installed: Collection[str]) -
     return BackendConfig(name=name, kind=kind, host=host, options=options)
 
 
+def _options_type(kind: str, given: Mapping[str, type | None] | None) -> type | None:
+    if given is not None:
+        return given.get(kind)
+    from hpcstate import registry
+
+    try:
+        return registry.load(kind).options_type
+    except BackendNotFound:  # not installed: said (with the pip command) when it is used
+        return None
+
+
+def _check_options(
+    where: str, backend: BackendConfig, options_types: Mapping[str, type | None] | None
+) -> None:
+    """The table's options, structured into the backend's options record: a wrong or
+    unknown key is refused now, before any backend is made."""
+    record = _options_type(backend.kind, options_types)
+    if record is not None:
+        structure_options(record, backend.options, where=f"{where}: [backends.{backend.name}]")
+
+
 def parse_config(
     text: str | None,
     *,
     env: Mapping[str, str],
     path: str | None = None,
     installed: Collection[str] | None = None,
+    options_types: Mapping[str, type | None] | None = None,
 ) -> Config:
     """The configuration from a file's text (None: no file) and the environment.
 
     Pure. ``installed`` is the installed backend kinds a default may name without a table
-    (None: ask the registry). Raises :class:`hpcstate.ConfigError` with a one-line message.
+    (None: ask the registry). Each ``[backends.NAME]`` table's options are structured into
+    its kind's declared options record (``options_types``: kind -> record; None: each
+    kind's ``BackendInfo.options_type`` from the registry; a kind that is not installed
+    is checked when it is used). Raises :class:`hpcstate.ConfigError` with a one-line
+    message naming the file and the key.
     """
     where = path or "config"
     document: dict[str, Any] = {}
@@ -378,6 +407,7 @@ def parse_config(
     kinds = _installed() if installed is None else installed
     for name, table in tables.items():
         backends[name] = _backend(where, name, table, kinds)
+        _check_options(where, backends[name], options_types)
     tracker = _tracker(where, document["tracker"]) if "tracker" in document else TrackerSettings()
 
     def usable(name: str) -> bool:

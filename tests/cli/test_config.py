@@ -199,9 +199,9 @@ def test_every_installed_kind_is_usable_by_its_name_without_a_table() -> None:
 
 
 def test_a_table_named_after_a_kind_only_changes_its_options() -> None:
-    config = load('[backends.slurm]\npartition = "debug"\n')
+    config = load("[backends.slurm]\ncommand_timeout = 30\n")
     assert config.backend("slurm") == BackendConfig(
-        name="slurm", kind="slurm", options={"partition": "debug"}
+        name="slurm", kind="slurm", options={"command_timeout": 30}
     )
 
 
@@ -230,7 +230,8 @@ def test_tracker_table_with_units() -> None:
             '[tracker]\ngrase = "5m"\n',
             f"{PATH}: tracker.grase: unknown key (known keys: grace, fast_interval, "
             "max_interval, max_error_interval, queue_interval, accounting_lag, "
-            "accounting_interval, late_check_interval, late_check_window, retention)",
+            "accounting_interval, late_check_interval, late_check_window, retention, "
+            "lease_ttl, wake_check_interval)",
         ),
         (
             '[tracker]\ngrace = "5 minutes"\n',
@@ -318,3 +319,146 @@ def test_a_wrong_tracker_key_is_78_naming_file_and_key(
     as_json = hpcstate("list", "--json", env=env)
     error = json.loads(as_json.err)
     assert (error["code"], error["refers_to"]) == (78, {"kind": "config", "value": str(config)})
+
+
+def test_every_tracker_cadence_knob_is_a_tracker_key() -> None:
+    import inspect
+
+    from hpcstate.config import TRACKER_KEYS
+    from hpcstate.runtime import Tracker
+
+    # Written by hand: the Tracker arguments that are not a cadence (a time or a pace).
+    not_cadence = {
+        "store",
+        "backends",
+        "clock",
+        "concurrency",
+        "sweep",
+        "seed",
+        "default_backend",
+        "poll_lease",
+        "holder",
+    }
+    knobs = set(inspect.signature(Tracker.__init__).parameters) - not_cadence - {"self"}
+    assert knobs == set(TRACKER_KEYS)
+    # Each has its unit: a duration in the file, what the Tracker takes in kwargs().
+    for key, (_, as_timedelta) in TRACKER_KEYS.items():
+        settings = load(f'[tracker]\n{key} = "90s"\n').tracker.kwargs()
+        assert settings[key] == (timedelta(seconds=90) if as_timedelta else 90.0), key
+
+
+# -- backend options: structured into the backend's record when the file is loaded ------
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (
+            'kill_grace = "x"',
+            f"{PATH}: [backends.mine]: kill_grace: expected a number, got string 'x'",
+        ),
+        (
+            "kil_grace = 3",
+            f"{PATH}: [backends.mine]: kil_grace: unknown option; known options: kill_grace, root",
+        ),
+        ("root = 7", f"{PATH}: [backends.mine]: root: expected a string, got integer 7"),
+        (
+            "kill_grace = -1",
+            f"{PATH}: [backends.mine]: kill_grace: must be seconds >= 0, got -1.0",
+        ),
+    ],
+)
+def test_a_wrong_backend_option_is_refused_at_load_naming_file_and_key(
+    table: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(f'[backends.mine]\nkind = "local"\n{table}\n')
+    assert str(info.value) == message
+
+
+def test_good_backend_options_load_unchanged() -> None:
+    config = load('[backends.mine]\nkind = "local"\nroot = "/tmp/jobs"\nkill_grace = 2\n')
+    assert config.backend("mine").options == {"root": "/tmp/jobs", "kill_grace": 2}
+
+
+def test_a_kind_that_is_not_installed_is_checked_when_used() -> None:
+    config = load('[backends.pbs]\nkind = "nosuchkind"\nanything = 1\n')
+    assert config.backend("pbs").options == {"anything": 1}
+
+
+def test_a_third_party_options_record_is_used_at_load() -> None:
+    from hpcstate import registry
+
+    registry.register("typed", f"{__package__}.typed_plugin:BACKEND")
+    try:
+        with pytest.raises(ConfigError) as info:
+            load('[backends.t]\nkind = "typed"\nqueue_name = "q"\n')
+        assert str(info.value) == (
+            f"{PATH}: [backends.t]: queue_name: unknown option; known options: queue, timeout_s"
+        )
+        with pytest.raises(ConfigError) as info:
+            load('[backends.t]\nkind = "typed"\ntimeout_s = "10"\n')
+        assert str(info.value) == (
+            f"{PATH}: [backends.t]: timeout_s: expected a number, got string '10'"
+        )
+        assert load('[backends.t]\nkind = "typed"\ntimeout_s = 10\n').backend("t").kind == ("typed")
+    finally:
+        registry.unregister("typed")
+
+
+def test_a_wrong_backend_option_is_78_for_any_command(
+    cli_env: dict[str, str], tmp_path: Path
+) -> None:
+    # Before: read only when the backend was made (never by `list`; at watch time it read
+    # as the backend being unreachable).
+    from .conftest import hpcstate
+
+    config = tmp_path / "config.toml"
+    config.write_text('[backends.mine]\nkind = "local"\nkill_grace = "x"\n', encoding="utf-8")
+    result = hpcstate("list", env={**cli_env, "HPCSTATE_CONFIG": str(config)})
+    assert result.code == 78
+    assert result.err == (
+        f"hpcstate: error: {config}: [backends.mine]: kill_grace: expected a number, got "
+        "string 'x'\n"
+    )
+
+
+# -- --grace on the command line --------------------------------------------------------
+
+
+def test_grace_on_the_command_line_wins_over_the_file(
+    cli_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hpcstate.cli import _commands
+    from hpcstate.runtime import Tracker
+
+    from .conftest import invoke
+
+    seen: list[dict[str, object]] = []
+
+    def recording(**kwargs: object) -> Tracker:
+        seen.append(kwargs)
+        return Tracker(**kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_commands, "Tracker", recording)
+    config = tmp_path / "config.toml"
+    config.write_text('[tracker]\ngrace = "2m"\n', encoding="utf-8")
+    env = {**cli_env, "HPCSTATE_CONFIG": str(config)}
+    result = invoke("submit", "--watch", "--grace", "45s", "--", "true", env=env)
+    assert result.code == 0, result.err
+    assert [kwargs["grace"] for kwargs in seen] == [timedelta(seconds=45)]
+    run_id = result.out.split()[0]
+    seen.clear()
+    assert invoke("watch", run_id, "--grace", "3m", env=env).code == 0
+    assert [kwargs["grace"] for kwargs in seen] == [timedelta(minutes=3)]
+    seen.clear()
+    assert invoke("watch", run_id, env=env).code == 0
+    assert [kwargs["grace"] for kwargs in seen] == [timedelta(minutes=2)]
+
+
+def test_a_bad_grace_is_a_usage_error(cli_env: dict[str, str]) -> None:
+    from .conftest import invoke
+
+    result = invoke("submit", "--grace", "soon", "--", "true", env=cli_env)
+    assert result.code == 64
+    assert "--grace: cannot read duration 'soon'" in result.err

@@ -8,7 +8,7 @@ import json
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Final
 
@@ -95,19 +95,26 @@ def _seconds(option: str, text: str | None) -> float | None:
 
 @attrs.frozen
 class WatchSettings:
-    """``--timeout`` and ``--interval``, read (and refused) before anything is done."""
+    """``--timeout``, ``--interval`` and ``--grace``, read (and refused) before anything
+    is done."""
 
     timeout: float | None
     interval: float | None
+    grace: timedelta | None = None
 
 
 def _watch_settings(args: argparse.Namespace) -> WatchSettings:
     interval = _seconds("--interval", args.interval)
     if interval is not None and interval <= 0:
         raise UsageError(f"--interval: must be more than 0 seconds, got {args.interval!r}")
+    grace = _seconds("--grace", args.grace)
     if args.require_confirmed and not args.exit_status:
         raise UsageError("--require-confirmed changes the exit status: drop --no-exit-status")
-    return WatchSettings(timeout=_seconds("--timeout", args.timeout), interval=interval)
+    return WatchSettings(
+        timeout=_seconds("--timeout", args.timeout),
+        interval=interval,
+        grace=None if grace is None else timedelta(seconds=grace),
+    )
 
 
 def _json_line(console: Console, document: object) -> None:
@@ -134,14 +141,23 @@ class Session:
     def backend_config(self, name: str) -> BackendConfig:
         return self.config.backend(name)
 
-    def tracker(self, backends: Sequence[str], *, interval: float | None = None) -> Tracker:
-        """One tracker per command, knowing the configured backends it needs."""
+    def tracker(
+        self,
+        backends: Sequence[str],
+        *,
+        interval: float | None = None,
+        grace: timedelta | None = None,
+    ) -> Tracker:
+        """One tracker per command, knowing the configured backends it needs. ``interval``
+        and ``grace`` (the command line's) win over the file's [tracker] table."""
         if self._tracker is None:
             configs = {name: self.backend_config(name) for name in dict.fromkeys(backends)}
             settings = self.config.tracker.kwargs()  # the file's [tracker] table
             if interval is not None:
                 # A fixed interval: the user asked for exactly this pace.
                 settings.update(fast_interval=interval, max_interval=interval)
+            if grace is not None:
+                settings.update(grace=grace)
             self._tracker = Tracker(store=self.store, backends=configs, **settings)
         else:
             for name in backends:
@@ -279,7 +295,7 @@ async def _submit(args: argparse.Namespace, session: Session) -> int:
     config = session.backend_config(backend)  # a one-line ConfigError before anything
     spec, name = _spec(args, backend, config.kind)
     watching = _watch_settings(args)
-    tracker = session.tracker([backend])
+    tracker = session.tracker([backend], interval=watching.interval, grace=watching.grace)
     try:
         run = await tracker.submit(spec, backend=backend, name=name)
     except SubmitRefused as exc:
@@ -345,7 +361,7 @@ async def _track(args: argparse.Namespace, session: Session) -> int:
         backend, native_id = parse_native_ref(args.ref, session.config.names())
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    tracker = session.tracker([backend])
+    tracker = session.tracker([backend], interval=watching.interval, grace=watching.grace)
     if await _known_to(tracker.backend(backend), native_id) is False:
         raise UnknownRun(
             f"{backend} has no job {native_id!r}: neither its queue nor its accounting "
@@ -395,7 +411,9 @@ async def _watch(
     console = session.console
     timeout, interval = watching.timeout, watching.interval
     runs = [session.get_run(run_id) for run_id in run_ids]
-    tracker = session.tracker([run.backend for run in runs], interval=interval)
+    tracker = session.tracker(
+        [run.backend for run in runs], interval=interval, grace=watching.grace
+    )
     states: dict[str, State] = {item.id: item.state for run in runs for item in run.items}
     labels = {
         item.id: f"{run.id}[{item.array_index}]" if item.array_index is not None else run.id

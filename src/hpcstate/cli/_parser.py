@@ -105,6 +105,13 @@ def _watch_options(parser: argparse.ArgumentParser, *, prefix: str = "") -> None
         "--interval", metavar="S", help="seconds between polls (default: the tracker's)"
     )
     group.add_argument(
+        "--grace",
+        metavar="DURATION",
+        help="how long a job that left the queue waits for its confirmation before it gets "
+        "an unconfirmed verdict (e.g. 90s, 15m; default: the config file's [tracker] grace, "
+        "else 10m)",
+    )
+    group.add_argument(
         "--timeout",
         metavar="S",
         help="give up waiting after S (exit 124; 69 if the backend was unreachable)",

@@ -24,6 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Final
 
+import attrs
+from attrs import field, frozen
+
 from hpcstate import (
     Absence,
     ConfigError,
@@ -44,6 +47,7 @@ from hpcstate.backend import (
     OutputSnapshot,
     Submission,
 )
+from hpcstate.options import structure_options
 
 from ._clock import Clock, SystemClock
 from ._proc import ProcessHandle
@@ -381,27 +385,27 @@ def read_output_file(path: Path, lines: int, *, chunk: int = 65536) -> OutputSna
     )
 
 
+def _seconds(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name}: must be seconds >= 0, got {value!r}")
+
+
+@frozen(kw_only=True)
+class LocalOptions:
+    """The local backend's options (``[backends.NAME]`` with ``kind = "local"``)."""
+
+    root: str | None = None  # the job directory (default: the state directory's local/)
+    kill_grace: float = field(default=5.0, validator=_seconds)  # seconds SIGTERM -> SIGKILL
+
+
 def make_backend(config: BackendConfig) -> LocalBackend:
     if config.host is not None:
         raise ConfigError(
             f"backend {config.name!r}: the local backend runs processes on this machine; "
             "it takes no host"
         )
-    options = dict(config.options)
-    root = options.pop("root", None)
-    kill_grace = options.pop("kill_grace", 5.0)
-    if options:
-        raise ConfigError(
-            f"backend {config.name!r}: unknown option(s) for the local backend: "
-            f"{', '.join(sorted(options))} (known: root, kill_grace)"
-        )
-    if root is not None and not isinstance(root, str):
-        raise ConfigError(f"backend {config.name!r}: option root must be a path, got {root!r}")
-    if not isinstance(kill_grace, int | float) or kill_grace < 0:
-        raise ConfigError(
-            f"backend {config.name!r}: option kill_grace must be seconds >= 0, got {kill_grace!r}"
-        )
-    return LocalBackend(name=config.name, root=root, kill_grace=float(kill_grace))
+    options = structure_options(LocalOptions, config.options, where=f"backend {config.name!r}")
+    return LocalBackend(name=config.name, root=options.root, kill_grace=options.kill_grace)
 
 
 BACKEND: Final = BackendInfo(
@@ -411,4 +415,5 @@ BACKEND: Final = BackendInfo(
     description="jobs as supervised local processes (lossless wait status)",
     capabilities=CAPABILITIES,
     make_backend=make_backend,
+    options_type=LocalOptions,
 )
