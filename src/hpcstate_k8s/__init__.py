@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from hpcstate.backend import API_VERSION, Backend, BackendConfig, BackendInfo, Capabilities
 
+from ._options import K8sOptions
+
 __version__ = "0.1.0"
 
 #: ``lossless_signals`` is False: the kubelet reports a signal death as exit 128+N. Jobs
@@ -45,8 +47,9 @@ BACKEND = BackendInfo(
     capabilities=CAPABILITIES,
     make_backend=_make_backend,
     make_dialect=None,
+    options_type=K8sOptions,
     requires=("lightkube", "httpx2"),
     install_hint="pip install 'hpcstate[k8s]'",
 )
 
-__all__ = ["BACKEND", "CAPABILITIES"]
+__all__ = ["BACKEND", "CAPABILITIES", "K8sOptions"]

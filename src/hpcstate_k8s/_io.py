@@ -16,7 +16,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Final
+from typing import Any
 
 from attrs import evolve
 
@@ -30,20 +30,16 @@ from hpcstate import (
     Source,
 )
 from hpcstate.backend import AccountingQuery, BackendConfig, Capabilities, JobSpec, Submission
+from hpcstate.options import structure_options
 
 from . import _commands as commands
 from ._io_kubeconfig import make_http_client
 from ._io_manifest import check_schema, load_manifest
 from ._io_rest import Conflict, Forbidden, KubeApi
 from ._io_watch import Follower, WatchSettings, now
-from ._manifest import (
-    SUBMIT_OPTIONS,
-    build_job,
-    propagation_policy,
-    resolve_settings,
-    submission_from_job,
-)
+from ._manifest import build_job, resolve_settings, submission_from_job
 from ._observe import JobRef, assess, parse_native_id, unreadable, unreadable_markers
+from ._options import K8sOptions
 from ._parse import (
     TAG_ANNOTATION,
     JobView,
@@ -57,41 +53,7 @@ from ._tracking import NamespaceTracker
 
 log = logging.getLogger("hpcstate.k8s")
 
-BACKEND_OPTIONS: Final = frozenset(
-    {
-        "kubeconfig",
-        "context",
-        "in_cluster",
-        "service_account_dir",
-        "propagation_policy",
-        "request_timeout_s",
-        "watch_timeout_s",
-        "retry_initial_s",
-        "retry_max_s",
-    }
-)
 _VERDICTS_KEPT = 100_000  # watch-carried verdicts kept for queue(), oldest dropped first
-
-
-def _float(options: Mapping[str, Any], key: str, default: float) -> float:
-    value = options.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ConfigError(f"k8s option {key!r} must be a number, got {value!r}")
-    try:
-        number = float(value)
-    except ValueError:
-        raise ConfigError(f"k8s option {key!r} must be a number, got {value!r}") from None
-    if number <= 0:
-        raise ConfigError(f"k8s option {key!r} must be > 0, got {number}")
-    return number
-
-
-def _watch_settings(options: Mapping[str, Any]) -> WatchSettings:
-    return WatchSettings(
-        timeout_s=int(_float(options, "watch_timeout_s", 290.0)),
-        retry_initial_s=_float(options, "retry_initial_s", 0.5),
-        retry_max_s=_float(options, "retry_max_s", 30.0),
-    )
 
 
 def _pod_or_error(obj: object) -> PodView | ParseError:
@@ -109,21 +71,21 @@ class K8sBackend:
         *,
         api: KubeApi,
         namespace: str,
-        options: Mapping[str, Any],
+        options: K8sOptions,
         capabilities: Capabilities,
         name: str = "k8s",
     ) -> None:
-        unknown = sorted(set(options) - BACKEND_OPTIONS - SUBMIT_OPTIONS)
-        if unknown:
-            known = ", ".join(sorted(BACKEND_OPTIONS | SUBMIT_OPTIONS))
-            raise ConfigError(f"unknown k8s option(s) {', '.join(unknown)}; known: {known}")
         self.name = name
         self.capabilities = capabilities
         self.api = api
-        self.namespace = str(options.get("namespace") or namespace)
-        self.watch_settings = _watch_settings(options)
-        self._defaults = {k: v for k, v in options.items() if k in SUBMIT_OPTIONS}
-        self._propagation = propagation_policy(options.get("propagation_policy"))
+        self.options = options
+        self.namespace = options.namespace or namespace
+        self.watch_settings = WatchSettings(
+            timeout_s=options.watch_timeout_whole_s,
+            retry_initial_s=options.retry_initial_s,
+            retry_max_s=options.retry_max_s,
+        )
+        self._defaults = options.submit_defaults()
         # What this process learned: uids of the Jobs it created, Jobs it deleted on request.
         self._uids: dict[tuple[str, str], str] = {}
         self._cancelled: dict[tuple[str, str], str | None] = {}
@@ -147,11 +109,10 @@ class K8sBackend:
                 f"backend {config.name!r}: the k8s backend talks to the API server named by its "
                 "kubeconfig; 'host' (SSH) does not apply"
             )
-        options = dict(config.options)
-        timeout = _float(options, "request_timeout_s", 30.0)
-        http, namespace = make_http_client(options, request_timeout_s=timeout)
+        options = structure_options(K8sOptions, config.options, where=f"backend {config.name!r}")
+        http, namespace = make_http_client(options)
         return cls(
-            api=KubeApi(http, request_timeout_s=timeout),
+            api=KubeApi(http, request_timeout_s=options.request_timeout_s),
             namespace=namespace,
             options=options,
             capabilities=capabilities,
@@ -417,7 +378,9 @@ class K8sBackend:
         jobs = dict.fromkeys((ref.namespace, ref.name) for _, ref in self._refs(native_ids))
         for namespace, name in jobs:
             left = await self.api.delete(
-                commands.delete(commands.job_path(namespace, name), propagation=self._propagation)
+                commands.delete(
+                    commands.job_path(namespace, name), propagation=self.options.propagation_policy
+                )
             )
             if left is None:
                 continue  # already gone: not something we cancelled

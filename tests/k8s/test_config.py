@@ -73,7 +73,7 @@ def test_unknown_options_are_refused(tmp_path: Path) -> None:
             }
         )
     )
-    with pytest.raises(ConfigError, match="unknown k8s option"):
+    with pytest.raises(ConfigError, match="imgae: unknown option"):
         make({"kubeconfig": str(path), "imgae": "x"})
     with pytest.raises(ConfigError, match="propagation_policy"):
         make({"kubeconfig": str(path), "propagation_policy": "Orphan"})

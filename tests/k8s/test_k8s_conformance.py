@@ -19,8 +19,10 @@ import pytest
 
 from hpcstate import ExitStatus, State
 from hpcstate.backend import Backend, JobSpec
+from hpcstate.options import structure_options
 from hpcstate.testing.conformance import BackendConformance
 from hpcstate.testing.golden import Scenario
+from hpcstate_k8s import K8sOptions
 
 from .fake_apiserver import FakeCluster, Outcome
 
@@ -204,7 +206,7 @@ async def create_namespace(options: dict[str, Any]) -> str:
     from hpcstate_k8s._io_kubeconfig import make_http_client
     from hpcstate_k8s._io_rest import KubeApi
 
-    http, _ = make_http_client(options, request_timeout_s=30.0)
+    http, _ = make_http_client(structure_options(K8sOptions, options, where="conformance"))
     api = KubeApi(http, request_timeout_s=30.0)
     name = f"hpcstate-conf-{uuid.uuid4().hex[:10]}"
     try:
@@ -224,7 +226,7 @@ async def delete_namespace(options: dict[str, Any], name: str) -> None:
     from hpcstate_k8s._io_kubeconfig import make_http_client
     from hpcstate_k8s._io_rest import KubeApi
 
-    http, _ = make_http_client(options, request_timeout_s=30.0)
+    http, _ = make_http_client(structure_options(K8sOptions, options, where="conformance"))
     api = KubeApi(http, request_timeout_s=30.0)
     try:
         await api.delete(commands.delete(f"api/v1/namespaces/{name}", propagation="Background"))
