@@ -8,11 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from hpcstate.backend import Backend
+from hpcstate.backend import Backend, abilities
 
 from ._clock import Clock
 from ._store import Lease, LeaseLost, Store
@@ -41,12 +40,12 @@ class Leases:
         self.following: set[str] = set()
 
     def key(self, name: str, backend: Backend) -> str:
-        from .local import LocalBackend
-
-        if isinstance(backend, LocalBackend):
-            # Local jobs are processes of one host under one job directory: a `local`
-            # backend on another host (a shared PostgreSQL store) is another machine.
-            return f"{name}@{socket.gethostname()}:{backend.root}"
+        host_local = abilities(backend).host_local
+        if host_local is not None:
+            # Its jobs are processes of one host (under one job directory, for local):
+            # the same backend on another host (a shared PostgreSQL store) is another
+            # machine, polled under its own lease.
+            return f"{name}@{host_local.lease_scope()}"
         return name
 
     def hold(self, name: str, backend: Backend, now: datetime) -> Lease | None:
