@@ -26,10 +26,9 @@ CAPABILITIES = Capabilities(
     adopt=True,
     push=True,
     self_report=False,
-    # submit() itself is idempotent (the Job's name derives from the tag: a retry meets
-    # 409 and takes the Job carrying the tag), but there is no find_submission(tag) for
-    # the tracker to look a lost submit up with (it never had one): declared when added.
-    idempotent_submit=False,
+    # find_submission(tag): the Job carrying the tag (its name derives from the tag too,
+    # so a retried submit meets 409 and takes that Job).
+    idempotent_submit=True,
 )
 
 

@@ -12,7 +12,7 @@ from typing import Any, Final
 
 from attrs import evolve, field, frozen
 
-from ._parse import CONTROLLER_UID_LABELS, JOB_NAME_LABELS, MANAGED_LABEL
+from ._parse import CONTROLLER_UID_LABELS, JOB_NAME_LABELS, MANAGED_LABEL, TAG_HASH_LABEL
 
 #: Objects per LIST page (the API server's ``limit``; ``continue`` fetches the rest).
 PAGE_SIZE: Final = 500
@@ -107,6 +107,12 @@ def watch(path: str, *, selector: str | None, resource_version: str, timeout_s: 
 def job_by_name(namespace: str, name: str) -> Request:
     """The one Job of that name, ours or adopted (a field selector reads no other)."""
     return list_objects(jobs_path(namespace), fields=f"metadata.name={name}")
+
+
+def jobs_by_tag(namespace: str, tag_hash: str) -> Request:
+    """hpcstate's Jobs labelled with that tag's hash (``_manifest.tag_hash``)."""
+    selector = f"{MANAGED_SELECTOR},{TAG_HASH_LABEL}={tag_hash}"
+    return list_objects(jobs_path(namespace), selector=selector)
 
 
 def pods_of_jobs(namespace: str, names: Iterable[str]) -> Request:

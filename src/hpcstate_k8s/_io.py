@@ -37,7 +37,13 @@ from ._io_kubeconfig import make_http_client
 from ._io_manifest import check_schema, load_manifest
 from ._io_rest import Conflict, Forbidden, KubeApi
 from ._io_watch import Follower, WatchSettings, now
-from ._manifest import build_job, resolve_settings, submission_from_job
+from ._manifest import (
+    build_job,
+    resolve_settings,
+    submission_for_tag,
+    submission_from_job,
+    tag_hash,
+)
 from ._observe import JobRef, assess, parse_native_id, unreadable, unreadable_markers
 from ._options import K8sOptions
 from ._parse import (
@@ -141,6 +147,19 @@ class K8sBackend:
         if uid:
             self._uids[namespace, name] = uid
         return submission
+
+    async def find_submission(self, tag: str) -> Submission | None:
+        """The Job a submit with this tag created, if any (idempotent_submit: the tracker
+        asks when a submit's answer was lost). Looked for by its tag-hash label in the
+        backend's namespace, then in each namespace this process created Jobs in; a Job
+        a job's own options or manifest put elsewhere is not searched for."""
+        namespaces = dict.fromkeys([self.namespace, *(ns for ns, _ in self._uids)])
+        for namespace in namespaces:
+            items, _ = await self.api.list(commands.jobs_by_tag(namespace, tag_hash(tag)))
+            found = submission_for_tag(items, tag)
+            if found is not None:
+                return found
+        return None
 
     async def _existing(self, namespace: str, name: str, tag: str) -> dict[str, Any]:
         found = await self.api.get(commands.get_object(commands.job_path(namespace, name)))

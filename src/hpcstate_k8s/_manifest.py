@@ -14,7 +14,8 @@ import hashlib
 import math
 import re
 import shlex
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
 from typing import Any
 
 from attrs import field, frozen
@@ -44,6 +45,7 @@ DEFAULT_WRAPPER_COMMAND = ("python3", "-m", "hpcstate_k8s.wrapper")
 #: been there since 1.21; 1.28+ also sets the label that JOB_COMPLETION_INDEX reads).
 ARRAY_INDEX_ENV = "HPCSTATE_ARRAY_INDEX"
 ARRAY_INDEX_FIELD = "metadata.annotations['batch.kubernetes.io/job-completion-index']"
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 #: Options read from the backend configuration and, per job, from JobSpec.options.
 SUBMIT_OPTIONS = frozenset(
@@ -451,3 +453,21 @@ def submission_from_job(obj: object) -> Submission:
     if job.indexed and job.completions is not None:
         tasks = tuple(f"{base}[{i}]" for i in range(job.completions))
     return Submission(native_id=base, array_task_ids=tasks, submitted_at=job.meta.created_at)
+
+
+def _annotated_tag(obj: object) -> str | None:
+    meta = obj.get("metadata") if isinstance(obj, Mapping) else None
+    notes = meta.get("annotations") if isinstance(meta, Mapping) else None
+    tag = notes.get(TAG_ANNOTATION) if isinstance(notes, Mapping) else None
+    return tag if isinstance(tag, str) else None
+
+
+def submission_for_tag(objects: Sequence[object], tag: str) -> Submission | None:
+    """The Job a submit with this tag created, among LISTed Jobs (its tag-hash label
+    selected them; its tag annotation must be the tag itself), or None. The oldest wins
+    if there are several. Raises ParseError if one carrying the tag cannot be read."""
+    mine = [(read_job(obj), obj) for obj in objects if _annotated_tag(obj) == tag]
+    if not mine:
+        return None
+    oldest = min(mine, key=lambda pair: pair[0].meta.created_at or _EPOCH)
+    return submission_from_job(oldest[1])

@@ -239,6 +239,7 @@ class FakeCluster:
         self.paused: set[str] = set()  # kinds whose open watches get no events (a stall)
         self.pod_list_forbidden = False
         self.fail_pod_lists: list[int] = []  # HTTP codes for the next pod LISTs (not watches)
+        self.lose_create_answers = 0  # the next Job POSTs create the Job, then drop the link
         self._watchers: set[_Watcher] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._containers: dict[Key, _Container] = {}
@@ -649,6 +650,10 @@ class FakeCluster:
         self._record(JOB_KIND, "ADDED", job)
         self._pod_done[ns, name] = asyncio.Queue()
         self._spawn(self._control((ns, name)))
+        if self.lose_create_answers > 0:  # created, but the client never hears it
+            self.lose_create_answers -= 1
+            if request.transport is not None:
+                request.transport.abort()
         return web.json_response(copy.deepcopy(job), status=201)
 
     def _delete_job(self, key: Key, policy: str) -> dict[str, Any]:

@@ -23,9 +23,8 @@ def test_backend_info() -> None:
     caps = BACKEND.capabilities
     assert (BACKEND.name, BACKEND.api_version) == ("k8s", API_VERSION)
     assert (caps.array_jobs, caps.lossless_signals, caps.accounting) == (True, False, False)
-    assert (caps.push, caps.adopt, caps.cancel) == (True, True, True)
-    # submit() is idempotent by the Job's name, but no find_submission(tag) yet:
-    assert caps.idempotent_submit is False
+    assert (caps.push, caps.adopt, caps.idempotent_submit, caps.cancel) == (True, True, True, True)
+    assert (caps.report_files, caps.output, caps.shares_facts, caps.host_local) == (False,) * 4
     assert "lightkube" in BACKEND.requires
     assert BACKEND.install_hint == "pip install 'hpcstate[k8s]'"
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from hpcstate.backend import Backend, abilities
+from hpcstate.backend import Backend
 
 from ._clock import Clock
 from ._store import Lease, LeaseLost, Store
@@ -40,12 +41,12 @@ class Leases:
         self.following: set[str] = set()
 
     def key(self, name: str, backend: Backend) -> str:
-        host_local = abilities(backend).host_local
-        if host_local is not None:
-            # Its jobs are processes of one host (under one job directory, for local):
-            # the same backend on another host (a shared PostgreSQL store) is another
-            # machine, polled under its own lease.
-            return f"{name}@{host_local.lease_scope()}"
+        from .local import LocalBackend
+
+        if isinstance(backend, LocalBackend):
+            # Local jobs are processes of one host under one job directory: a `local`
+            # backend on another host (a shared PostgreSQL store) is another machine.
+            return f"{name}@{socket.gethostname()}:{backend.root}"
         return name
 
     def hold(self, name: str, backend: Backend, now: datetime) -> Lease | None:

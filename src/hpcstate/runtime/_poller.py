@@ -35,7 +35,7 @@ from hpcstate import (
     grace_deadline,
     tick,
 )
-from hpcstate.backend import AccountingQuery, Backend, OutputSnapshot, abilities
+from hpcstate.backend import AccountingQuery, Backend
 
 from ._bus import EventBus, PushWatches
 from ._cache import (
@@ -54,6 +54,7 @@ from ._cache import (
 )
 from ._clock import Clock
 from ._leases import Leases
+from ._output import OutputSnapshot
 from ._report import SelfReport
 from ._store import Change, CommitResult, Lease, LeaseLost, Store
 from ._submitter import Submitter
@@ -677,7 +678,7 @@ class Poller:
         and await their verdict, and, if the backend says its jobs report
         (``capabilities.self_report``), of the running ones too (a report moves a running
         item to SETTLING at once, so accounting is asked in the same poll)."""
-        reader = abilities(backend).report_files
+        reader = getattr(backend, "read_text_files", None)
         if reader is None:
             return {}, None
         readable = {State.SETTLING}
@@ -699,7 +700,7 @@ class Poller:
         if not wanted:
             return {}, None
         try:
-            files: Mapping[str, str] = await reader.read_text_files(list(wanted))
+            files: Mapping[str, str] = await reader(list(wanted))
         except Exception as exc:
             log.info("reading self-report files failed: %s", exc)
             return {}, exc
@@ -723,7 +724,7 @@ class Poller:
         observations: dict[str, list[Observation]],
         now: datetime,
     ) -> None:
-        reader = abilities(backend).output
+        reader = getattr(backend, "read_output", None)
         if reader is None:
             return
         for entry in polled:
@@ -732,7 +733,7 @@ class Poller:
                 continue
             lines = max(getattr(c, "last_lines", 50) for c in checks)
             try:
-                snapshot: OutputSnapshot | None = await reader.read_output(
+                snapshot: OutputSnapshot | None = await reader(
                     entry.item.native_id, entry.extra.get("stdout"), lines
                 )
             except Exception as exc:
@@ -762,15 +763,15 @@ class Poller:
 
     def _sync_watch(self, name: str, backend: Backend) -> None:
         """Keep one watch over the backend's active jobs, if it can push."""
-        watcher = abilities(backend).watcher
-        if watcher is None or not self._looping():
+        watch = getattr(backend, "watch", None)
+        if watch is None or not backend.capabilities.push or not self._looping():
             return
         ids = frozenset(
             e.item.native_id
             for e in self._cache.entries.values()
             if e.item.backend == name and e.item.native_id is not None and e.item.state in POLLED
         )
-        self._push.sync(name, watcher.watch, ids)
+        self._push.sync(name, watch, ids)
 
     def next_interval(self, jitter: float) -> float:
         """Seconds until the next poll: fast after a submit, while jobs that report their

@@ -445,7 +445,7 @@ class Tracker:
         run = Run(id=run_id, backend=backend, name=name, created_at=now, items=items)
         whole_array = spec.array is not None and target.capabilities.array_jobs
         submitter = self._submitter
-        extras = submitter.item_extras(target, spec, run_id, items)
+        extras = {item.id: submitter.item_extra(target, spec, run_id, item) for item in items}
         documents = [d for d in (check_to_dict(c) for c in output_checks) if d is not None]
         options: dict[str, Any] = {"output_checks": documents, "whole_array": whole_array}
         if limit:
