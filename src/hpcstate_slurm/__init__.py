@@ -8,12 +8,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from hpcstate.backend import API_VERSION, BackendConfig, BackendInfo, Capabilities
+from hpcstate.backend import (
+    API_VERSION,
+    BackendConfig,
+    BackendInfo,
+    Capabilities,
+    OutputQuestion,
+    expand_output_pattern,
+)
 
 from ._dialect import SlurmDialect as SlurmDialect
 from ._dialect import SubmitRejected as SubmitRejected
 from ._dialect import parse_version as parse_version
 from ._dialect import version_command as version_command
+from ._options import SlurmOptions as SlurmOptions
 from ._versions import MINIMUM_VERSION as MINIMUM_VERSION
 from ._versions import SlurmBehaviour as SlurmBehaviour
 from ._versions import SlurmVersion as SlurmVersion
@@ -52,6 +60,21 @@ def _make_dialect() -> SlurmDialect:
     return SlurmDialect()
 
 
+def _output_location(question: OutputQuestion) -> str | None:
+    """sbatch's default output file when the JobSpec names none: ``slurm-%j.out``
+    (``slurm-%A_%a.out`` for an array task) in the job's working directory, stdout and
+    stderr together. None when the JobSpec names a file (that one is used) or the
+    working directory is not known."""
+    spec = question.spec
+    if spec is None or not spec.working_directory:
+        return None
+    if (spec.stderr or spec.stdout) if question.stderr else spec.stdout:
+        return None
+    name = "slurm-%A_%a.out" if question.array_index is not None else "slurm-%j.out"
+    path = f"{spec.working_directory.rstrip('/')}/{name}"
+    return expand_output_pattern(path, question.native_id, question.array_index)
+
+
 BACKEND = BackendInfo(
     name="slurm",
     api_version=API_VERSION,
@@ -65,6 +88,8 @@ BACKEND = BackendInfo(
     make_dialect=_make_dialect,
     requires=(),
     install_hint="pip install 'hpcstate[slurm]' (and 'hpcstate[ssh]' for a remote cluster)",
+    output_location=_output_location,  # where `hpcstate logs` finds sbatch's default file
+    options_type=SlurmOptions,
 )
 
 __all__ = [
@@ -73,6 +98,7 @@ __all__ = [
     "MINIMUM_VERSION",
     "SlurmBehaviour",
     "SlurmDialect",
+    "SlurmOptions",
     "SlurmVersion",
     "SubmitRejected",
     "behaviour_for",

@@ -62,9 +62,10 @@ _TAG_TIME: Final = re.compile(r"\Ahpcstate-(\d{8}-\d{6})-")
 _TAG_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 
-def self_report_option(spec: JobSpec) -> bool:
-    """The option ``self_report_wrapper`` (default true)."""
-    return yes_no("self_report_wrapper", spec.options.get("self_report_wrapper", True))
+def self_report_option(spec: JobSpec, *, default: bool = True) -> bool:
+    """The job's option ``self_report_wrapper``; ``default`` (the backend's option of
+    that name, true unless configured) when the job does not say."""
+    return yes_no("self_report_wrapper", spec.options.get("self_report_wrapper", default))
 
 
 def yes_no(key: str, value: object) -> bool:
@@ -124,8 +125,9 @@ def _check_tag(tag: str) -> None:
 # -- submit -------------------------------------------------------------------------------
 
 
-def submit_command(spec: JobSpec, *, timeout: float) -> Command:
-    """``sbatch --parsable ...`` for a spec: its script on stdin (or its ``script_path``)."""
+def submit_command(spec: JobSpec, *, timeout: float, self_report: bool = True) -> Command:
+    """``sbatch --parsable ...`` for a spec: its script on stdin (or its ``script_path``).
+    ``self_report``: the default of the job's ``self_report_wrapper`` option."""
     argv = ["sbatch", "--parsable"]
     name = spec.name or (spec.command[0].rsplit("/", 1)[-1] if spec.command else "")
     if name:
@@ -185,10 +187,11 @@ def submit_command(spec: JobSpec, *, timeout: float) -> Command:
         argv.append(f"--comment={TAG_PREFIX}{spec.tag}")
     argv.extend(spec.extra_args)
     stdin: str | None = None
-    if spec.script_path:
+    if spec.script_path:  # its text is on the cluster's side: nothing to wrap
         argv.append(spec.script_path)
     elif spec.script:
-        stdin = user_script(spec.script, spec.environment, self_report=self_report_option(spec))
+        wrapped = self_report_option(spec, default=self_report)
+        stdin = user_script(spec.script, spec.environment, self_report=wrapped)
     else:
         # A batch script that runs the argv as given (quoted once, no extra shell). On by
         # default (option ``self_report_wrapper``): when the tracker named a report file,
@@ -197,20 +200,22 @@ def submit_command(spec: JobSpec, *, timeout: float) -> Command:
         # (the same exit code, or killed by the same signal), so Slurm's record is the
         # one ``exec`` gives. Without perl on the node, or with the option off, the
         # payload is exec'd and writes no report.
-        stdin = command_script(spec.command, spec.environment, self_report=self_report_option(spec))
+        wrapped = self_report_option(spec, default=self_report)
+        stdin = command_script(spec.command, spec.environment, self_report=wrapped)
     return Command(argv=argv, stdin=stdin, timeout=timeout)
 
 
-def reports_itself(spec: JobSpec) -> bool:
+def reports_itself(spec: JobSpec, *, self_report: bool = True) -> bool:
     """Whether the job's batch script runs hpcstate's report helper, so that the job
     writes its own report: a command, or a user's script whose ``#!`` names a POSIX
     shell, unless the option ``self_report_wrapper`` is off; never a ``script_path``
     (its text is on the job's side). An option that is neither true nor false answers
-    False here; submitting the spec refuses it, naming the option."""
+    False here; submitting the spec refuses it, naming the option. ``self_report``: the
+    option's default (the backend's ``self_report_wrapper``)."""
     if spec.script_path:
         return False
     try:
-        on = self_report_option(spec)
+        on = self_report_option(spec, default=self_report)
     except ValueError:
         return False
     return on and (not spec.script or script_reports_itself(spec.script))

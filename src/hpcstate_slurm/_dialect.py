@@ -34,6 +34,9 @@ class SlurmDialect:
     #: How far before the earliest submit time the accounting window opens (clock skew).
     accounting_margin: timedelta = timedelta(minutes=10)
     timeout: float = 60.0
+    #: Whether jobs run under the report helper when their options do not say
+    #: (the backend option ``self_report_wrapper``).
+    self_report_wrapper: bool = True
 
     @classmethod
     def for_version(cls, version: SlurmVersion | str, **kwargs: object) -> SlurmDialect:
@@ -43,12 +46,13 @@ class SlurmDialect:
     # -- submit ---------------------------------------------------------------------------
 
     def submit_command(self, spec: JobSpec) -> Command:
-        return _commands.submit_command(spec, timeout=self.timeout)
+        return _commands.submit_command(
+            spec, timeout=self.timeout, self_report=self.self_report_wrapper
+        )
 
-    @staticmethod
-    def reports_itself(spec: JobSpec) -> bool:
+    def reports_itself(self, spec: JobSpec) -> bool:
         """See :func:`hpcstate_slurm._commands.reports_itself`."""
-        return _commands.reports_itself(spec)
+        return _commands.reports_itself(spec, self_report=self.self_report_wrapper)
 
     def parse_submit(self, result: CommandResult, spec: JobSpec) -> Submission:
         return _observe.submission(result, spec)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
-from typing import Any
 
 from hpcstate import (
     CommandFailed,
@@ -29,11 +28,11 @@ from hpcstate.backend import (
 )
 from hpcstate.runtime import Clock, CommandBackend, make_runner
 
+from . import _commands
 from ._dialect import SlurmDialect, parse_version, version_command
+from ._options import slurm_options
 from ._versions import MINIMUM_VERSION, SlurmVersion, behaviour_for
 
-#: BackendConfig.options this backend reads (besides the SSH ones make_runner reads).
-OPTIONS = ("slurm_version", "command_timeout", "accounting_margin_s", "retries")
 _VERSION_ATTEMPTS = 3
 #: The key of the detected release in facts() (interfaces: lease facts).
 FACT_VERSION = "slurm_version"
@@ -59,6 +58,7 @@ class SlurmBackend:
         timeout: float = 60.0,
         accounting_margin: timedelta = timedelta(minutes=10),
         retries: int = 3,
+        self_report_wrapper: bool = True,
     ) -> None:
         self.name = name
         self.capabilities = capabilities
@@ -67,6 +67,7 @@ class SlurmBackend:
         self._timeout = timeout
         self._margin = accounting_margin
         self._retries = retries
+        self._self_report = self_report_wrapper
         self._version = version
         self._inner: CommandBackend | None = None
         self._lock = asyncio.Lock()
@@ -141,6 +142,7 @@ class SlurmBackend:
                     behaviour=behaviour_for(version),
                     timeout=self._timeout,
                     accounting_margin=self._margin,
+                    self_report_wrapper=self._self_report,
                 )
                 self._inner = CommandBackend(
                     name=self.name,
@@ -205,7 +207,7 @@ class SlurmBackend:
 
     def reports_itself(self, spec: JobSpec) -> bool:
         """True when the job runs through the report wrapper (any Slurm release)."""
-        return SlurmDialect.reports_itself(spec)
+        return _commands.reports_itself(spec, self_report=self._self_report)
 
     async def read_text_files(self, paths: Sequence[str]) -> Mapping[str, str]:
         """Small files on the cluster's side (the jobs' self-reports), one command for
@@ -222,29 +224,20 @@ class SlurmBackend:
         await self.runner.close()
 
 
-def _number(config: BackendConfig, key: str, default: float) -> float:
-    value: Any = config.options.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise ConfigError(f"backend {config.name!r}: option {key} must be a number >= 0")
-    return float(value)
-
-
 def make_backend(config: BackendConfig) -> SlurmBackend:
-    """What ``hpcstate_slurm.BACKEND.make_backend`` builds from a configuration."""
+    """What ``hpcstate_slurm.BACKEND.make_backend`` builds from a configuration: its
+    options structured as :class:`~hpcstate_slurm._options.SlurmOptions` (a ConfigError
+    naming the key for a wrong or unknown one)."""
     from . import CAPABILITIES
 
-    version_text = config.options.get("slurm_version")
-    version: SlurmVersion | None = None
-    if version_text is not None:
-        if not isinstance(version_text, str):
-            raise ConfigError(f"backend {config.name!r}: slurm_version must be a string")
-        version = SlurmVersion.parse(f"slurm {version_text}")
+    options = slurm_options(config.options, where=f"backend {config.name!r}")
     return SlurmBackend(
         name=config.name,
         runner=make_runner(config),
         capabilities=CAPABILITIES,
-        version=version,
-        timeout=_number(config, "command_timeout", 60.0),
-        accounting_margin=timedelta(seconds=_number(config, "accounting_margin_s", 600.0)),
-        retries=int(_number(config, "retries", 3)),
+        version=options.version,
+        timeout=options.command_timeout,
+        accounting_margin=options.accounting_margin,
+        retries=options.retries,
+        self_report_wrapper=options.self_report_wrapper,
     )
