@@ -197,3 +197,27 @@ def test_bad_options_are_named() -> None:
         info.make_backend(BackendConfig(name="x", kind="local", options={"nope": 1}))
     with pytest.raises(ConfigError, match="takes no host"):
         info.make_backend(BackendConfig(name="x", kind="local", host="h"))
+
+
+def test_options_are_a_typed_record_checked_by_key() -> None:
+    from hpcstate.runtime.local import LocalOptions
+
+    info = registry.load("local")
+    assert info.options_type is LocalOptions
+    with pytest.raises(ConfigError) as caught:
+        info.make_backend(BackendConfig(name="x", kind="local", options={"kill_grace": "5s"}))
+    assert str(caught.value) == "backend 'x': kill_grace: expected a number, got string '5s'"
+
+
+def test_declared_abilities(tmp_path: Path) -> None:
+    import socket
+
+    from hpcstate.backend import abilities
+
+    backend = registry.make_backend(
+        BackendConfig(name="mine", kind="local", options={"root": str(tmp_path)})
+    )
+    found = abilities(backend)
+    assert found.host_local is backend
+    assert found.report_files is None  # local jobs report into the store, not a file
+    assert backend.lease_scope() == f"{socket.gethostname()}:{tmp_path}"  # type: ignore[attr-defined]
