@@ -67,8 +67,11 @@ def steady_poll(items: list[h.RunItem], polls: int) -> float:
     return len(items) * polls / (time.perf_counter() - start)
 
 
-def lifecycle(items: list[h.RunItem]) -> float:
-    """Observations/s when every observation changes the item (settle, confirm, enrich)."""
+def _endings(
+    items: list[h.RunItem],
+) -> list[tuple[h.RunItem, Observation, Observation]]:
+    """Each item with the queue's "completed" (it settles) and accounting's record of
+    a failure (it is confirmed, exit and stats enriched)."""
     seq = []
     for item in items:
         nid = item.native_id or ""
@@ -95,6 +98,12 @@ def lifecycle(items: list[h.RunItem]) -> float:
                 ),
             )
         )
+    return seq
+
+
+def lifecycle(items: list[h.RunItem]) -> float:
+    """Observations/s when every observation changes the item (settle, confirm, enrich)."""
+    seq = _endings(items)
     start = time.perf_counter()
     for item, settle, confirm in seq:
         h.advance(h.advance(item, settle).item, confirm)
@@ -124,28 +133,9 @@ def documents(items: list[h.RunItem]) -> float:
     """Documents/s written as a store commit writes them: each item settled and
     confirmed (its document and its two events' documents), one writer per commit."""
     steps = []
-    for item in items:
-        nid = item.native_id or ""
-        settled = h.advance(
-            item,
-            Observation(
-                native_id=nid,
-                source=Source.QUEUE,
-                observed_at=T0 + timedelta(seconds=20),
-                state=State.COMPLETED,
-            ),
-        )
-        confirmed = h.advance(
-            settled.item,
-            Observation(
-                native_id=nid,
-                source=Source.ACCOUNTING,
-                observed_at=T0 + timedelta(seconds=21),
-                state=State.COMPLETED,
-                final=True,
-                stats=JobStats(exit=ExitStatus.exited(0), finished_at=T0 + timedelta(seconds=19)),
-            ),
-        )
+    for item, settle, confirm in _endings(items):
+        settled = h.advance(item, settle)
+        confirmed = h.advance(settled.item, confirm)
         steps.append((confirmed.item, (*settled.events, *confirmed.events)))
     writer = DocumentWriter()
     start = time.perf_counter()

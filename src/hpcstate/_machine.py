@@ -9,8 +9,9 @@ An illegal transition raises and the caller's item is unchanged (records are fro
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Any, Final
 
 from attrs import evolve, fields, frozen
 
@@ -300,49 +301,171 @@ def _with_markers(item: RunItem, extra: list[Marker]) -> tuple[Marker, ...]:
 # -- invariants ------------------------------------------------------------------------
 
 
+@frozen
+class _Invariant:
+    """One rule every stored item keeps: when it is ``broken``, the ``problem`` as a
+    sentence, and the ``fix`` that restores it without inventing facts (None: only a
+    person can fix it). The machine checks these after every transition; the store's
+    startup sweep repairs what breaks them (:func:`repair`). ``broken`` is source text
+    so that all the rules compile into one expression: a sound item (every item the
+    machine makes) is checked at the cost of hand-written ifs."""
+
+    broken: str  # a Python expression over the item ``i`` (compiled once, below)
+    problem: Callable[[RunItem], str]
+    fix: Callable[[RunItem], RunItem] | None
+
+
+def _with_stats(item: RunItem, **changes: Any) -> RunItem:
+    return evolve(item, stats=evolve(item.stats, **changes))
+
+
+def _approx_finished(item: RunItem, at: datetime) -> RunItem:
+    return _with_stats(item, finished_at=at, finished_at_approx=True)
+
+
+def _unended(item: RunItem) -> RunItem:
+    """No end facts: what a waiting or running item must not hold."""
+    return _with_stats(
+        item,
+        finished_at=None,
+        finished_at_approx=False,
+        exit=None,
+        exit_source=None,
+        derived_exit=None,
+        confirmed_by=None,
+    )
+
+
+_UNENDED: Final = WAITING | {State.RUNNING}
+
+#: In order: the fixes run one after another on the fixed item (a pending item that
+#: holds a native id becomes queued first, and the rules after it see it queued).
+_INVARIANTS: Final[tuple[_Invariant, ...]] = (
+    _Invariant(
+        "i.state is State.PENDING and i.native_id is not None",
+        lambda i: "a pending item has no native id yet",
+        # It reached a scheduler: it is queued, not pending (never submit it again).
+        lambda i: evolve(i, state=State.QUEUED),
+    ),
+    _Invariant(
+        "i.state in WAITING and i.handle is not None",
+        lambda i: f"a {i.state} item owns no execution (handle {i.handle!r})",
+        lambda i: evolve(i, handle=None),
+    ),
+    _Invariant(
+        "i.state in WAITING and i.stats.started_at is not None",
+        lambda i: f"a {i.state} item has no started_at",
+        lambda i: _with_stats(i, started_at=None),
+    ),
+    _Invariant(
+        "i.state in _UNENDED and i.stats.finished_at is not None",
+        lambda i: f"a {i.state} item has no finished_at",
+        _unended,
+    ),
+    _Invariant(
+        "i.state in _UNENDED and (i.stats.exit is not None or i.stats.derived_exit is not None)",
+        lambda i: f"a {i.state} item has no exit status yet",
+        _unended,
+    ),
+    _Invariant(
+        "i.state is State.SETTLING and i.settling_since is None",
+        lambda i: "a settling item has settling_since",
+        lambda i: evolve(i, settling_since=i.updated_at),
+    ),
+    _Invariant(
+        "i.state is State.SETTLING and i.stats.finished_at is None",
+        lambda i: "a settling item has an (approximate) finished_at",
+        lambda i: _approx_finished(i, i.settling_since or i.updated_at),
+    ),
+    _Invariant(
+        "i.state is not State.SETTLING and i.settling_since is not None",
+        lambda i: f"a {i.state} item has no settling_since",
+        lambda i: evolve(i, settling_since=None),
+    ),
+    _Invariant(
+        "i.state is not State.SETTLING and i.settling_cause is not None",
+        lambda i: f"a {i.state} item has no settling_cause",
+        None,  # the sweep has always left this to a person
+    ),
+    _Invariant(
+        "i.state in TERMINAL and i.stats.finished_at is None",
+        lambda i: f"a {i.state} item has finished_at",
+        lambda i: _approx_finished(i, i.updated_at),
+    ),
+    _Invariant(
+        "i.stats.confirmed_by is not None and (i.state not in TERMINAL or i.state is State.GONE)",
+        lambda i: f"a {i.state} item cannot be confirmed",
+        lambda i: _with_stats(i, confirmed_by=None),
+    ),
+    _Invariant(
+        "i.stats.exit is not None and i.stats.exit_source is None",
+        lambda i: "an exit status has a source",
+        lambda i: _with_stats(i, exit_source=Source.TRACKER),  # we do not know who said it
+    ),
+    _Invariant(
+        "i.state is not State.PENDING and i.native_id is None"
+        " and i.state not in (State.FAILED, State.CANCELLED)",
+        lambda i: f"a {i.state} item has a native id",
+        None,
+    ),
+)
+
+
+# The rules' text (above, nothing else) compiled: one predicate per rule, and all of
+# them in one expression for the common case of a sound item.
+_RULE_NAMES: Final = {
+    "State": State,
+    "WAITING": WAITING,
+    "TERMINAL": TERMINAL,
+    "_UNENDED": _UNENDED,
+}
+_BROKEN: Final[tuple[Callable[[RunItem], bool], ...]] = tuple(
+    eval(f"lambda i: {rule.broken}", dict(_RULE_NAMES)) for rule in _INVARIANTS
+)
+_ANY_BROKEN: Final[Callable[[RunItem], bool]] = eval(
+    "lambda i: " + " or ".join(f"({rule.broken})" for rule in _INVARIANTS), dict(_RULE_NAMES)
+)
+
+
 def check_invariants(item: RunItem) -> tuple[str, ...]:
     """Every problem with an item, as sentences. Empty means the item is sound."""
-    problems: list[str] = []
-    state, stats = item.state, item.stats
-    if state is State.PENDING and item.native_id is not None:
-        problems.append("a pending item has no native id yet")
-    if state in WAITING:
-        if item.handle is not None:
-            problems.append(f"a {state} item owns no execution (handle {item.handle!r})")
-        if stats.started_at is not None:
-            problems.append(f"a {state} item has no started_at")
-    if state in WAITING or state is State.RUNNING:
-        if stats.finished_at is not None:
-            problems.append(f"a {state} item has no finished_at")
-        if stats.exit is not None or stats.derived_exit is not None:
-            problems.append(f"a {state} item has no exit status yet")
-    if state is State.SETTLING:
-        if item.settling_since is None:
-            problems.append("a settling item has settling_since")
-        if stats.finished_at is None:
-            problems.append("a settling item has an (approximate) finished_at")
-    else:
-        if item.settling_since is not None:
-            problems.append(f"a {state} item has no settling_since")
-        if item.settling_cause is not None:
-            problems.append(f"a {state} item has no settling_cause")
-    if state in TERMINAL and stats.finished_at is None:
-        problems.append(f"a {state} item has finished_at")
-    if stats.confirmed_by is not None and (state not in TERMINAL or state is State.GONE):
-        problems.append(f"a {state} item cannot be confirmed")
-    if stats.exit is not None and stats.exit_source is None:
-        problems.append("an exit status has a source")
-    if (
-        item.state is not State.PENDING
-        and item.native_id is None
-        and item.state
-        not in (
-            State.FAILED,
-            State.CANCELLED,
-        )
-    ):
-        problems.append(f"a {state} item has a native id")
-    return tuple(problems)
+    if not _ANY_BROKEN(item):
+        return ()
+    return tuple(
+        rule.problem(item)
+        for rule, broken in zip(_INVARIANTS, _BROKEN, strict=True)
+        if broken(item)
+    )
+
+
+def repaired(item: RunItem) -> RunItem:
+    """The item with what :func:`check_invariants` complains about fixed, as far as
+    that can be done without inventing facts (pure; the version is not bumped). A
+    problem with no fix remains (check again)."""
+    for rule, broken in zip(_INVARIANTS, _BROKEN, strict=True):
+        if rule.fix is not None and broken(item):
+            item = rule.fix(item)
+    return item
+
+
+def repair(item: RunItem, *, at: datetime) -> Step | None:
+    """A broken item repaired (:func:`repaired`) as a change of its own: a new version,
+    ``updated_at`` no earlier than ``at``, and a StatsUpdated event from the tracker.
+    None when the item is sound, or when a problem remains that only a person can fix
+    (the store's sweep counts it as unrepairable)."""
+    if not check_invariants(item):
+        return None
+    fixed = repaired(item)
+    if fixed == item or check_invariants(fixed):
+        return None
+    return _tracker_change(fixed, at)
+
+
+def _tracker_change(changed: RunItem, at: datetime) -> Step:
+    """A change the tracker makes outside a transition (a marker, a repair): one
+    version more, ``updated_at`` no earlier than ``at``, a StatsUpdated event."""
+    new = evolve(changed, version=changed.version + 1, updated_at=max(changed.updated_at, at))
+    return Step(new, (StatsUpdated(**_event_fields(new, at, Source.TRACKER)),))  # type: ignore[arg-type]
 
 
 # -- transitions -----------------------------------------------------------------------
@@ -376,9 +499,8 @@ def _event_fields(item: RunItem, at: datetime, source: Source) -> dict[str, obje
 
 
 def _finish(item: RunItem, new: RunItem, problems_input: Input) -> RunItem:
-    problems = check_invariants(new)
-    if problems:
-        raise InvariantViolation(item.state, problems_input, problems)
+    if _ANY_BROKEN(new):
+        raise InvariantViolation(item.state, problems_input, check_invariants(new))
     return new
 
 
@@ -484,41 +606,71 @@ def _sighted(
     )
 
 
-def _rebuilt(
-    item: RunItem,
-    state: State,
-    version: int,
-    stats: JobStats,
-    markers: tuple[Marker, ...],
-    restarts: int,
-    handle: str | None,
-    at: datetime,
-    last_seen_at: datetime | None,
-    last_active_at: datetime | None,
-    settling_since: datetime | None,
-    settling_cause: str | None,
-) -> RunItem:
-    """``item`` with what a transition changes; what it never changes is kept."""
-    return _build_item(
-        item.id,
-        item.run_id,
-        item.backend,
-        item.native_id,
-        item.array_index,
-        item.name,
-        state,
-        version,
-        stats,
-        markers,
-        restarts,
-        handle,
-        item.created_at,
-        item.updated_at if item.updated_at >= at else at,
-        last_seen_at,
-        last_active_at,
-        settling_since,
-        settling_cause,
+#: What a transition may change (the arguments of :func:`_rebuilt` after ``item``, in
+#: order; ``at`` moves ``updated_at`` forward). Every other RunItem field is kept.
+_TRANSITION_FIELDS: Final = (
+    "state",
+    "version",
+    "stats",
+    "markers",
+    "restarts",
+    "handle",
+    "at",
+    "last_seen_at",
+    "last_active_at",
+    "settling_since",
+    "settling_cause",
+)
+
+
+def _make_rebuilt() -> Callable[
+    [
+        RunItem,
+        State,
+        int,
+        JobStats,
+        tuple[Marker, ...],
+        int,
+        str | None,
+        datetime,
+        datetime | None,
+        datetime | None,
+        datetime | None,
+        str | None,
+    ],
+    RunItem,
+]:
+    """``_rebuilt(item, *changes)``: ``item`` with what a transition changes, built
+    positionally (the hot path) from RunItem's fields, so a field added to RunItem is
+    kept with no edit here."""
+    arguments = []
+    for attribute in fields(RunItem):
+        name = attribute.name
+        if name == "updated_at":
+            arguments.append("item.updated_at if item.updated_at >= at else at")
+        elif name in _TRANSITION_FIELDS:
+            arguments.append(name)
+        else:
+            arguments.append(f"item.{name}")
+    source = (
+        f"def _rebuilt(item, {', '.join(_TRANSITION_FIELDS)}):\n"
+        f"    return _build_item({', '.join(arguments)})\n"
     )
+    namespace: dict[str, Any] = {"_build_item": _build_item}
+    exec(source, namespace)  # the names come from attrs.fields and the tuple above only
+    rebuilt: Any = namespace["_rebuilt"]
+    rebuilt.__doc__ = "``item`` with what a transition changes; what it never changes is kept."
+    return rebuilt  # type: ignore[no-any-return]
+
+
+_rebuilt: Final = _make_rebuilt()
+
+
+def _without_waiting_reason(stats: JobStats) -> JobStats:
+    """``stats`` without a reason that does not explain an end."""
+    if stats.reason is not None and stats.reason.kind not in END_KINDS:
+        return evolve(stats, reason=None)
+    return stats
 
 
 def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
@@ -552,24 +704,14 @@ def _apply(item: RunItem, input: Input, obs: Observation) -> Step:
     new_state = item.state if target is None else target
     finished = new_state in TERMINAL or new_state is State.SETTLING
 
-    old_stats = item.stats
-    if (
-        finished
-        and item.state not in _ENDED
-        and old_stats.reason is not None
-        and old_stats.reason.kind not in END_KINDS
-    ):
-        # The reason a job waited (Priority, Resources...) never survives its end.
-        old_stats = evolve(old_stats, reason=None)
-    new_stats = obs.stats
-    if (
-        finished
-        and obs.state not in TERMINAL
-        and new_stats.reason is not None
-        and new_stats.reason.kind not in END_KINDS
-    ):
-        # ...nor does one said by a sighting of the job waiting or running.
-        new_stats = evolve(new_stats, reason=None)
+    old_stats, new_stats = item.stats, obs.stats
+    if finished:
+        # The reason a job waited (Priority, Resources...) never survives its end, nor
+        # does one said by a sighting of the job waiting or running.
+        if item.state not in _ENDED:
+            old_stats = _without_waiting_reason(old_stats)
+        if obs.state not in TERMINAL:
+            new_stats = _without_waiting_reason(new_stats)
     values = _merged(old_stats, new_stats, obs.source, with_exit=finished)
     if new_state in TERMINAL:
         values["reason"] = verdict_reason(new_state, values["exit"], values["reason"])
@@ -798,13 +940,17 @@ def add_marker(item: RunItem, marker: Marker, *, at: datetime) -> Step:
     """Attach a marker (e.g. cancel requested); a no-op if it is already there."""
     if marker in item.markers:
         return Step(item)
-    new = evolve(
-        item,
-        markers=(*item.markers, marker),
-        version=item.version + 1,
-        updated_at=max(item.updated_at, at),
+    return _tracker_change(evolve(item, markers=(*item.markers, marker)), at)
+
+
+def remove_marker(item: RunItem, code: str, *, at: datetime) -> Step:
+    """Take away every marker with ``code`` (e.g. unreachable, once the backend
+    answers again); a no-op if there is none. Never touches the state or the verdict."""
+    if not item.has_marker(code):
+        return Step(item)
+    return _tracker_change(
+        evolve(item, markers=tuple(m for m in item.markers if m.code != code)), at
     )
-    return Step(new, (StatsUpdated(**_event_fields(new, at, Source.TRACKER)),))  # type: ignore[arg-type]
 
 
 def grace_deadline(item: RunItem, grace: timedelta) -> datetime | None:
