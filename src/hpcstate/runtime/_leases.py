@@ -1,18 +1,19 @@
 """One poller per backend among the processes sharing a store: the leases this
 process holds (taken, renewed after each poll and by a heartbeat between polls,
 released on close), and the backends it follows because another process holds them
-(see docs/concepts/runtime.md#one-poller-per-backend)."""
+(see docs/concepts/runtime.md#one-poller-per-backend). A lease carries what its
+holder's backend learned about the scheduler (``Lease.facts``, e.g. the Slurm
+release): a process that takes it over adopts them instead of asking again."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
-from hpcstate.backend import Backend
+from hpcstate.backend import Backend, abilities
 
 from ._clock import Clock
 from ._store import Lease, LeaseLost, Store
@@ -39,14 +40,17 @@ class Leases:
         self._on_follow = on_follow
         self.held: dict[str, Lease] = {}
         self.following: set[str] = set()
+        #: backend -> the previous holder's last poll, for a lease this process took
+        #: over: its first queue call waits for that plus its queue pace.
+        self.taken_over: dict[str, datetime] = {}
 
     def key(self, name: str, backend: Backend) -> str:
-        from .local import LocalBackend
-
-        if isinstance(backend, LocalBackend):
-            # Local jobs are processes of one host under one job directory: a `local`
-            # backend on another host (a shared PostgreSQL store) is another machine.
-            return f"{name}@{socket.gethostname()}:{backend.root}"
+        host_local = abilities(backend).host_local
+        if host_local is not None:
+            # Its jobs are processes of one host (under one job directory, for local):
+            # the same backend on another host (a shared PostgreSQL store) is another
+            # machine, polled under its own lease.
+            return f"{name}@{host_local.lease_scope()}"
         return name
 
     def hold(self, name: str, backend: Backend, now: datetime) -> Lease | None:
@@ -64,14 +68,40 @@ class Leases:
             return None
         if held is None or held.generation != lease.generation:
             log.info("%s polls backend %s for every process sharing the store", self.holder, name)
+            self._took(name, backend, lease)
         self.held[key] = lease
         return lease
+
+    def _took(self, name: str, backend: Backend, lease: Lease) -> None:
+        """A lease newly held: use what the previous holder learned about the scheduler
+        (no version call of our own), and do not ask the queue before the previous
+        holder's last poll plus the queue's pace."""
+        sharer = abilities(backend).facts
+        if sharer is not None and lease.facts:
+            try:
+                sharer.adopt_facts(lease.facts)
+            except Exception as exc:  # a bug in the backend: it just asks again
+                log.warning("backend %s: adopting the lease's facts raised %r", name, exc)
+        if lease.last_poll_at is not None:
+            self.taken_over[name] = lease.last_poll_at
+        else:
+            self.taken_over.pop(name, None)
 
     def polling(self, name: str) -> None:
         """This process polls ``name`` itself (it holds its lease, or leases are off)."""
         self.following.discard(name)
 
-    def renew(self, lease: Lease, now: datetime, *, polled: bool, scheduler_calls: int) -> None:
+    def renew(
+        self,
+        lease: Lease,
+        now: datetime,
+        *,
+        polled: bool,
+        scheduler_calls: int,
+        facts: Mapping[str, str] | None = None,
+    ) -> None:
+        """Renew ``lease``; after a poll (``polled``) with its scheduler calls and what
+        the backend learned (``facts``; None keeps the stored ones)."""
         try:
             self.held[lease.backend] = self.store.renew_lease(
                 lease,
@@ -79,6 +109,7 @@ class Leases:
                 now=now,
                 polled=polled,
                 scheduler_calls=scheduler_calls,
+                facts=facts,
             )
         except LeaseLost as exc:
             log.warning("%s; following the store from now on", exc)

@@ -28,14 +28,14 @@ from hpcstate import (
     RunItem,
     Source,
     State,
-    StatsUpdated,
     Step,
     add_marker,
     advance,
     grace_deadline,
     tick,
 )
-from hpcstate.backend import AccountingQuery, Backend
+from hpcstate._machine import remove_marker
+from hpcstate.backend import AccountingQuery, Backend, OutputSnapshot, abilities
 
 from ._bus import EventBus, PushWatches
 from ._cache import (
@@ -54,7 +54,6 @@ from ._cache import (
 )
 from ._clock import Clock
 from ._leases import Leases
-from ._output import OutputSnapshot
 from ._report import SelfReport
 from ._store import Change, CommitResult, Lease, LeaseLost, Store
 from ._submitter import Submitter
@@ -263,7 +262,7 @@ class Poller:
         error: str | None = None
         queue_obs: Sequence[Observation] = ()
         queue_called = False
-        if polled and self._queue_due(name, polled, now):
+        if polled and self._queue_due(name, polled, now) and self._not_taken_just_now(name, now):
             self._memory.last_queue_at[name] = now
             queue_called = True
             try:
@@ -316,7 +315,9 @@ class Poller:
             return
         if lease is not None:
             calls = counts.queue_calls + counts.accounting_calls
-            self._leases.renew(lease, now, polled=True, scheduler_calls=calls)
+            self._leases.renew(
+                lease, now, polled=True, scheduler_calls=calls, facts=self._facts(name, backend)
+            )
         if queue_called:
             quiet = 0 if changes or counts.submitted else self._memory.queue_quiet.get(name, 0) + 1
             self._memory.queue_quiet[name] = quiet
@@ -324,6 +325,46 @@ class Poller:
             await self._bus.dispatch_committed(changes, result.applied, result.last_seq)
         await self._cancel_failed_by_output(backend, counts.output_failures)
         self._sync_watch(name, backend)
+
+    def _not_taken_just_now(self, name: str, now: datetime) -> bool:
+        """After a takeover, the first queue call waits for the previous holder's last
+        poll plus the queue's pace (as a due call counts it), unless a settling item's
+        grace runs out first (only the queue can say the job is still listed)."""
+        since = self._leases.taken_over.get(name)
+        if since is None:
+            return True
+        wait = timedelta(seconds=0.75 * self._queue_pace(name, now))
+        soon = now + timedelta(seconds=2 * self.knobs.fast_interval)
+        expiring = any(
+            (deadline := grace_deadline(e.item, self.knobs.grace)) is not None and deadline <= soon
+            for e in self._cache.entries.values()
+            if e.item.backend == name
+        )
+        if now >= since + wait or expiring:
+            del self._leases.taken_over[name]
+            return True
+        return False
+
+    def takeover_wait(self, now: datetime) -> float | None:
+        """Seconds until a queue call held back by a takeover is due (None: none is)."""
+        waits = [
+            wait
+            for name, since in self._leases.taken_over.items()
+            if (wait := (since - now).total_seconds() + 0.75 * self._queue_pace(name, now)) > 0
+        ]
+        return min(waits) if waits else None
+
+    def _facts(self, name: str, backend: Backend) -> Mapping[str, str] | None:
+        """What the backend learned about its scheduler, for the lease (None: nothing
+        it declares to share; the stored facts stay)."""
+        sharer = abilities(backend).facts
+        if sharer is None:
+            return None
+        try:
+            return dict(sharer.facts())
+        except Exception as exc:
+            self._totals.failed(f"backend {name}: facts()", exc)
+            return None
 
     def _queue_due(self, name: str, polled: Sequence[Entry], now: datetime) -> bool:
         """Is this backend's queue asked this poll?
@@ -590,14 +631,9 @@ class Poller:
         for item_id, item in working.items():
             has = item.has_marker(code)
             if reachable and has:
-                new = evolve(
-                    item,
-                    markers=tuple(m for m in item.markers if m.code != code),
-                    version=item.version + 1,
-                    updated_at=max(item.updated_at, now),
-                )
-                working[item_id] = new
-                events.setdefault(item_id, []).append(_stats_event(new, now))
+                step = remove_marker(item, code, at=now)
+                working[item_id] = step.item
+                events.setdefault(item_id, []).extend(step.events)
             elif not reachable and not has and status is not None and item.state in POLLED:
                 text = f"backend {name} unreachable since {status.since}: {status.last_error}"
                 step = add_marker(item, Marker(code=code, text=text[:500]), at=now)
@@ -678,7 +714,7 @@ class Poller:
         and await their verdict, and, if the backend says its jobs report
         (``capabilities.self_report``), of the running ones too (a report moves a running
         item to SETTLING at once, so accounting is asked in the same poll)."""
-        reader = getattr(backend, "read_text_files", None)
+        reader = abilities(backend).report_files
         if reader is None:
             return {}, None
         readable = {State.SETTLING}
@@ -700,7 +736,7 @@ class Poller:
         if not wanted:
             return {}, None
         try:
-            files: Mapping[str, str] = await reader(list(wanted))
+            files: Mapping[str, str] = await reader.read_text_files(list(wanted))
         except Exception as exc:
             log.info("reading self-report files failed: %s", exc)
             return {}, exc
@@ -724,7 +760,7 @@ class Poller:
         observations: dict[str, list[Observation]],
         now: datetime,
     ) -> None:
-        reader = getattr(backend, "read_output", None)
+        reader = abilities(backend).output
         if reader is None:
             return
         for entry in polled:
@@ -733,7 +769,7 @@ class Poller:
                 continue
             lines = max(getattr(c, "last_lines", 50) for c in checks)
             try:
-                snapshot: OutputSnapshot | None = await reader(
+                snapshot: OutputSnapshot | None = await reader.read_output(
                     entry.item.native_id, entry.extra.get("stdout"), lines
                 )
             except Exception as exc:
@@ -763,15 +799,15 @@ class Poller:
 
     def _sync_watch(self, name: str, backend: Backend) -> None:
         """Keep one watch over the backend's active jobs, if it can push."""
-        watch = getattr(backend, "watch", None)
-        if watch is None or not backend.capabilities.push or not self._looping():
+        watcher = abilities(backend).watcher
+        if watcher is None or not self._looping():
             return
         ids = frozenset(
             e.item.native_id
             for e in self._cache.entries.values()
             if e.item.backend == name and e.item.native_id is not None and e.item.state in POLLED
         )
-        self._push.sync(name, watch, ids)
+        self._push.sync(name, watcher.watch, ids)
 
     def next_interval(self, jitter: float) -> float:
         """Seconds until the next poll: fast after a submit, while jobs that report their
@@ -847,15 +883,3 @@ class Poller:
         return any(
             e.item.updated_at + self.knobs.grace > now for e in self._cache.unconfirmed.values()
         )
-
-
-def _stats_event(item: RunItem, at: datetime) -> Event:
-    return StatsUpdated(
-        item_id=item.id,
-        run_id=item.run_id,
-        native_id=item.native_id,
-        at=at,
-        version=item.version,
-        source=Source.TRACKER,
-        state=item.state,
-    )

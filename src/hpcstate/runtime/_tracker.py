@@ -445,7 +445,7 @@ class Tracker:
         run = Run(id=run_id, backend=backend, name=name, created_at=now, items=items)
         whole_array = spec.array is not None and target.capabilities.array_jobs
         submitter = self._submitter
-        extras = {item.id: submitter.item_extra(target, spec, run_id, item) for item in items}
+        extras = submitter.item_extras(target, spec, run_id, items)
         documents = [d for d in (check_to_dict(c) for c in output_checks) if d is not None]
         options: dict[str, Any] = {"output_checks": documents, "whole_array": whole_array}
         if limit:
@@ -710,7 +710,12 @@ class Tracker:
         own end are active, and when an unconfirmed verdict may be corrected soon; when
         items settle, as soon as accounting is due for them; backing off for long-running
         work, longer after errors; with jitter."""
-        return self._poller.next_interval(self._random.random())
+        interval = self._poller.next_interval(self._random.random())
+        held_back = self._poller.takeover_wait(self.clock.now())
+        if held_back is not None:
+            # A lease just taken over: wake when its first queue call is due.
+            interval = min(interval, held_back + 0.01)
+        return interval
 
     async def _run_loop(self) -> None:
         while True:
