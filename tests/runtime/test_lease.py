@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from attrs import evolve
 
 import hpcstate as h
 from hpcstate.runtime import Store
@@ -286,6 +287,8 @@ def test_a_lease_is_frozen_with_its_facts() -> None:
     assert lease.facts == {"slurm_version": "22.05.11"}
     with pytest.raises(TypeError):
         lease.facts["slurm_version"] = "x"  # type: ignore[index]
+    # Still hashable, as before facts (equal leases hash alike).
+    assert hash(lease) == hash(evolve(lease, facts={"slurm_version": "22.05.11"}))
 
 
 @pytest.mark.parametrize("damage", ["not json", "[1, 2]", '{"slurm_version": 22}'])

@@ -35,16 +35,15 @@ from typing import Any, Final, TypeGuard, TypeVar
 from attrs import evolve, field, frozen
 
 from hpcstate import (
-    TERMINAL,
     Event,
     Run,
     RunItem,
     SchemaError,
-    Source,
     State,
-    StatsUpdated,
     check_invariants,
 )
+from hpcstate._machine import repair
+from hpcstate._states import ACTIVE
 from hpcstate.backend import JobSpec
 from hpcstate.serial import (
     DocumentWriter,
@@ -71,7 +70,8 @@ T = TypeVar("T")
 #: The schema this hpcstate writes (``PRAGMA user_version``).
 STORE_SCHEMA_VERSION: Final = 4
 
-ACTIVE_STATES: Final = ("pending", "queued", "running", "settling")
+#: The active states as stored in the ``state`` column (for SQL), from the core's ACTIVE.
+ACTIVE_STATES: Final = tuple(sorted(state.value for state in ACTIVE))
 
 #: The leases table (the same SQL in both stores).
 _LEASES_TABLE: Final = """
@@ -240,7 +240,7 @@ class Lease:
     last_poll_at: datetime | None = None
     scheduler_calls: int = 0
     released: bool = False
-    facts: Mapping[str, str] = field(factory=dict, converter=_frozen_facts)
+    facts: Mapping[str, str] = field(factory=dict, converter=_frozen_facts, hash=False)
 
     def live(self, now: datetime) -> bool:
         """Held (not released) and not expired at ``now``."""
@@ -412,48 +412,6 @@ def _update_plain(db: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
 
 
 # -- repairs ---------------------------------------------------------------------------
-
-
-def repair_item(item: RunItem) -> RunItem:
-    """The item with what :func:`hpcstate.check_invariants` complains about fixed, as far
-    as that can be done without inventing facts (pure). The version is not bumped."""
-    state, stats = item.state, item.stats
-    changes: dict[str, Any] = {}
-    stat_changes: dict[str, Any] = {}
-    if state is State.PENDING and item.native_id is not None:
-        # It reached a scheduler: it is queued, not pending (never submit it again).
-        state = changes["state"] = State.QUEUED
-    if state in (State.PENDING, State.QUEUED):
-        if item.handle is not None:
-            changes["handle"] = None
-        if stats.started_at is not None:
-            stat_changes["started_at"] = None
-    if state in (State.PENDING, State.QUEUED, State.RUNNING):
-        for name in ("finished_at", "exit", "derived_exit", "confirmed_by"):
-            if getattr(stats, name) is not None:
-                stat_changes[name] = None
-        if stats.exit_source is not None:
-            stat_changes["exit_source"] = None
-        stat_changes.setdefault("finished_at_approx", False)
-    if state is State.SETTLING:
-        since = item.settling_since or item.updated_at
-        changes["settling_since"] = since
-        if stats.finished_at is None:
-            stat_changes.update(finished_at=since, finished_at_approx=True)
-        if stats.confirmed_by is not None:
-            stat_changes["confirmed_by"] = None
-    elif item.settling_since is not None:
-        changes["settling_since"] = None
-    if state in TERMINAL and stats.finished_at is None:
-        stat_changes.update(finished_at=item.updated_at, finished_at_approx=True)
-    if state is State.GONE and stats.confirmed_by is not None:
-        stat_changes["confirmed_by"] = None
-    exit_now = stat_changes.get("exit", stats.exit)
-    if exit_now is not None and stats.exit_source is None:
-        stat_changes["exit_source"] = Source.TRACKER  # we do not know who said it
-    if stat_changes:
-        changes["stats"] = evolve(stats, **stat_changes)
-    return evolve(item, **changes) if changes else item
 
 
 # -- damage and the environment --------------------------------------------------------
@@ -1467,9 +1425,8 @@ class Store:
             problems = check_invariants(item)
             if not problems:
                 continue
-            fixed = repair_item(item)
-            remaining = check_invariants(fixed)
-            if remaining or fixed == item:
+            step = repair(item, at=now or datetime.now(timezone.utc))
+            if step is None:
                 log.error(
                     "stored job %s is inconsistent and cannot be repaired: %s",
                     row_id,
@@ -1477,19 +1434,10 @@ class Store:
                 )
                 unrepairable.append(row_id)
                 continue
-            at = now or datetime.now(timezone.utc)
-            fixed = evolve(fixed, version=item.version + 1, updated_at=max(item.updated_at, at))
-            event = StatsUpdated(
-                item_id=fixed.id,
-                run_id=fixed.run_id,
-                native_id=fixed.native_id,
-                at=at,
-                version=fixed.version,
-                source=Source.TRACKER,
-                state=fixed.state,
-            )
             log.warning("stored job %s was inconsistent, repaired: %s", row_id, "; ".join(problems))
-            changes.append(Change(item=fixed, expected_version=item.version, events=(event,)))
+            changes.append(
+                Change(item=step.item, expected_version=item.version, events=step.events)
+            )
         if changes and self.read_only is not None:
             log.warning(
                 "%d stored job(s) in %s need a repair that cannot be written: %s",
