@@ -1,5 +1,6 @@
 """The tracker's memory between polls: its cached copy of the stored items, the
-cadence memory (when each backend was last asked), and its running totals.
+cadence memory (``hpcstate._poll.Ledger``: when each backend was last asked), and
+its running totals.
 
 Nothing here calls a backend. The cache reads the store (``refresh``), and every
 other tracker module (the submitter, the poller, the lease holder) shares one
@@ -15,9 +16,8 @@ from collections.abc import Awaitable, Iterable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from attrs import frozen
-
-from hpcstate import DEFAULT_GRACE, Event, RunItem, Source, State
+from hpcstate import Event, RunItem, Source, State
+from hpcstate._poll import Cadence, Ledger, expired_late_checks, record_submit
 
 from ._errors import StoreError
 from ._output import OutputCheck, check_from_dict
@@ -28,21 +28,6 @@ log = logging.getLogger("hpcstate.runtime.tracker")
 ACTIVE: Final = frozenset(State(s) for s in ACTIVE_STATES)
 POLLED: Final = frozenset({State.QUEUED, State.RUNNING, State.SETTLING})
 _LATE_CHECKED: Final = frozenset({State.COMPLETED, State.GONE})
-
-
-@frozen(kw_only=True)
-class Knobs:
-    """The tracker's cadence knobs, each with its unit (validated by the Tracker)."""
-
-    grace: timedelta = DEFAULT_GRACE
-    fast_interval: float = 1.0
-    max_interval: float = 30.0
-    max_error_interval: float = 120.0
-    late_check_window: timedelta = timedelta(days=1)
-    late_check_interval: float = 30.0
-    queue_interval: float = 60.0
-    accounting_lag: float = 1.0
-    accounting_interval: float = 4.0
 
 
 class Entry:
@@ -60,46 +45,19 @@ class Entry:
         self.checked_at: datetime | None = None
 
 
-class NativeIndex:
-    """native id -> item ids, without a list per job in the common one-item case."""
-
-    __slots__ = ("first", "more")
-
-    def __init__(self, items: Iterable[RunItem]) -> None:
-        self.first: dict[str, str] = {}
-        self.more: dict[str, list[str]] = {}
-        for item in items:
-            native = item.native_id
-            if native is None:
-                continue
-            if native in self.first:
-                self.more.setdefault(native, []).append(item.id)
-            else:
-                self.first[native] = item.id
-
-    def native_ids(self) -> tuple[str, ...]:
-        return tuple(self.first)
-
-
 class Memory:
-    """What the cadence decisions remember between polls (per backend where keyed)."""
+    """The poll loop's memory between polls: a :class:`hpcstate._poll.Ledger`, replaced
+    (never changed) through ``hpcstate._poll``'s ``record_*`` functions; one box that
+    the submitter, the poller and the shell share."""
 
-    __slots__ = (
-        "error_polls",
-        "last_accounting_at",
-        "last_queue_at",
-        "last_submit_at",
-        "queue_quiet",
-        "quiet_polls",
-    )
+    __slots__ = ("ledger",)
 
     def __init__(self) -> None:
-        self.last_submit_at: datetime | None = None
-        self.last_queue_at: dict[str, datetime] = {}  # backend -> its last queue call
-        self.queue_quiet: dict[str, int] = {}  # backend -> queue calls in a row, no event
-        self.last_accounting_at: dict[str, datetime] = {}  # ... its last accounting call
-        self.quiet_polls = 0
-        self.error_polls = 0
+        self.ledger = Ledger()
+
+    def submitted(self, now: datetime) -> None:
+        """A submit was made (or another process's new item seen) at ``now``."""
+        self.ledger = record_submit(self.ledger, now)
 
 
 class Totals:
@@ -236,16 +194,14 @@ class Cache:
             elif late_checkable(row.item):
                 self.unconfirmed[row.item.id] = Entry(row)
 
-    def expire_late_checks(self, now: datetime, window: timedelta) -> None:
+    def expire_late_checks(self, cadence: Cadence, now: datetime) -> None:
         """Stop asking about unconfirmed verdicts older than the late-check window."""
-        cutoff = now - window
-        expired = [i for i, e in self.unconfirmed.items() if e.item.updated_at < cutoff]
-        for item_id in expired:
+        for item_id in expired_late_checks(cadence, self.unconfirmed, now):
             log.info(
                 "item %s: no record confirmed its %s verdict within %s; no longer asking",
                 item_id,
                 self.unconfirmed[item_id].item.state,
-                window,
+                cadence.late_check_window,
             )
             del self.unconfirmed[item_id]
 
@@ -262,11 +218,6 @@ def gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
-
-
-def reports_itself(entry: Entry) -> bool:
-    """The job writes its own report file when its payload ends (decided at submit)."""
-    return entry.extra.get("self_reports") is True
 
 
 def late_checkable(item: RunItem) -> bool:

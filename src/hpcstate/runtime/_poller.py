@@ -35,22 +35,33 @@ from hpcstate import (
     tick,
 )
 from hpcstate._machine import remove_marker
-from hpcstate.backend import AccountingQuery, Backend, OutputSnapshot, abilities
+from hpcstate._poll import (
+    QUEUE_EARLY,
+    Cadence,
+    NativeIndex,
+    accounting_items,
+    accounting_query,
+    late_check_due,
+    next_interval,
+    queue_due,
+    queue_pace,
+    record_accounting_call,
+    record_queue_answer,
+    record_queue_call,
+    report_paths,
+)
+from hpcstate.backend import Backend, OutputSnapshot, abilities
 
 from ._bus import EventBus, PushWatches
 from ._cache import (
-    ACTIVE,
     POLLED,
     Cache,
     Entry,
-    Knobs,
     Memory,
-    NativeIndex,
     Totals,
     forgotten,
     gc_paused,
     late_checkable,
-    reports_itself,
 )
 from ._clock import Clock
 from ._leases import Leases
@@ -143,7 +154,7 @@ class Poller:
         *,
         store: Store,
         clock: Clock,
-        knobs: Knobs,
+        cadence: Cadence,
         cache: Cache,
         memory: Memory,
         totals: Totals,
@@ -158,7 +169,7 @@ class Poller:
     ) -> None:
         self.store = store
         self.clock = clock
-        self.knobs = knobs
+        self.cadence = cadence
         self._cache = cache
         self._memory = memory
         self._totals = totals
@@ -193,12 +204,6 @@ class Poller:
             except Exception as exc:  # one bad report must not stop the poll
                 log.warning("self-report %d of item %s ignored: %s", stored.id, stored.item_id, exc)
         return found, consumed
-
-    def _late_check_due(self, entry: Entry, now: datetime) -> bool:
-        """Every poll during the grace after the verdict, then at the slow rate."""
-        if entry.item.updated_at + self.knobs.grace > now or entry.checked_at is None:
-            return True
-        return (now - entry.checked_at).total_seconds() >= self.knobs.late_check_interval
 
     async def poll_backend(
         self, name: str, reports: Mapping[str, list[Observation]], now: datetime
@@ -262,8 +267,13 @@ class Poller:
         error: str | None = None
         queue_obs: Sequence[Observation] = ()
         queue_called = False
-        if polled and self._queue_due(name, polled, now) and self._not_taken_just_now(name, now):
-            self._memory.last_queue_at[name] = now
+        ledger = self._memory.ledger
+        if (
+            polled
+            and queue_due(self.cadence, ledger, name, polled, self._cache.entries.values(), now)
+            and self._not_taken_just_now(name, now)
+        ):
+            self._memory.ledger = record_queue_call(ledger, name, now)
             queue_called = True
             try:
                 counts.queue_calls += 1
@@ -301,7 +311,7 @@ class Poller:
             for item_id, item in working.items():
                 if item.state is settling:
                     try:
-                        step = tick(item, now=now, grace=self.knobs.grace)
+                        step = tick(item, now=now, grace=self.cadence.grace)
                     except Exception as exc:
                         self._totals.failed(f"item {item_id}: tick", exc)
                         continue
@@ -319,8 +329,9 @@ class Poller:
                 lease, now, polled=True, scheduler_calls=calls, facts=self._facts(name, backend)
             )
         if queue_called:
-            quiet = 0 if changes or counts.submitted else self._memory.queue_quiet.get(name, 0) + 1
-            self._memory.queue_quiet[name] = quiet
+            self._memory.ledger = record_queue_answer(
+                self._memory.ledger, name, changed=bool(changes or counts.submitted)
+            )
         if changes:
             await self._bus.dispatch_committed(changes, result.applied, result.last_seq)
         await self._cancel_failed_by_output(backend, counts.output_failures)
@@ -333,10 +344,12 @@ class Poller:
         since = self._leases.taken_over.get(name)
         if since is None:
             return True
-        wait = timedelta(seconds=0.75 * self._queue_pace(name, now))
-        soon = now + timedelta(seconds=2 * self.knobs.fast_interval)
+        pace = queue_pace(self.cadence, self._memory.ledger, name, now)
+        wait = timedelta(seconds=QUEUE_EARLY * pace)
+        soon = now + self.cadence.grace_lead
         expiring = any(
-            (deadline := grace_deadline(e.item, self.knobs.grace)) is not None and deadline <= soon
+            (deadline := grace_deadline(e.item, self.cadence.grace)) is not None
+            and deadline <= soon
             for e in self._cache.entries.values()
             if e.item.backend == name
         )
@@ -350,7 +363,7 @@ class Poller:
         waits = [
             wait
             for name, since in self._leases.taken_over.items()
-            if (wait := (since - now).total_seconds() + 0.75 * self._queue_pace(name, now)) > 0
+            if (wait := (since - now).total_seconds() + QUEUE_EARLY * self._pace(name, now)) > 0
         ]
         return min(waits) if waits else None
 
@@ -366,63 +379,8 @@ class Poller:
             self._totals.failed(f"backend {name}: facts()", exc)
             return None
 
-    def _queue_due(self, name: str, polled: Sequence[Entry], now: datetime) -> bool:
-        """Is this backend's queue asked this poll?
-
-        Jobs that report their own end make the loop poll every ``fast_interval`` to read
-        their files; the queue is then a safety net, asked every ``queue_interval``. Other
-        jobs keep the pace they would have without them (fast after a submit, backing off
-        while nothing changes), not the report files' pace. Without reporting jobs every
-        poll asks the queue, as the loop's own interval already paces the polls. A settling
-        item whose grace is about to run out is asked about in any case: only the queue
-        can say it is still there."""
-        last = self._memory.last_queue_at.get(name)
-        if last is None:
-            return True
-        elapsed = (now - last).total_seconds()
-        cancel = MarkerCode.CANCEL_REQUESTED.value
-        silent = reporting = False
-        soon = now + timedelta(seconds=2 * self.knobs.fast_interval)  # see next_interval
-        for entry in polled:
-            item = entry.item
-            if reports_itself(entry) and not item.has_marker(cancel):
-                reporting = True
-            else:
-                silent = True
-            deadline = grace_deadline(item, self.knobs.grace)
-            if deadline is not None and deadline <= soon:
-                return True
-        if silent:
-            if not reporting and not self._reporting_anywhere():
-                return True
-            return elapsed >= 0.75 * self._queue_pace(name, now)  # 0.75: the loop's jitter
-        return elapsed >= self.knobs.queue_interval
-
-    def _reporting_anywhere(self) -> bool:
-        """A job that reports its own end is queued or running (the loop runs fast)."""
-        return any(
-            e.item.state in POLLED and e.item.state is not State.SETTLING and reports_itself(e)
-            for e in self._cache.entries.values()
-        )
-
-    def _queue_pace(self, name: str, now: datetime) -> float:
-        """The adaptive interval of the loop, per backend: fast after a submit, then 1.5x
-        per queue call that changed nothing, up to ``max_interval``."""
-        if self._recent_submit(now):
-            return self.knobs.fast_interval
-        return self._backoff(self._memory.queue_quiet.get(name, 0))
-
-    def _recent_submit(self, now: datetime) -> bool:
-        """Within ten fast intervals of a submit: its first sightings come soon."""
-        return (
-            self._memory.last_submit_at is not None
-            and (now - self._memory.last_submit_at).total_seconds() < 10 * self.knobs.fast_interval
-        )
-
-    def _backoff(self, quiet: int) -> float:
-        """The interval after ``quiet`` polls that changed nothing: 1.5x each, capped."""
-        pace: float = self.knobs.fast_interval * 1.5 ** float(quiet)
-        return min(self.knobs.max_interval, pace)
+    def _pace(self, name: str, now: datetime) -> float:
+        return queue_pace(self.cadence, self._memory.ledger, name, now)
 
     def _late_checks(self, name: str, backend: Backend, now: datetime) -> list[Entry]:
         """The unconfirmed verdicts of this backend to ask accounting about this poll."""
@@ -433,7 +391,7 @@ class Poller:
             for entry in mine:
                 del self._cache.unconfirmed[entry.item.id]
             return []
-        return [e for e in mine if self._late_check_due(e, now)]
+        return [e for e in mine if late_check_due(self.cadence, e, now)]
 
     def _apply(
         self,
@@ -522,39 +480,14 @@ class Poller:
         for a late check (a late record corrects them): when the oldest settling item has
         waited ``accounting_lag`` and the last call is ``accounting_interval`` old, or when
         a late check is due; every settling item goes in that call."""
-        settling = State.SETTLING
-        needs = [
-            item
-            for item in working.values()
-            if item.state is settling and item.native_id is not None
-        ]
-        if needs and not late:
-            lag = timedelta(seconds=self.knobs.accounting_lag)
-            oldest = min(item.settling_since or now for item in needs)
-            last = self._memory.last_accounting_at.get(name)
-            soon = now + timedelta(seconds=2 * self.knobs.fast_interval)  # see next_interval
-            expiring = any(
-                (deadline := grace_deadline(item, self.knobs.grace)) is not None
-                and deadline <= soon
-                for item in needs
-            )
-            if not expiring and (
-                now - oldest < lag
-                or (
-                    last is not None
-                    and (now - last).total_seconds() < self.knobs.accounting_interval
-                )
-            ):
-                return None  # next_interval wakes the loop when it is due
-        needs += [working[e.item.id] for e in late if e.item.native_id is not None]
+        needs = accounting_items(self.cadence, self._memory.ledger, name, working, late, now)
         if not needs:
-            return None
-        self._memory.last_accounting_at[name] = now
+            return None  # next_interval wakes the loop when it is due
+        self._memory.ledger = record_accounting_call(self._memory.ledger, name, now)
         for entry in late:
             entry.checked_at = now  # asked now, answered or not: the slow rate holds
         by_native = NativeIndex(needs)
-        times = [i.stats.submitted_at or i.created_at for i in needs]
-        query = AccountingQuery(native_ids=by_native.native_ids(), submitted_after=min(times))
+        query = accounting_query(needs)
         try:
             counts.accounting_calls += 1
             found = await backend.accounting(query)
@@ -697,13 +630,7 @@ class Poller:
             # Another process wrote first: re-read those items; the next poll applies
             # fresh observations to what it wrote (never overwrite it).
             rows, _ = self.store.items_by_id(result.conflicts)
-            for row in rows:
-                self._cache.entries.pop(row.item.id, None)
-                self._cache.unconfirmed.pop(row.item.id, None)
-                if row.item.state in ACTIVE:
-                    self._cache.entries[row.item.id] = Entry(row)
-                elif late_checkable(row.item):
-                    self._cache.unconfirmed[row.item.id] = Entry(row)
+            self._cache.reread(rows)
             self._wake()
         return changes, result
 
@@ -717,22 +644,7 @@ class Poller:
         reader = abilities(backend).report_files
         if reader is None:
             return {}, None
-        readable = {State.SETTLING}
-        if backend.capabilities.self_report:
-            # QUEUED too: with a slow queue a short job runs and ends between two calls.
-            readable.update((State.QUEUED, State.RUNNING))
-        wanted: dict[str, RunItem] = {}
-        for entry in polled:
-            item = working.get(entry.item.id)
-            path = entry.extra.get("report_file")
-            if (
-                path
-                and isinstance(path, str)
-                and item is not None
-                and item.state in readable
-                and not item.has_marker(MarkerCode.SELF_REPORTED.value)
-            ):
-                wanted[path] = item
+        wanted = report_paths(polled, working, running_too=backend.capabilities.self_report)
         if not wanted:
             return {}, None
         try:
@@ -809,77 +721,15 @@ class Poller:
         )
         self._push.sync(name, watcher.watch, ids)
 
-    def next_interval(self, jitter: float) -> float:
-        """Seconds until the next poll: fast after a submit, while jobs that report their
-        own end are active, and when an unconfirmed verdict may be corrected soon; when
-        items settle, as soon as accounting is due for them; backing off for long-running
-        work, longer after errors; with jitter (``jitter`` in [0, 1): 0.8x to 1.2x)."""
-        now = self.clock.now()
-        oldest_settling: dict[str, datetime] = {}
-        first_deadline: datetime | None = None  # of the settling items' graces
-        reporting = pending = False
-        for entry in self._cache.entries.values():
-            item = entry.item
-            if item.state is State.SETTLING:
-                deadline = grace_deadline(item, self.knobs.grace)
-                if deadline is not None and (first_deadline is None or deadline < first_deadline):
-                    first_deadline = deadline
-                since = item.settling_since or now
-                if item.backend not in oldest_settling or since < oldest_settling[item.backend]:
-                    oldest_settling[item.backend] = since
-            elif item.state is State.PENDING:
-                pending = True
-            elif item.state in POLLED and reports_itself(entry):
-                reporting = True
-        base: float
-        if self._memory.error_polls:
-            base = min(
-                self.knobs.max_error_interval,
-                self.knobs.fast_interval * 2.0 ** float(self._memory.error_polls),
-            )
-        elif self._recent_submit(now) or reporting or self._correctable_soon(now):
-            base = self.knobs.fast_interval
-        elif oldest_settling:
-            due = self._accounting_due_in(oldest_settling, now)
-            if first_deadline is not None:
-                # Two fast intervals before a grace runs out, queue and accounting are
-                # asked whatever their pace (the queue may still list the job).
-                lead = 2 * self.knobs.fast_interval
-                due.append((first_deadline - now).total_seconds() - lead)
-            base = max(self.knobs.fast_interval, min(due))
-        else:
-            base = self._backoff(self._memory.quiet_polls)
-            if pending:
-                base = min(base, 5 * self.knobs.fast_interval)
-        interval = base * (0.8 + 0.4 * jitter)
-        if oldest_settling and not self._memory.error_polls:
-            # Wake when accounting becomes due, not at the first poll after it (a
-            # reporting job keeps the pace at fast_interval, which would add up to one
-            # interval to every verdict).
-            soonest = min(self._accounting_due_in(oldest_settling, now))
-            if 0 < soonest < interval:
-                interval = soonest + 0.01
-        if first_deadline is not None:
-            # Never jitter past the poll that asks about a grace running out.
-            left = (first_deadline - now).total_seconds() - 1.5 * self.knobs.fast_interval
-            interval = min(interval, max(0.1, left))
-        return interval
-
-    def _accounting_due_in(
-        self, oldest_settling: Mapping[str, datetime], now: datetime
-    ) -> list[float]:
-        """Per backend with settling items: seconds until its accounting call is due."""
-        due: list[float] = []
-        for name, since in oldest_settling.items():
-            wait = self.knobs.accounting_lag - (now - since).total_seconds()
-            last = self._memory.last_accounting_at.get(name)
-            if last is not None:
-                wait = max(wait, self.knobs.accounting_interval - (now - last).total_seconds())
-            due.append(max(0.0, wait))
-        return due
-
-    def _correctable_soon(self, now: datetime) -> bool:
-        """An unconfirmed verdict still inside its grace (checked every poll)."""
-        return any(
-            e.item.updated_at + self.knobs.grace > now for e in self._cache.unconfirmed.values()
+    def next_interval(self, draw: float) -> float:
+        """Seconds until the next poll (``hpcstate._poll.next_interval``; ``draw`` in
+        [0, 1) for the jitter)."""
+        cache = self._cache
+        return next_interval(
+            self.cadence,
+            self._memory.ledger,
+            cache.entries.values(),
+            cache.unconfirmed.values(),
+            self.clock.now(),
+            draw,
         )

@@ -28,7 +28,7 @@ from hpcstate import (
     submit_rejected,
     submitted,
 )
-from hpcstate.backend import Backend, JobSpec, Submission
+from hpcstate.backend import Backend, JobSpec, Submission, abilities
 
 from ._bus import MARKER_ATTEMPTS, EventBus
 from ._cache import POLLED, Cache, Entry, Memory, Totals
@@ -108,37 +108,40 @@ class Submitter:
         self._backend = backend
         self._conflicted = conflicted
 
-    def item_extra(
-        self, backend: Backend, spec: JobSpec, run_id: str, item: RunItem
-    ) -> dict[str, Any]:
-        """Where this item reports to (and reads its output from)."""
-        from .local import LocalBackend
-
-        if isinstance(backend, LocalBackend):
-            return {"report": "db"}
+    def item_extras(
+        self, backend: Backend, spec: JobSpec, run_id: str, items: Sequence[RunItem]
+    ) -> dict[str, dict[str, Any]]:
+        """Where each item reports to (and reads its output from), by item id: jobs of
+        a host-local backend report into the store; others into a report file next to
+        their output, which the tracker reads through the backend (``report_files``)."""
+        able = abilities(backend)
+        if able.host_local is not None:
+            return {item.id: {"report": "db"} for item in items}
+        files = able.report_files
+        watched = (
+            files is not None
+            and backend.capabilities.self_report  # its running items' files are read
+            and bool(files.reports_itself(spec))
+        )
         base = PurePosixPath(spec.stdout).parent if spec.stdout else None
         if base is None:
             base = PurePosixPath(spec.working_directory) if spec.working_directory else None
-        template = f"hpcstate-report-{run_id}.{{array_index}}.json"
-        if spec.array is None:
-            template = f"hpcstate-report-{item.id}.json"
-        path = str(base / template) if base is not None else template
-        reports_itself = getattr(backend, "reports_itself", None)
-        watched = (
-            reports_itself is not None
-            and backend.capabilities.self_report  # its running items' files are read
-            and getattr(backend, "read_text_files", None) is not None
-            and bool(reports_itself(spec))
-        )
-        return {
-            "report": "file",
-            "report_template": path,
-            "report_file": report_file_name(path, item.array_index),
-            "stdout": spec.stdout,
-            # The job writes that file when its payload ends (else it is only read once
-            # the item settles, in case the user's own script wrote it).
-            "self_reports": watched,
-        }
+        extras: dict[str, dict[str, Any]] = {}
+        for item in items:
+            template = f"hpcstate-report-{run_id}.{{array_index}}.json"
+            if spec.array is None:
+                template = f"hpcstate-report-{item.id}.json"
+            path = str(base / template) if base is not None else template
+            extras[item.id] = {
+                "report": "file",
+                "report_template": path,
+                "report_file": report_file_name(path, item.array_index),
+                "stdout": spec.stdout,
+                # The job writes that file when its payload ends (else it is only read
+                # once the item settles, in case the user's own script wrote it).
+                "self_reports": watched,
+            }
+        return extras
 
     def spec_for(
         self, spec: JobSpec, run_id: str, items: Sequence[Entry], tag: str, *, whole: bool
@@ -296,7 +299,7 @@ class Submitter:
                 return 0
             group = claimed
         job = self.spec_for(spec, run_id, group, tag, whole=whole)
-        self._memory.last_submit_at = now
+        self._memory.submitted(now)
         try:
             answer = await backend.submit(job)
         except (CommandFailed, HostKeyRejected, AuthenticationFailed) as exc:
@@ -338,14 +341,14 @@ class Submitter:
         the items keep their claim and get the ``submit_in_doubt`` marker, so that no
         process ever submits them again; the first lookup that answers records the job
         or ends them refused. Either way the caller hears it now (SubmitRefused)."""
-        finder = getattr(backend, "find_submission", None)
+        finder = abilities(backend).finder
         found: Submission | None = None
         failed: Exception | None = None
         if finder is None:
             failed = BackendError(f"backend {name!r} cannot look submissions up by tag")
         else:
             try:
-                found = await finder(tag)
+                found = await finder.find_submission(tag)
             except Exception as lookup:
                 failed = lookup
         if found is not None:
@@ -503,7 +506,7 @@ class Submitter:
 
     async def _resolve_in_doubt(self, name: str, backend: Backend, entry: Entry) -> int:
         """A claim with no stored answer: look the tag up before submitting again."""
-        finder = getattr(backend, "find_submission", None)
+        finder = abilities(backend).finder
         tag = entry.submit_tag or ""
         if finder is None:
             log.error(
@@ -515,7 +518,7 @@ class Submitter:
             )
             return 0
         try:
-            found: Submission | None = await finder(tag)
+            found: Submission | None = await finder.find_submission(tag)
         except Exception as exc:
             log.warning("item %s: looking up tag %s failed: %s", entry.item.id, tag, exc)
             return 0

@@ -50,10 +50,11 @@ from hpcstate import (
     submitted,
 )
 from hpcstate._machine import CANCEL_FAILED
+from hpcstate._poll import Cadence, record_failed_poll, record_poll
 from hpcstate.backend import Backend, BackendConfig, JobSpec
 
 from ._bus import MARKER_ATTEMPTS, Callback, EventBus, PushWatches, StoreWaker
-from ._cache import Cache, Knobs, Memory, Totals
+from ._cache import Cache, Memory, Totals
 from ._clock import Clock, SystemClock
 from ._errors import StoreError
 from ._leases import Leases
@@ -148,40 +149,21 @@ class Tracker:
         lease_ttl: float = 10.0,
         holder: str | None = None,
     ) -> None:
-        if late_check_window < timedelta(0):
-            raise ConfigError(f"late_check_window must not be negative, got {late_check_window}")
-        for knob, seconds in (
-            ("fast_interval", fast_interval),
-            ("queue_interval", queue_interval),
-            ("accounting_lag", accounting_lag),
-            ("accounting_interval", accounting_interval),
-            ("lease_ttl", lease_ttl),
-        ):
-            if not seconds >= 0:  # also refuses NaN
-                raise ConfigError(f"{knob} must be a number of seconds >= 0, got {seconds!r}")
-        if late_check_window < timedelta(0):
-            raise ConfigError(f"late_check_window must not be negative, got {late_check_window}")
-        for knob, seconds in (
-            ("fast_interval", fast_interval),
-            ("queue_interval", queue_interval),
-            ("accounting_lag", accounting_lag),
-            ("accounting_interval", accounting_interval),
-            ("lease_ttl", lease_ttl),
-        ):
-            if not seconds >= 0:  # also refuses NaN
-                raise ConfigError(f"{knob} must be a number of seconds >= 0, got {seconds!r}")
-        self.knobs = Knobs(
+        #: Every cadence knob with its unit, checked in one place (hpcstate._poll).
+        self.cadence = Cadence(
             grace=grace,
             fast_interval=fast_interval,
             max_interval=max_interval,
             max_error_interval=max_error_interval,
-            late_check_window=late_check_window,
-            late_check_interval=(
-                max_interval if late_check_interval is None else late_check_interval
-            ),
             queue_interval=queue_interval,
             accounting_lag=accounting_lag,
             accounting_interval=accounting_interval,
+            late_check_interval=(
+                max_interval if late_check_interval is None else late_check_interval
+            ),
+            late_check_window=late_check_window,
+            lease_ttl=lease_ttl,
+            wake_check_interval=wake_check_interval,
         )
         self.store = store if isinstance(store, Store) else Store(store, sweep=sweep)
         self._own_store = not isinstance(store, Store)
@@ -194,7 +176,7 @@ class Tracker:
         self.concurrency: dict[str, int] = dict(concurrency or {})
         self.retention = retention
         self.late_check_window = late_check_window
-        self.late_check_interval = self.knobs.late_check_interval
+        self.late_check_interval = self.cadence.late_check_interval
         self.queue_interval = queue_interval
         self.accounting_lag = accounting_lag
         self.accounting_interval = accounting_interval
@@ -242,7 +224,7 @@ class Tracker:
         self._poller = Poller(
             store=self.store,
             clock=self.clock,
-            knobs=self.knobs,
+            cadence=self.cadence,
             cache=self._cache,
             memory=self._memory,
             totals=self._totals,
@@ -453,7 +435,7 @@ class Tracker:
             self._cache.run_limits[run_id] = limit
         self._cache.checks[run_id] = tuple(output_checks)
         self.store.create_run(run, spec=spec, options=options, extras=extras)
-        self._memory.last_submit_at = now
+        self._memory.submitted(now)
         await self._refresh()
         refusals: dict[str, Refusal] = {}
         await submitter.submit_pending(backend, target, only_run=run_id, refusals=refusals)
@@ -481,7 +463,7 @@ class Tracker:
         step = submitted(item, native_id=native_id, at=now)
         run = Run(id=run_id, backend=backend, name=name, created_at=now, items=[step.item])
         self.store.create_run(run, options={"adopted": True}, events=step.events)
-        self._memory.last_submit_at = now
+        self._memory.submitted(now)
         await self._refresh()
         self.wake()
         return self.store.get_run(run_id)
@@ -630,13 +612,13 @@ class Tracker:
             self.store,
             self.clock.now(),
             force=force,
-            late_check_window=self.knobs.late_check_window,
+            late_check_window=self.cadence.late_check_window,
             fresh=bool(self._leases.held),
         )
         if appeared:
             # Submitted by a process this one polls for: the fast pace of a submit
             # applies to it too.
-            self._memory.last_submit_at = self.clock.now()
+            self._memory.submitted(self.clock.now())
 
     # -- the poll cycle -----------------------------------------------------------------------
 
@@ -661,7 +643,7 @@ class Tracker:
         cache.load_run_settings(self.store, {e.item.run_id for e in cache.entries.values()})
         await self._bus.catch_up()
         reports, consumed = self._poller.self_report_observations(now)
-        cache.expire_late_checks(now, self.knobs.late_check_window)
+        cache.expire_late_checks(self.cadence, now)
         backends: dict[str, int] = defaultdict(int)  # name -> its items, in first-seen order
         for entry in (*cache.entries.values(), *cache.unconfirmed.values()):
             backends[entry.item.backend] += 1
@@ -698,12 +680,11 @@ class Tracker:
     # -- the loop -------------------------------------------------------------------------
 
     def _after_poll(self, report: PollReport) -> None:
-        memory = self._memory
-        memory.error_polls = memory.error_polls + 1 if report.errors else 0
-        if report.events or report.submitted:
-            memory.quiet_polls = 0
-        else:
-            memory.quiet_polls += 1
+        self._memory.ledger = record_poll(
+            self._memory.ledger,
+            errors=bool(report.errors),
+            changed=bool(report.events or report.submitted),
+        )
 
     def next_interval(self) -> float:
         """Seconds until the next poll: fast after a submit, while jobs that report their
@@ -726,7 +707,7 @@ class Tracker:
             except Exception:
                 # A poll must never kill the loop (a store hiccup, a bug in a backend).
                 log.exception("poll failed")
-                self._memory.error_polls += 1
+                self._memory.ledger = record_failed_poll(self._memory.ledger)
             delay = self.next_interval()
             await self._sleep_or_wake(delay)
 
