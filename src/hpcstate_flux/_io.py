@@ -62,8 +62,11 @@ class FluxBackend:
 
     @classmethod
     def from_config(cls, config: BackendConfig) -> FluxBackend:
-        dialect = dialect_from_options(config.options, where=f"backend {config.name!r}")
-        return cls(dialect=dialect, runner=make_runner(config), name=config.name)
+        return cls(
+            dialect=dialect_from_options(config.options),
+            runner=make_runner(config),
+            name=config.name,
+        )
 
     async def submit(self, spec: JobSpec) -> Submission:
         return await self._commands.submit(spec)

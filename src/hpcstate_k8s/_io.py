@@ -14,11 +14,8 @@ import asyncio
 import logging
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import datetime
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
-
-from attrs import evolve
 
 from hpcstate import (
     Absence,
@@ -44,29 +41,18 @@ from ._manifest import (
     submission_from_job,
     tag_hash,
 )
-from ._observe import JobRef, assess, parse_native_id, unreadable, unreadable_markers
+from ._observe import JobRef, observe_listed, parse_native_id
 from ._options import K8sOptions
 from ._parse import (
     TAG_ANNOTATION,
-    JobView,
-    PodView,
-    labelled_job_name,
     object_name,
     read_job,
-    read_pod,
 )
 from ._tracking import NamespaceTracker
 
 log = logging.getLogger("hpcstate.k8s")
 
 _VERDICTS_KEPT = 100_000  # watch-carried verdicts kept for queue(), oldest dropped first
-
-
-def _pod_or_error(obj: object) -> PodView | ParseError:
-    try:
-        return read_pod(obj)
-    except ParseError as error:
-        return error
 
 
 class K8sBackend:
@@ -181,13 +167,6 @@ class K8sBackend:
     def _refs(self, native_ids: Sequence[str]) -> list[tuple[str, JobRef]]:
         return [(native_id, parse_native_id(native_id)) for native_id in native_ids]
 
-    def _cancel_requested(self, ref: JobRef, uid: str | None) -> bool:
-        key = (ref.namespace, ref.name)
-        if key not in self._cancelled:
-            return False
-        wanted = self._cancelled[key]
-        return wanted is None or uid is None or wanted == uid
-
     async def _pods_for(self, namespace: str, names: set[str]) -> list[Any] | None:
         try:
             items, _ = await self.api.list(commands.pods_of_jobs(namespace, names))
@@ -237,79 +216,22 @@ class K8sBackend:
             names = {ref.name for _, ref in group}
             # Jobs first, then pods: a Job's verdict is never newer than its pods' states.
             jobs = await self._jobs_for(namespace, names)
-            pod_objects = await self._pods_for(namespace, names)
-            observed_at = now()
-            problems: dict[str, list[str]] = {}
-            views: dict[str, JobView] = {}
-            for obj in jobs:
-                name = object_name(obj)
-                if name is not None and name in names:
-                    try:
-                        views[name] = read_job(obj)
-                    except ParseError as error:
-                        self._skip(problems, namespace, name, error)
-            pods = (
-                None if pod_objects is None else self._read_pods(namespace, pod_objects, problems)
-            )
-            for native_id, ref in group:
-                results[native_id] = self._observe(
-                    native_id, ref, views, pods, problems.get(ref.name, []), observed_at
-                )
-        return [results[native_id] for native_id in native_ids]
-
-    def _skip(
-        self, problems: dict[str, list[str]], namespace: str, name: str, error: ParseError
-    ) -> None:
-        log.warning("k8s queue in %s: skipping an unreadable object: %s", namespace, error)
-        problems.setdefault(name, []).append(str(error))
-
-    def _read_pods(
-        self, namespace: str, objects: Sequence[Any], problems: dict[str, list[str]]
-    ) -> list[PodView]:
-        pods = []
-        for obj in objects:
-            pod = _pod_or_error(obj)
-            if isinstance(pod, ParseError):
-                self._skip(problems, namespace, labelled_job_name(obj) or "", pod)
-            else:
-                pods.append(pod)
-        return pods
-
-    def _observe(
-        self,
-        native_id: str,
-        ref: JobRef,
-        views: Mapping[str, JobView],
-        pods: Sequence[PodView] | None,
-        problems: Sequence[str],
-        observed_at: datetime,
-    ) -> Observation:
-        kept = self._verdicts.get(native_id)
-        if kept is not None:
-            # Told by a watch event (DELETED included): never re-derived from a later LIST.
-            return kept
-        job = views.get(ref.name)
-        if job is None and problems:
-            return unreadable(native_id, problems, observed_at=observed_at)  # it exists
-        known = self._uids.get((ref.namespace, ref.name))
-        if job is not None and known is not None and job.uid and job.uid != known:
-            job = None  # another Job reuses the name: ours is gone
-        try:
-            obs = assess(
-                native_id,
-                ref,
-                job,
+            pods = await self._pods_for(namespace, names)
+            listing = observe_listed(
+                group,
+                jobs,
                 pods,
-                observed_at=observed_at,
-                gone=job is None,
-                cancel_requested=self._cancel_requested(ref, job.uid if job else None),
-            ).observation
-        except ParseError as error:
-            log.warning("k8s queue: cannot judge %s: %s", native_id, error)
-            return unreadable(native_id, [*problems, str(error)], observed_at=observed_at)
-        if problems:
-            obs = evolve(obs, markers=(*obs.markers, *unreadable_markers(problems)))
-        return obs
+                observed_at=now(),
+                kept=self._verdicts,
+                created=self._uids,
+                cancelled=self._cancelled,
+            )
+            for error in listing.skipped:
+                log.warning("k8s queue in %s: skipping an unreadable object: %s", namespace, error)
+            for native_id, error in listing.unjudged:
+                log.warning("k8s queue: cannot judge %s: %s", native_id, error)
+            results.update(listing.observations)
+        return [results[native_id] for native_id in native_ids]
 
     async def accounting(self, query: AccountingQuery) -> Sequence[Observation]:
         """Kubernetes keeps no accounting: verdicts are final from the Job's conditions."""

@@ -11,10 +11,10 @@ Indexed Job (an hpcstate array task).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
-from attrs import frozen
+from attrs import evolve, frozen
 
 from hpcstate import (
     Absence,
@@ -29,7 +29,16 @@ from hpcstate import (
     State,
 )
 
-from ._parse import Condition, JobView, PodView, Termination
+from ._parse import (
+    Condition,
+    JobView,
+    PodView,
+    Termination,
+    labelled_job_name,
+    object_name,
+    read_job,
+    read_pod,
+)
 
 _NAMESPACE = r"[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?"
 _NAME = r"[a-z0-9](?:[-a-z0-9.]{0,251}[a-z0-9])?"
@@ -806,3 +815,111 @@ def _activity(
         handle=handle or None,
         detail=detail,
     )
+
+
+# -- a namespace's LISTs (queue) -------------------------------------------------------------
+
+
+@frozen(kw_only=True)
+class Listing:
+    """What one namespace's LISTs say of the ids asked about."""
+
+    observations: Mapping[str, Observation]  # by native id, one for each id asked
+    skipped: tuple[ParseError, ...]  # objects that could not be read, in LIST order
+    unjudged: tuple[tuple[str, ParseError], ...]  # (native id, why) its Job was not judged
+
+
+def cancel_requested(
+    cancelled: Mapping[tuple[str, str], str | None], ref: JobRef, uid: str | None
+) -> bool:
+    """Whether hpcstate deleted this Job on request: the Job of that name, or of that uid
+    when both the request and the Job name one (``cancelled``: (namespace, name) -> the
+    uid deleted, None if unknown)."""
+    key = (ref.namespace, ref.name)
+    if key not in cancelled:
+        return False
+    wanted = cancelled[key]
+    return wanted is None or uid is None or wanted == uid
+
+
+def _pod_or_error(obj: object) -> PodView | ParseError:
+    try:
+        return read_pod(obj)
+    except ParseError as error:
+        return error
+
+
+def observe_listed(
+    group: Sequence[tuple[str, JobRef]],
+    job_objects: Sequence[object],
+    pod_objects: Sequence[object] | None,
+    *,
+    observed_at: datetime,
+    kept: Mapping[str, Observation],
+    created: Mapping[tuple[str, str], str],
+    cancelled: Mapping[tuple[str, str], str | None],
+) -> Listing:
+    """One namespace's ids judged from a LIST of its Jobs and one of their pods (None:
+    the pods cannot be read). ``kept``: verdicts a watch event carried, by native id,
+    served as they were; ``created``: (namespace, name) -> uid of the Jobs this process
+    created (a Job of that name with another uid is not ours: ours is gone).
+
+    An object that cannot be read costs only its own ids their answer (no record, with
+    an ``unreadable`` marker), never the whole namespace's.
+    """
+    names = {ref.name for _, ref in group}
+    problems: dict[str, list[str]] = {}
+    skipped: list[ParseError] = []
+    views: dict[str, JobView] = {}
+    for obj in job_objects:
+        name = object_name(obj)
+        if name is not None and name in names:
+            try:
+                views[name] = read_job(obj)
+            except ParseError as error:
+                skipped.append(error)
+                problems.setdefault(name, []).append(str(error))
+    pods: list[PodView] | None = None
+    if pod_objects is not None:
+        pods = []
+        for obj in pod_objects:
+            pod = _pod_or_error(obj)
+            if isinstance(pod, ParseError):
+                skipped.append(pod)
+                problems.setdefault(labelled_job_name(obj) or "", []).append(str(pod))
+            else:
+                pods.append(pod)
+    observations: dict[str, Observation] = {}
+    unjudged: list[tuple[str, ParseError]] = []
+    for native_id, ref in group:
+        held = kept.get(native_id)
+        if held is not None:
+            # Told by a watch event (DELETED included): never re-derived from a later LIST.
+            observations[native_id] = held
+            continue
+        mine = problems.get(ref.name, [])
+        job = views.get(ref.name)
+        if job is None and mine:
+            observations[native_id] = unreadable(native_id, mine, observed_at=observed_at)
+            continue  # it exists, but cannot be read
+        known = created.get((ref.namespace, ref.name))
+        if job is not None and known is not None and job.uid and job.uid != known:
+            job = None  # another Job reuses the name: ours is gone
+        try:
+            obs = assess(
+                native_id,
+                ref,
+                job,
+                pods,
+                observed_at=observed_at,
+                gone=job is None,
+                cancel_requested=cancel_requested(cancelled, ref, job.uid if job else None),
+            ).observation
+        except ParseError as error:
+            unjudged.append((native_id, error))
+            obs = unreadable(native_id, [*mine, str(error)], observed_at=observed_at)
+        else:
+            if mine:
+                obs = evolve(obs, markers=(*obs.markers, *unreadable_markers(mine)))
+        observations[native_id] = obs
+    return Listing(observations=observations, skipped=tuple(skipped), unjudged=tuple(unjudged))
