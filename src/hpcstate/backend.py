@@ -423,6 +423,32 @@ class BackendConfig:
     options: Mapping[str, Any] = field(factory=dict)
 
 
+def expand_output_pattern(path: str, native_id: str, array_index: int | None = None) -> str:
+    """An output-file pattern for one job: ``%j`` the job's id, ``%A`` the array's id (the
+    id before ``_``), ``%a`` the task index (empty when not an array task), ``%%`` a ``%``.
+    The one copy of this rule (``hpcstate logs`` and ``CommandBackend.read_output`` use it)."""
+    array_id = native_id.split("_", 1)[0]
+    return (
+        path.replace("%%", "\0")
+        .replace("%j", native_id)
+        .replace("%A", array_id)
+        .replace("%a", "" if array_index is None else str(array_index))
+        .replace("\0", "%")
+    )
+
+
+@frozen(kw_only=True)
+class OutputQuestion:
+    """Where did this job's stdout (``stderr``: its error stream) go, on the job's side?
+    Asked of :attr:`BackendInfo.output_location` (by ``hpcstate logs``)."""
+
+    config: BackendConfig
+    spec: JobSpec | None  # as submitted; None for a job adopted by its id
+    native_id: str
+    array_index: int | None = None
+    stderr: bool = False
+
+
 @frozen(kw_only=True)
 class BackendInfo:
     """What a plugin's entry point names. ``make_backend`` does the imports that need
@@ -441,6 +467,10 @@ class BackendInfo:
     # [backends.NAME] table is structured into it when loaded (hpcstate.options), so a
     # wrong or unknown key is refused naming the file and key before anything is made.
     options_type: type | None = None
+    # Where a job's output went when the backend decides it (its own job directory, its
+    # scheduler's default file when the JobSpec names none): the path itself, patterns
+    # expanded; None: the JobSpec's stdout/stderr, relative to its working directory.
+    output_location: Callable[[OutputQuestion], str | None] | None = None
 
 
 __all__ = [
@@ -458,6 +488,7 @@ __all__ = [
     "Dialect",
     "HostLocal",
     "JobSpec",
+    "OutputQuestion",
     "OutputReader",
     "OutputSnapshot",
     "ReportFiles",
@@ -469,4 +500,5 @@ __all__ = [
     "WatchingBackend",
     "abilities",
     "check_abilities",
+    "expand_output_pattern",
 ]

@@ -19,7 +19,10 @@ class ScriptedBackend:
         self, *, accounting: bool = True, name: str = "fake", array_jobs: bool = False
     ) -> None:
         self.name = name
-        self.capabilities = Capabilities(accounting=accounting, adopt=True, array_jobs=array_jobs)
+        # find_submission below: the ability is declared (the tracker never probes).
+        self.capabilities = Capabilities(
+            accounting=accounting, adopt=True, array_jobs=array_jobs, idempotent_submit=True
+        )
         self.queue_answers: dict[str, Observation | None] = {}
         self.accounting_answers: dict[str, Observation | None] = {}
         self.queue_calls: list[tuple[str, ...]] = []

@@ -38,7 +38,9 @@ class ReportingBackend(ScriptedBackend):
 
     def __init__(self) -> None:
         super().__init__()
-        self.capabilities = Capabilities(accounting=True, self_report=True)
+        self.capabilities = Capabilities(
+            accounting=True, self_report=True, report_files=True, idempotent_submit=True
+        )
         self.files: dict[str, str] = {}
         self.reads: list[tuple[str, ...]] = []
 
@@ -349,7 +351,9 @@ async def test_reports_itself_without_report_reading_is_not_trusted(
     # A backend that says its jobs report but does not declare capabilities.self_report:
     # their files would never be read while they run, so the queue stays the source.
     backend = ReportingBackend()
-    backend.capabilities = Capabilities(accounting=True, self_report=False)
+    backend.capabilities = Capabilities(
+        accounting=True, self_report=False, report_files=True, idempotent_submit=True
+    )
     tracker = _tracker(db_path, backend, clock, queue_interval=60)
     run = await tracker.submit(REPORTING, backend="fake")
     assert tracker.store.get_item_row(run.items[0].id).extra["self_reports"] is False

@@ -160,7 +160,7 @@ async def test_tracker_reads_report_files_for_settling_items(tmp_path: Path, db_
     toy.mkdir()
     clock = VirtualClock()
     backend = make_backend(toy, clock)
-    backend.capabilities = Capabilities(accounting=False, idempotent_submit=True)
+    backend.capabilities = Capabilities(accounting=False, idempotent_submit=True, report_files=True)
     out_dir = tmp_path / "out"
     tracker = Tracker(store=db_path, backends={"toy": backend}, clock=clock)
     run = await tracker.submit(
@@ -190,7 +190,7 @@ async def _running_toy_jobs(
     clock = VirtualClock()
     backend = make_backend(toy, clock)
     backend.capabilities = Capabilities(
-        accounting=False, idempotent_submit=True, self_report=self_report
+        accounting=False, idempotent_submit=True, self_report=self_report, report_files=True
     )
     tracker = Tracker(store=db_path, backends={"toy": backend}, clock=clock)
     out = tmp_path / "out" / "job.out"

@@ -325,3 +325,15 @@ def test_now_is_aware() -> None:
     assert VirtualClock().now().utcoffset() is not None
     with pytest.raises(ValueError, match="aware"):
         VirtualClock(datetime(2026, 1, 1))
+
+
+def test_the_clock_is_set_forward_only() -> None:
+    clock = VirtualClock(datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc))
+    later = datetime(2026, 3, 1, 15, 0, 1, tzinfo=timezone.utc)
+    clock.current = later
+    assert (clock.now(), clock.current, clock.elapsed) == (later, later, 3 * 3600 + 1)
+    with pytest.raises(ValueError, match="forward"):
+        clock.current = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+    with pytest.raises(ValueError, match="aware"):
+        clock.current = datetime(2026, 3, 2)
+    assert clock.now() == later

@@ -40,6 +40,8 @@ from hpcstate.backend import (
     BackendInfo,
     Command,
     JobSpec,
+    OutputQuestion,
+    expand_output_pattern,
 )
 from hpcstate.runtime import (
     CorruptRow,
@@ -629,42 +631,34 @@ async def _read_from(session: Session, backend: BackendConfig, path: str, offset
     return result.stdout.encode()
 
 
-def _expand_output(path: str, native_id: str, index: int | None) -> str:
-    """A scheduler's output-file pattern for one job (``%j``, ``%A``, ``%a``, ``%%``)."""
-    array_id = native_id.split("_", 1)[0]
-    return (
-        path.replace("%%", "\0")
-        .replace("%j", native_id)
-        .replace("%A", array_id)
-        .replace("%a", "" if index is None else str(index))
-        .replace("\0", "%")
-    )
-
-
 def _output_path(session: Session, run: Run, item: RunItem, *, stderr: bool) -> str:
-    """Where an item's stdout (or stderr) is, on the job's side."""
+    """Where an item's stdout (or stderr) is, on the job's side: the backend's answer
+    (its job directory, its scheduler's default file), else the JobSpec's file."""
     assert item.native_id is not None
     backend = session.backend_config(run.backend)
-    if backend.kind == "local" and backend.host is None:
-        from hpcstate.runtime.local import make_backend
-
-        out, err = make_backend(backend).output_paths(item.native_id)
-        return str(err if stderr else out)
     spec = session.store.run_spec(run.id)
+    locate = registry.load(backend.kind).output_location
+    if locate is not None:
+        question = OutputQuestion(
+            config=backend,
+            spec=spec,
+            native_id=item.native_id,
+            array_index=item.array_index,
+            stderr=stderr,
+        )
+        found = locate(question)
+        if found:
+            return found
     path = None if spec is None else (spec.stderr or spec.stdout if stderr else spec.stdout)
-    if not path and spec is not None and backend.kind == "slurm" and spec.working_directory:
-        # sbatch's documented default: slurm-%j.out (slurm-%A_%a.out for arrays) in the
-        # job's working directory, stdout and stderr together.
-        name = "slurm-%A_%a.out" if item.array_index is not None else "slurm-%j.out"
-        path = f"{spec.working_directory.rstrip('/')}/{name}"
     if not path:
         raise DataError(
             f"run {run.id}: hpcstate does not know where its output went; submit with "
-            "--output PATH (or --chdir DIR on Slurm) to make `hpcstate logs` find it"
+            "--output PATH (or --chdir DIR where the scheduler writes a default file there) "
+            "to make `hpcstate logs` find it"
         )
     if spec is not None and spec.working_directory and not path.startswith(("/", "~")):
         path = f"{spec.working_directory.rstrip('/')}/{path}"
-    return _expand_output(path, item.native_id, item.array_index)
+    return expand_output_pattern(path, item.native_id, item.array_index)
 
 
 async def _logs(args: argparse.Namespace, session: Session) -> int:

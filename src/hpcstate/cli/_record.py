@@ -9,19 +9,19 @@ a default. Array runs carry one entry per task in ``items``.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Final
 
 from hpcstate import TERMINAL, ExitStatus, JobStats, Reason, Run, RunItem, State
+from hpcstate.serial import format_utc
 
 RECORD_SCHEMA: Final = 1
 
 
 def iso(value: datetime | None) -> str | None:
-    """ISO 8601 in UTC with a ``Z``: strings that sort and compare as times."""
-    if value is None:
-        return None
-    return value.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    """ISO 8601 in UTC with a ``Z`` (:func:`hpcstate.serial.format_utc`): strings that
+    sort and compare as times."""
+    return None if value is None else format_utc(value)
 
 
 def _reason(reason: Reason | None) -> dict[str, Any] | None:

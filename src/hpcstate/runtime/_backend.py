@@ -31,6 +31,7 @@ from hpcstate.backend import (
     OutputSnapshot,
     Runner,
     Submission,
+    expand_output_pattern,
 )
 
 from ._clock import Clock, SystemClock
@@ -253,7 +254,8 @@ class CommandBackend:
         """The end of a job's output file on the scheduler's side (one command)."""
         if not path:
             return None
-        path = path.replace("%j", native_id).replace("%A", native_id.split("_")[0])
+        index = native_id.partition("_")[2]
+        path = expand_output_pattern(path, native_id, int(index) if index.isdigit() else None)
         script = 'stat -c %Y:%s -- "$1" && tail -n "$2" -- "$1"'
         result = await self._run(Command(argv=("sh", "-c", script, "sh", path, str(lines))))
         if result.returncode != 0:

@@ -44,6 +44,7 @@ from hpcstate.backend import (
     BackendInfo,
     Capabilities,
     JobSpec,
+    OutputQuestion,
     OutputSnapshot,
     Submission,
 )
@@ -408,6 +409,15 @@ def make_backend(config: BackendConfig) -> LocalBackend:
     return LocalBackend(name=config.name, root=options.root, kill_grace=options.kill_grace)
 
 
+def output_location(question: OutputQuestion) -> str | None:
+    """Where a local job's output is: its spec's file, else its job directory's."""
+    where = f"backend {question.config.name!r}"
+    options = structure_options(LocalOptions, question.config.options, where=where)
+    backend = LocalBackend(name=question.config.name, root=options.root)
+    out, err = backend.output_paths(question.native_id)
+    return str(err if question.stderr else out)
+
+
 BACKEND: Final = BackendInfo(
     name="local",
     api_version=API_VERSION,
@@ -416,4 +426,5 @@ BACKEND: Final = BackendInfo(
     capabilities=CAPABILITIES,
     make_backend=make_backend,
     options_type=LocalOptions,
+    output_location=output_location,
 )

@@ -66,7 +66,9 @@ class VirtualClock:
     """A Clock (``now()``, ``async sleep()``) whose time moves only when told.
 
     ``sleep`` moves time forward at once and yields to the event loop, so a tracker's
-    poll loop runs hours of virtual time in milliseconds.
+    poll loop runs hours of virtual time in milliseconds. ``advance(seconds)`` and
+    setting ``current`` move it without yielding. The one virtual clock of hpcstate's
+    own tests too (the simulator, the replays, the runtime's tracker tests).
     """
 
     def __init__(self, start: datetime = EPOCH) -> None:
@@ -77,6 +79,19 @@ class VirtualClock:
 
     def now(self) -> datetime:
         return self._now
+
+    @property
+    def current(self) -> datetime:
+        """The clock's time; setting it jumps there (forward only)."""
+        return self._now
+
+    @current.setter
+    def current(self, at: datetime) -> None:
+        if at.utcoffset() is None:
+            raise ValueError(f"VirtualClock needs a timezone-aware time, got {at!r}")
+        if at < self._now:
+            raise ValueError(f"time only moves forward (from {self._now} to {at})")
+        self._now = at
 
     def advance(self, seconds: float) -> None:
         if seconds < 0:
