@@ -18,7 +18,7 @@ from pathlib import Path
 from attrs import evolve
 
 from hpcstate import TERMINAL, State, TransportError
-from hpcstate.backend import Command, CommandResult
+from hpcstate.backend import Command, CommandResult, abilities
 from hpcstate.runtime import Tracker
 from hpcstate.testing import VirtualClock
 from hpcstate.testing.replay import RecordedCase, ReplayRunner, files_absent, load_recording
@@ -46,6 +46,8 @@ def _lookup() -> RecordedCase:
 async def test_find_submission_finds_the_tagged_job_in_the_recorded_lookup() -> None:
     runner = ReplayRunner(_lookup())
     backend = FluxBackend(dialect=FluxDialect(), runner=runner, capabilities=CAPABILITIES)
+    # declared (idempotent_submit) and there: the tracker's one way to reach it
+    assert abilities(backend).finder is backend
     found = await backend.find_submission(TAG)
     assert found is not None
     assert found.native_id == TAGGED_JOB
