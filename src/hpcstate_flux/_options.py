@@ -1,7 +1,9 @@
-"""The Flux backend's options (``[backends.X] options = {...}``) as a typed record.
+"""The Flux backend's options (the keys of a ``[backends.NAME]`` table) as a typed record.
 
-Pure (no I/O): ``hpcstate_flux.BACKEND.options_type`` is :class:`FluxOptions`, and the
-config loader structures each Flux backend's options into it when the file is loaded.
+Pure (no I/O). ``hpcstate_flux.BACKEND.options_type`` is :class:`FluxOptions`: the config
+loader structures each Flux backend's table into it when the file is loaded, so a wrong
+or unknown key is refused then, naming the file and the key (exit 78), before any
+backend is made; ``FluxBackend.from_config`` structures the same way.
 """
 
 from __future__ import annotations
@@ -9,53 +11,50 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from attrs import frozen
+from attrs import field, frozen
 
-from hpcstate import ConfigError
+from hpcstate.options import SshOptions, structure_options
 
 from ._dialect import FluxDialect
 
 
+def _above_zero(instance: object, attribute: Any, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"{attribute.name}: must be > 0 (seconds), got {value!r}")
+
+
+def _at_least_one(instance: object, attribute: Any, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{attribute.name}: must be >= 1, got {value!r}")
+
+
 @frozen(kw_only=True)
-class FluxOptions:
+class FluxOptions(SshOptions):
     """``flux``: the flux executable on the scheduler's side; ``uri``: the instance's
     ``FLUX_URI`` when the commands do not run inside it; ``timeout``: seconds per
     command; ``find_limit``: how many of the user's newest jobs a retried submit searches
-    for its tag."""
+    for its tag.
+
+    The SSH runner's keys (``SshOptions``: used when the table has a ``host``, read by
+    ``hpcstate.runtime.make_runner``) are inherited."""
 
     flux: str = "flux"
     uri: str | None = None
-    timeout: float = 60.0
-    find_limit: int = 1000
+    timeout: float = field(default=60.0, validator=_above_zero)
+    find_limit: int = field(default=1000, validator=_at_least_one)
 
     def dialect(self) -> FluxDialect:
         return FluxDialect(
-            flux=self.flux, uri=self.uri, timeout=float(self.timeout), find_limit=self.find_limit
+            flux=self.flux, uri=self.uri, timeout=self.timeout, find_limit=self.find_limit
         )
 
 
-def _option(
-    options: Mapping[str, Any], key: str, kind: type | tuple[type, ...], default: Any
-) -> Any:
-    value = options.get(key, default)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        wanted = " or ".join(k.__name__ for k in kinds)
-        raise ConfigError(f"flux backend option {key!r} must be a {wanted}, got {value!r}")
-    return value
+def flux_options(options: Mapping[str, Any], *, where: str = "flux backend") -> FluxOptions:
+    """A backend configuration's options as :class:`FluxOptions`; ConfigError
+    ``"{where}: <key>: <what is wrong>"`` for an unknown key or a wrong value."""
+    return structure_options(FluxOptions, options, where=where)
 
 
-def structure_flux_options(options: Mapping[str, Any]) -> FluxOptions:
-    """A backend configuration's options as :class:`FluxOptions` (ConfigError if wrong)."""
-    timeout = _option(options, "timeout", (int, float), 60.0)
-    return FluxOptions(
-        flux=_option(options, "flux", str, "flux"),
-        uri=_option(options, "uri", str, None),
-        timeout=float(timeout),
-        find_limit=_option(options, "find_limit", int, 1000),
-    )
-
-
-def dialect_from_options(options: Mapping[str, Any]) -> FluxDialect:
+def dialect_from_options(options: Mapping[str, Any], *, where: str = "flux backend") -> FluxDialect:
     """A FluxDialect from a backend configuration's options (see :class:`FluxOptions`)."""
-    return structure_flux_options(options).dialect()
+    return flux_options(options, where=where).dialect()
