@@ -570,7 +570,7 @@ def _section_evidence(
 
 
 def parse_evidence(stdout: str, *, command: str = "flux job info") -> dict[int, JobEvidence]:
-    """The output of the batched eventlog script (see ``FluxDialect.evidence_command``).
+    """The output of the batched eventlog script (``_commands.EVIDENCE_SCRIPT``).
 
     Sections look like ``@@hpcstate-begin KIND ID`` ... ``@@hpcstate-end KIND ID RC``;
     their lines are eventlog JSON or error text. Per-job problems are kept as errors in
