@@ -24,7 +24,7 @@ import math
 import types
 import typing
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from json.encoder import encode_basestring_ascii
 from typing import Any, Final, TypeVar
 
@@ -38,6 +38,7 @@ from ._errors import SchemaError
 from ._events import EVENT_TYPES, AnyEvent, Event
 from ._fast import positional_builder as positional_builder
 from ._model import Run, RunItem
+from .backend import JobSpec
 
 #: Version of the RunItem / Run / Event documents this hpcstate writes.
 SCHEMA_VERSION: Final = 1
@@ -158,6 +159,30 @@ def event_to_dict(event: Event) -> dict[str, Any]:
 def event_from_dict(document: Mapping[str, Any]) -> Event:
     event: Event = _structure(document, AnyEvent, "Event")  # type: ignore[arg-type]
     return event
+
+
+# -- JobSpec documents (a run's job description, stored with the run) --------------------
+
+
+def _spec_converter() -> cattrs.Converter:
+    conv = make_converter()
+    conv.register_unstructure_hook(timedelta, lambda td: td.total_seconds())
+    conv.register_structure_hook(timedelta, lambda value, _: timedelta(seconds=float(value)))
+    return conv
+
+
+_SPEC_CONVERTER: Final = _spec_converter()
+
+
+def spec_to_json(spec: JobSpec) -> str:
+    """A JobSpec as JSON text (keys sorted; durations in seconds)."""
+    return json.dumps(_SPEC_CONVERTER.unstructure(spec), sort_keys=True)
+
+
+def spec_from_json(text: str) -> JobSpec:
+    """The JobSpec of :func:`spec_to_json` text (raises on a document that is not one)."""
+    spec: JobSpec = _SPEC_CONVERTER.structure(json.loads(text), JobSpec)
+    return spec
 
 
 # -- the fast writer ---------------------------------------------------------------------

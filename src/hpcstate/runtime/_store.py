@@ -50,7 +50,8 @@ from hpcstate.serial import (
     dumps,
     event_from_dict,
     item_from_dict,
-    make_converter,
+    spec_from_json,
+    spec_to_json,
 )
 
 from ._errors import (
@@ -328,28 +329,6 @@ class ItemRow:
     extra: Mapping[str, Any]
     submit_tag: str | None
     submit_started_at: datetime | None
-
-
-# -- JobSpec documents -----------------------------------------------------------------
-
-
-def _spec_converter() -> Any:
-    conv = make_converter()
-    conv.register_unstructure_hook(timedelta, lambda td: td.total_seconds())
-    conv.register_structure_hook(timedelta, lambda value, _: timedelta(seconds=float(value)))
-    return conv
-
-
-_SPEC_CONVERTER: Final = _spec_converter()
-
-
-def spec_to_json(spec: JobSpec) -> str:
-    return json.dumps(_SPEC_CONVERTER.unstructure(spec), sort_keys=True)
-
-
-def spec_from_json(text: str) -> JobSpec:
-    spec: JobSpec = _SPEC_CONVERTER.structure(json.loads(text), JobSpec)
-    return spec
 
 
 _dumps: Final = dumps  # compact JSON: every stored document
