@@ -141,6 +141,26 @@ def _items(items: Sequence[RunItem]) -> tuple[RunItem, ...]:
     return tuple(items)
 
 
+def status_of(states: Sequence[State]) -> State:
+    """The status of a run whose items are in ``states`` (:attr:`Run.status`; a
+    listing that counts states per run asks this without building the items)."""
+    if not states:
+        return State.PENDING
+    if any(state in OCCUPYING for state in states):
+        return State.RUNNING
+    if any(state in WAITING for state in states):
+        if any(state in TERMINAL for state in states):
+            return State.RUNNING  # some done, some still to go: the run is under way
+        return State.QUEUED if State.QUEUED in states else State.PENDING
+    distinct = set(states)
+    if len(distinct) == 1:
+        return states[0]
+    failures = distinct & FAILURES
+    if failures:
+        return State.FAILED if len(failures) > 1 else failures.pop()
+    return State.GONE if State.GONE in distinct else State.FAILED
+
+
 @frozen(kw_only=True)
 class Run:
     """What a user submitted once: one item, or one per array task."""
@@ -157,22 +177,7 @@ class Run:
 
         Mixed verdicts are FAILED (the worst wins), with the items telling which.
         """
-        states = [item.state for item in self.items]
-        if not states:
-            return State.PENDING
-        if any(state in OCCUPYING for state in states):
-            return State.RUNNING
-        if any(state in WAITING for state in states):
-            if any(state in TERMINAL for state in states):
-                return State.RUNNING  # some done, some still to go: the run is under way
-            return State.QUEUED if State.QUEUED in states else State.PENDING
-        distinct = set(states)
-        if len(distinct) == 1:
-            return states[0]
-        failures = distinct & FAILURES
-        if failures:
-            return State.FAILED if len(failures) > 1 else failures.pop()
-        return State.GONE if State.GONE in distinct else State.FAILED
+        return status_of([item.state for item in self.items])
 
     @property
     def confirmed(self) -> bool:

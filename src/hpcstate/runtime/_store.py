@@ -43,6 +43,7 @@ from hpcstate import (
     check_invariants,
 )
 from hpcstate._machine import repair
+from hpcstate._model import status_of
 from hpcstate._states import ACTIVE
 from hpcstate.backend import JobSpec
 from hpcstate.serial import (
@@ -1718,9 +1719,4 @@ def _readable_lease(row: Sequence[Any]) -> Lease | None:
 
 def _status_of(counts: Mapping[State, int]) -> State:
     """Run.status from state counts alone (it depends only on which states occur)."""
-    epoch = datetime(1970, 1, 1, tzinfo=timezone.utc)
-    items = [
-        RunItem(id=str(i), run_id="", backend="", state=state, created_at=epoch, updated_at=epoch)
-        for i, state in enumerate(s for s, n in counts.items() if n)
-    ]
-    return Run(id="", backend="", created_at=epoch, items=items).status
+    return status_of([state for state, n in counts.items() if n])
