@@ -2,6 +2,11 @@
 
 Importing this package imports no I/O module and never ``flux``: the dialect is pure,
 and ``BACKEND.make_backend`` imports the runtime only when a backend is built.
+
+Modules: ``_commands`` (argv: Command records only), ``_parse`` (text -> rows, ParseError
+only), ``_observe`` (rows -> Observations), ``_ids`` (RFC 19 job ids), ``_options`` (the
+typed options record), ``_dialect`` (the thin class composing them), ``_io`` (the only
+async module: ``FluxBackend``).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from hpcstate.backend import API_VERSION, Backend, BackendConfig, BackendInfo, C
 
 from ._dialect import FluxDialect
 from ._ids import native_id, normalize_native_id, parse_jobid
+from ._options import FluxOptions
 
 __version__: Final = "0.1.0"
 
@@ -28,7 +34,8 @@ CAPABILITIES: Final = Capabilities(
     adopt=True,
     push=False,  # the journal (JournalConsumer) needs the bindings; not used yet
     self_report=False,
-    idempotent_submit=True,  # tag in attributes.user.hpcstate_tag, found by flux python
+    # tag in attributes.user.hpcstate_tag, found by flux python: FluxBackend.find_submission
+    idempotent_submit=True,
 )
 
 
@@ -52,12 +59,14 @@ BACKEND: Final = BackendInfo(
     make_dialect=make_dialect,
     requires=(),
     install_hint="pip install 'hpcstate[flux]'",
+    options_type=FluxOptions,
 )
 
 __all__ = [
     "BACKEND",
     "CAPABILITIES",
     "FluxDialect",
+    "FluxOptions",
     "make_backend",
     "make_dialect",
     "native_id",

@@ -62,11 +62,8 @@ class FluxBackend:
 
     @classmethod
     def from_config(cls, config: BackendConfig) -> FluxBackend:
-        return cls(
-            dialect=dialect_from_options(config.options),
-            runner=make_runner(config),
-            name=config.name,
-        )
+        dialect = dialect_from_options(config.options, where=f"backend {config.name!r}")
+        return cls(dialect=dialect, runner=make_runner(config), name=config.name)
 
     async def submit(self, spec: JobSpec) -> Submission:
         return await self._commands.submit(spec)
