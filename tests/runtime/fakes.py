@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 from hpcstate import Observation
 from hpcstate.backend import AccountingQuery, Capabilities, JobSpec, Submission
+from hpcstate.testing import VirtualClock as PublicVirtualClock
 
 # -- a tiny fake backend, only for races the local backend cannot produce ---------------
 
@@ -71,17 +72,8 @@ class ScriptedBackend:
         return None
 
 
-class VirtualClock:
-    """Time that moves only when told to (sleep advances it at once)."""
+class VirtualClock(PublicVirtualClock):
+    """hpcstate.testing's VirtualClock, starting where the runtime tests' times do."""
 
     def __init__(self, start: datetime | None = None) -> None:
-        self.current = start or datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
-
-    def now(self) -> datetime:
-        return self.current
-
-    async def sleep(self, seconds: float) -> None:
-        self.current += timedelta(seconds=seconds)
-
-    def advance(self, seconds: float) -> None:
-        self.current += timedelta(seconds=seconds)
+        super().__init__(start or datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc))
