@@ -16,23 +16,17 @@ from datetime import datetime, timedelta
 from attrs import evolve, frozen
 
 from hpcstate import (
-    FAILURES,
     TERMINAL,
     Absence,
     BackendError,
     Event,
-    IllegalTransition,
     Marker,
     MarkerCode,
     Observation,
     RunItem,
-    Source,
     State,
-    Step,
     add_marker,
-    advance,
     grace_deadline,
-    tick,
 )
 from hpcstate._machine import remove_marker
 from hpcstate._poll import (
@@ -45,10 +39,12 @@ from hpcstate._poll import (
     next_interval,
     queue_due,
     queue_pace,
+    reconcile,
     record_accounting_call,
     record_queue_answer,
     record_queue_call,
     report_paths,
+    tick_settling,
 )
 from hpcstate.backend import Backend, OutputSnapshot, abilities
 
@@ -307,17 +303,7 @@ class Poller:
         else:
             self._clear_status(name)
         with gc_paused():
-            settling = State.SETTLING
-            for item_id, item in working.items():
-                if item.state is settling:
-                    try:
-                        step = tick(item, now=now, grace=self.cadence.grace)
-                    except Exception as exc:
-                        self._totals.failed(f"item {item_id}: tick", exc)
-                        continue
-                    if step.item is not item:
-                        working[item_id] = step.item
-                        events.setdefault(item_id, []).extend(step.events)
+            self._tick(working, events, now)
             self._reachability_markers(name, working, events, now, reachable=error is None)
             changes, result = self._persist(base, working, events, counts, lease=lease)
         if counts.lease_lost:
@@ -398,73 +384,47 @@ class Poller:
         working: dict[str, RunItem],
         by_native: NativeIndex,
         found: Sequence[Observation],
-        extras: dict[str, list[Observation]],
+        extras: Mapping[str, Sequence[Observation]],
         events: dict[str, list[Event]],
         counts: _Tally,
     ) -> None:
         """Apply ``found`` (routed to items by native id) after each item's ``extras``,
-        every item's observations in observed_at order. The hot loop of a poll: an
-        item with a single observation takes the short path."""
-        applied = 0
-        first = by_native.first
-        more = by_native.more
-        for obs in found:
-            item_id = first.get(obs.native_id)
-            if item_id is None:
-                continue
-            targets = (
-                (item_id, *more[obs.native_id]) if more and obs.native_id in more else (item_id,)
-            )
-            for item_id in targets:
-                pending = extras.get(item_id)
-                if pending is not None:
-                    pending.append(obs)
-                    continue
-                item = working.get(item_id)
-                if item is None:
-                    continue
-                applied += 1
-                new = self._advance(item, obs, events, counts)
-                if new is not item:
-                    working[item_id] = new
-        for item_id, pending in extras.items():
-            item = working.get(item_id)
-            if item is None:
-                continue
-            pending.sort(key=lambda o: o.observed_at)
-            for obs in pending:
-                applied += 1
-                item = self._advance(item, obs, events, counts)
-            working[item_id] = item
-        extras.clear()
-        counts.observations += applied
+        every item's observations in observed_at order, through the machine
+        (``hpcstate._poll.reconcile``); ``working``, ``events`` and ``counts`` take the
+        result. An illegal transition is logged and counted, a bug in one item's step
+        is a failure of that item only."""
+        done = reconcile(working, by_native, found, extras)
+        working.update(done.items)
+        for item_id, more in done.events.items():
+            events.setdefault(item_id, []).extend(more)
+        counts.observations += done.applied
+        counts.output_failures.extend(done.output_failures)
+        for refused in done.refused:
+            if refused.illegal:
+                counts.illegal += 1
+                self._totals.illegal_transitions += 1
+                log.warning(
+                    "item %s: %s (observation from %s ignored)",
+                    refused.item_id,
+                    refused.error,
+                    refused.source,
+                )
+            else:  # a bug, or a row no check foresaw: this item only
+                self._totals.failed(
+                    f"item {refused.item_id}: applying an observation from {refused.source}",
+                    refused.error,
+                )
 
-    def _advance(
-        self,
-        item: RunItem,
-        obs: Observation,
-        events: dict[str, list[Event]],
-        counts: _Tally,
-    ) -> RunItem:
-        try:
-            step = advance(item, obs)
-        except IllegalTransition as exc:
-            counts.illegal += 1
-            self._totals.illegal_transitions += 1
-            log.warning("item %s: %s (observation from %s ignored)", item.id, exc, obs.source)
-            return item
-        except Exception as exc:  # a bug, or a row no check foresaw: skip this item only
-            self._totals.failed(f"item {item.id}: applying an observation from {obs.source}", exc)
-            return item
-        if step.events:
-            if obs.source is Source.OUTPUT_CHECK:
-                marker = Marker(code=MarkerCode.OUTPUT_CHECK.value, text=obs.detail[:500])
-                marked = add_marker(step.item, marker, at=obs.observed_at)
-                step = Step(marked.item, step.events + marked.events)
-                if step.item.state in FAILURES and item.native_id is not None:
-                    counts.output_failures.append(item.native_id)
-            events.setdefault(item.id, []).extend(step.events)
-        return step.item
+    def _tick(
+        self, working: dict[str, RunItem], events: dict[str, list[Event]], now: datetime
+    ) -> None:
+        """The machine's clock over the settling items (``hpcstate._poll.tick_settling``)."""
+        done = tick_settling(working, now, self.cadence.grace)
+        working.update(done.items)
+        for item_id, more in done.events.items():
+            events.setdefault(item_id, []).extend(more)
+        for refused in done.refused:
+            self._totals.failed(f"item {refused.item_id}: tick", refused.error)
 
     async def _accounting(
         self,
