@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Final
 
 from hpcstate.runtime import Lease
+from hpcstate.serial import format_utc
 
 #: (name, type, help) of each metric, in the order printed.
 METRICS: Final = (
@@ -52,7 +53,7 @@ METRICS: Final = (
 
 
 def _iso(at: datetime | None) -> str | None:
-    return None if at is None else at.isoformat().replace("+00:00", "Z")
+    return None if at is None else format_utc(at)
 
 
 def lease_doc(lease: Lease, now: datetime) -> dict[str, Any]:
