@@ -31,6 +31,10 @@ CAPABILITIES: Final = Capabilities(
     requeue=True,  # run_count goes up when PBS reruns a job under the same id
     adopt=True,
     idempotent_submit=False,
+    # CommandBackend reads files where the jobs run (cat, tail): a job's report file
+    # and its output, for output checks. Declared, so the tracker uses them.
+    report_files=True,
+    output=True,
 )
 
 
