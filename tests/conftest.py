@@ -30,5 +30,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         and any(item.get_closest_marker(name) for name in ("slurm", "sshd", "postgres"))
     ):
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        if str(reason).startswith("Skipped: declared unsupported:"):
+            # The backend says it lacks that ability (Slurm has no push watch): a fact
+            # about the backend, not a broken setup.
+            return
         report.outcome = "failed"
         report.longrepr = f"required system missing under CI (HPCSTATE_REQUIRE_CLUSTER=1): {reason}"
