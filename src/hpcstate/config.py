@@ -34,14 +34,14 @@ import os
 import re
 import sys
 from collections.abc import Callable, Collection, Mapping
-from datetime import date, datetime, time, timedelta
+from datetime import timedelta
 from typing import Any, Final
 
 from attrs import field, frozen
 
 from hpcstate._errors import BackendNotFound, ConfigError
 from hpcstate.backend import BackendConfig
-from hpcstate.options import structure_options
+from hpcstate.options import structure_options, toml_type_name
 
 __all__ = [
     "BACKEND_ENV",
@@ -157,7 +157,7 @@ def _tracker(where: str, table: object) -> TrackerSettings:
     if not isinstance(table, dict):
         raise ConfigError(
             f'{where}: tracker: expected a table ([tracker] with grace = "10m" ...), '
-            f"got {_type_name(table)} {_shown(table)}"
+            f"got {toml_type_name(table)} {_shown(table)}"
         )
     values: dict[str, timedelta] = {}
     for key, value in table.items():
@@ -168,7 +168,7 @@ def _tracker(where: str, table: object) -> TrackerSettings:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise ConfigError(
                 f"{where}: tracker.{key}: expected a duration with its unit (e.g. {key} = "
-                f'"30s"), got {_type_name(value)} {_shown(value)}'
+                f'"30s"), got {toml_type_name(value)} {_shown(value)}'
             )
         try:
             if isinstance(value, str):
@@ -265,24 +265,6 @@ def locate(env: Mapping[str, str], explicit: str | None = None) -> ConfigLocatio
     )
 
 
-def _type_name(value: object) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "float"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, dict):
-        return "table"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, datetime | date | time):
-        return "date/time"
-    return type(value).__name__
-
-
 def _shown(value: object) -> str:
     if isinstance(value, dict):
         return "a table"
@@ -310,7 +292,7 @@ def _expect_str(where: str, key: str, value: object, example: str) -> str:
     if not isinstance(value, str):
         raise ConfigError(
             f"{where}: {key}: expected a string (e.g. {key.rsplit('.', 1)[-1]} = {example}), "
-            f"got {_type_name(value)} {_shown(value)}"
+            f"got {toml_type_name(value)} {_shown(value)}"
         )
     if not value.strip():
         raise ConfigError(f"{where}: {key}: must not be empty (e.g. {example})")
@@ -327,7 +309,7 @@ def _backend(where: str, name: str, table: object, installed: Collection[str]) -
     if not isinstance(table, dict):
         raise ConfigError(
             f"{where}: {key}: expected a table ([{key}] with kind = ...), "
-            f"got {_type_name(table)} {_shown(table)}"
+            f"got {toml_type_name(table)} {_shown(table)}"
         )
     if "kind" in table:
         kind = _expect_str(where, f"{key}.kind", table["kind"], '"slurm"')
@@ -402,7 +384,7 @@ def parse_config(
     if not isinstance(tables, dict):
         raise ConfigError(
             f"{where}: backends: expected tables ([backends.NAME] with kind = ...), "
-            f"got {_type_name(tables)} {_shown(tables)}"
+            f"got {toml_type_name(tables)} {_shown(tables)}"
         )
     kinds = _installed() if installed is None else installed
     for name, table in tables.items():

@@ -64,7 +64,8 @@ class SshOptions:
     connect_timeout: float | None = None  # seconds
 
 
-def _type_name(value: object) -> str:
+def toml_type_name(value: object) -> str:
+    """What a TOML value is called in an error message (a table, an array, ...)."""
     if isinstance(value, bool):
         return "boolean"
     if isinstance(value, int):
@@ -88,7 +89,7 @@ def _shown(value: object) -> str:
 
 
 def _wrong(expected: str, value: object) -> OptionsError:
-    return OptionsError(f"expected {expected}, got {_type_name(value)} {_shown(value)}")
+    return OptionsError(f"expected {expected}, got {toml_type_name(value)} {_shown(value)}")
 
 
 def _expected(tp: Any) -> str:
@@ -245,7 +246,7 @@ def structure_options(cls: type[T], raw: Mapping[str, Any], *, where: str) -> T:
     if not attrs.has(cls):
         raise TypeError(f"structure_options needs an attrs class, got {cls!r}")
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: expected a table of options, got {_type_name(raw)}")
+        raise ConfigError(f"{where}: expected a table of options, got {toml_type_name(raw)}")
     try:
         made: Any = _CONVERTER.structure(dict(raw), cls)
         return typing.cast(T, made)

@@ -27,7 +27,7 @@ from hpcstate import (
     new_item,
     submitted,
 )
-from hpcstate.backend import Backend, JobSpec
+from hpcstate.backend import Backend, JobSpec, abilities
 
 from .conftest import WRAPPER, collect
 from .fake_apiserver import JOB_KIND, POD_KIND, FakeCluster, Outcome
@@ -84,7 +84,7 @@ async def run_to_end(backend: Any, spec: JobSpec) -> tuple[str, list[Observation
 @both_versions
 async def test_success(backend: Any, cluster: FakeCluster) -> None:
     assert isinstance(backend, Backend)
-    assert callable(getattr(backend, "watch", None))  # WatchingBackend is not runtime-checkable
+    assert abilities(backend).watcher is backend  # push is declared, and watch() exists
     native_id, seen = await run_to_end(backend, JobSpec(command=["true"], tag="ok"))
     states = [o.state for o in seen]
     assert states[-1] is State.COMPLETED
