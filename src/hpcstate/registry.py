@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Final
 
 from ._errors import BackendNotFound, IncompatibleBackend
-from .backend import API_VERSION, Backend, BackendConfig, BackendInfo, check_abilities
+from .backend import (
+    ABILITY_METHODS,
+    API_VERSION,
+    Backend,
+    BackendConfig,
+    BackendInfo,
+    check_abilities,
+)
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
@@ -138,7 +148,35 @@ def make_backend(config: BackendConfig, info: BackendInfo | None = None) -> Back
     made = info.make_backend(config)
     check_abilities(config.name, info.capabilities, made, plugin=info.name)
     check_abilities(config.name, made.capabilities, made, plugin=info.name)
+    _warn_undeclared(config.name, info, made)
     return made
+
+
+def undeclared_abilities(backend: Backend) -> list[str]:
+    """The ability flags ``backend`` leaves off although it has all of their methods
+    (a CommandBackend has read_text_files and read_output, for one)."""
+    return [
+        flag
+        for flag, methods in ABILITY_METHODS.items()
+        if not getattr(backend.capabilities, flag)
+        and all(callable(getattr(backend, method, None)) for method in methods)
+    ]
+
+
+def _warn_undeclared(name: str, info: BackendInfo, made: Backend) -> None:
+    # hpcstate uses only declared abilities (it once probed for the methods): a plugin
+    # written against the probing would silently lose output checks or report files.
+    flags = undeclared_abilities(made)
+    if flags:
+        log.warning(
+            "backend %r (plugin %r) has the methods of %s but does not declare %s in its "
+            "Capabilities, so hpcstate does not use them (declare %s)",
+            name,
+            info.name,
+            ", ".join(flags),
+            "them" if len(flags) > 1 else "it",
+            ", ".join(f"{flag}=True" for flag in flags),
+        )
 
 
 def available() -> list[str]:

@@ -5,6 +5,7 @@ refused, naming the backend, the flag and the missing method."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -184,13 +185,40 @@ LYING = BackendInfo(
 )
 
 
+SHY = BackendInfo(
+    name="shy",
+    api_version=registry.API_VERSION,
+    version="0.0.1",
+    description="has every optional method, declares none (written when hpcstate probed)",
+    capabilities=Capabilities(),
+    make_backend=lambda config: Everything(Capabilities(), name=config.name),
+)
+
+
 @pytest.fixture
 def plugins() -> Iterator[None]:
     registry.register("broken", f"{__name__}:BROKEN")
     registry.register("lying", f"{__name__}:LYING")
+    registry.register("shy", f"{__name__}:SHY")
     yield
     registry.unregister("broken")
     registry.unregister("lying")
+    registry.unregister("shy")
+
+
+@pytest.mark.usefixtures("plugins")
+def test_undeclared_methods_are_not_used_and_the_registry_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="hpcstate.registry"):
+        backend = registry.make_backend(BackendConfig(name="s1", kind="shy"))
+    assert attrs.astuple(abilities(backend), recurse=False) == (None,) * 6
+    (record,) = [r for r in caplog.records if r.name == "hpcstate.registry"]
+    message = record.getMessage()
+    assert "'s1'" in message
+    assert "'shy'" in message
+    for flag in ("idempotent_submit", "push", "report_files", "output", "shares_facts"):
+        assert f"{flag}=True" in message
 
 
 @pytest.mark.usefixtures("plugins")
