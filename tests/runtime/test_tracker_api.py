@@ -105,3 +105,20 @@ def test_from_config_refuses_a_wrong_key_naming_file_and_key(tmp_path: Path) -> 
     path = _write_config(tmp_path, '[tracker]\ngrase = "5m"\n')
     with pytest.raises(ConfigError, match=r"config\.toml: tracker\.grase: unknown key"):
         Tracker.from_config(path, env={})
+
+
+async def test_a_backend_breaking_its_declaration_is_refused_when_added(tmp_path: Path) -> None:
+    from hpcstate.backend import BackendContractError, Capabilities
+
+    class Pushless:
+        name = "pushless"
+        capabilities = Capabilities(push=True)  # declares push, has no watch()
+
+    with pytest.raises(BackendContractError, match=r"push=True.*watch"):
+        Tracker(store=tmp_path / "s.db", backends={"p": Pushless()})  # type: ignore[dict-item]
+    tracker = Tracker(store=tmp_path / "t.db")
+    try:
+        with pytest.raises(BackendContractError, match=r"push=True.*watch"):
+            tracker.add_backend("p", Pushless())  # type: ignore[arg-type]
+    finally:
+        await tracker.aclose()

@@ -58,21 +58,23 @@ class Leases:
         live process holds it."""
         key = self.key(name, backend)
         held = self.held.get(key)
+        previous = None if held is None else held.holder
         if held is None:
             current = self.store.lease(key)  # a read: followers do not take the write lock
             if current is not None and current.live(now) and current.holder != self.holder:
                 return None
+            previous = None if current is None else current.holder
         lease = self.store.acquire_lease(key, self.holder, ttl=timedelta(seconds=self.ttl), now=now)
         if lease is None:
             self.held.pop(key, None)
             return None
         if held is None or held.generation != lease.generation:
             log.info("%s polls backend %s for every process sharing the store", self.holder, name)
-            self._took(name, backend, lease)
+            self._took(name, backend, lease, from_another=previous not in (None, self.holder))
         self.held[key] = lease
         return lease
 
-    def _took(self, name: str, backend: Backend, lease: Lease) -> None:
+    def _took(self, name: str, backend: Backend, lease: Lease, *, from_another: bool) -> None:
         """A lease newly held: use what the previous holder learned about the scheduler
         (no version call of our own), and do not ask the queue before the previous
         holder's last poll plus the queue's pace."""
@@ -82,9 +84,11 @@ class Leases:
                 sharer.adopt_facts(lease.facts)
             except Exception as exc:  # a bug in the backend: it just asks again
                 log.warning("backend %s: adopting the lease's facts raised %r", name, exc)
-        if lease.last_poll_at is not None:
+        if from_another and lease.last_poll_at is not None:
             self.taken_over[name] = lease.last_poll_at
         else:
+            # New, or our own lease back after it lapsed (a long pause): our own cadence
+            # memory is the better guide.
             self.taken_over.pop(name, None)
 
     def polling(self, name: str) -> None:

@@ -16,21 +16,16 @@ from datetime import datetime, timedelta
 from attrs import evolve, frozen
 
 from hpcstate import (
-    FAILURES,
     TERMINAL,
     Absence,
     BackendError,
     Event,
-    IllegalTransition,
     Marker,
     MarkerCode,
     Observation,
     RunItem,
-    Source,
     State,
-    Step,
     add_marker,
-    advance,
     grace_deadline,
 )
 from hpcstate._machine import remove_marker
@@ -40,7 +35,8 @@ from hpcstate._poll import (
     NativeIndex,
     accounting_items,
     accounting_query,
-    late_check_due,
+    apply_answers,
+    late_checks_due,
     next_interval,
     queue_due,
     queue_pace,
@@ -267,6 +263,15 @@ class Poller:
         error: str | None = None
         queue_obs: Sequence[Observation] = ()
         queue_called = False
+        taken = self._leases.taken_over.get(name)
+        if taken is not None:
+            last = self._memory.ledger.last_queue_at.get(name)
+            if last is None or last < taken:
+                # A lease just taken over: the previous holder kept the queue's pace up to
+                # its last poll, so the cadence carries on from there (a self-reporting
+                # job's safety net, queue_interval later; others at the queue's pace;
+                # at once for a settling item whose grace runs out): no squeue at once.
+                self._memory.ledger = record_queue_call(self._memory.ledger, name, taken)
         ledger = self._memory.ledger
         if (
             polled
@@ -364,7 +369,9 @@ class Poller:
         if sharer is None:
             return None
         try:
-            return dict(sharer.facts())
+            # Nothing learned yet (e.g. a takeover whose adopt was refused and whose first
+            # call is still ahead): keep what the lease holds rather than wipe it.
+            return dict(sharer.facts()) or None
         except Exception as exc:
             self._totals.failed(f"backend {name}: facts()", exc)
             return None
@@ -381,7 +388,7 @@ class Poller:
             for entry in mine:
                 del self._cache.unconfirmed[entry.item.id]
             return []
-        return [e for e in mine if late_check_due(self.cadence, e, now)]
+        return late_checks_due(self.cadence, mine, name, now)
 
     def _apply(
         self,
@@ -392,72 +399,28 @@ class Poller:
         events: dict[str, list[Event]],
         counts: _Tally,
     ) -> None:
-        """Apply ``found`` (routed to items by native id) after each item's ``extras``,
-        every item's observations in observed_at order. The hot loop of a poll: an
-        item with a single observation takes the short path. It is
-        ``hpcstate._poll.reconcile`` done in place (``working`` and ``events`` are
-        updated, no second dict of every item): reconcile's copies raised the peak of a
-        100,000-item poll by 13 MiB (bench/runtime_poll.py), past its 300 MiB target."""
-        applied = 0
-        first = by_native.first
-        more = by_native.more
-        for obs in found:
-            item_id = first.get(obs.native_id)
-            if item_id is None:
-                continue
-            targets = (
-                (item_id, *more[obs.native_id]) if more and obs.native_id in more else (item_id,)
-            )
-            for item_id in targets:
-                pending = extras.get(item_id)
-                if pending is not None:
-                    pending.append(obs)
-                    continue
-                item = working.get(item_id)
-                if item is None:
-                    continue
-                applied += 1
-                new = self._advance(item, obs, events, counts)
-                if new is not item:
-                    working[item_id] = new
-        for item_id, pending in extras.items():
-            item = working.get(item_id)
-            if item is None:
-                continue
-            pending.sort(key=lambda o: o.observed_at)
-            for obs in pending:
-                applied += 1
-                item = self._advance(item, obs, events, counts)
-            working[item_id] = item
+        """Apply the answers through ``hpcstate._poll.apply_answers`` (in place: ``working``
+        is this poll's own copy) and write its refusals down: an illegal pair is a warning,
+        anything else a bug in that item's step (the poll goes on)."""
+        done = apply_answers(working, by_native, found, extras, events)
         extras.clear()
-        counts.observations += applied
-
-    def _advance(
-        self,
-        item: RunItem,
-        obs: Observation,
-        events: dict[str, list[Event]],
-        counts: _Tally,
-    ) -> RunItem:
-        try:
-            step = advance(item, obs)
-        except IllegalTransition as exc:
-            counts.illegal += 1
-            self._totals.illegal_transitions += 1
-            log.warning("item %s: %s (observation from %s ignored)", item.id, exc, obs.source)
-            return item
-        except Exception as exc:  # a bug, or a row no check foresaw: skip this item only
-            self._totals.failed(f"item {item.id}: applying an observation from {obs.source}", exc)
-            return item
-        if step.events:
-            if obs.source is Source.OUTPUT_CHECK:
-                marker = Marker(code=MarkerCode.OUTPUT_CHECK.value, text=obs.detail[:500])
-                marked = add_marker(step.item, marker, at=obs.observed_at)
-                step = Step(marked.item, step.events + marked.events)
-                if step.item.state in FAILURES and item.native_id is not None:
-                    counts.output_failures.append(item.native_id)
-            events.setdefault(item.id, []).extend(step.events)
-        return step.item
+        counts.observations += done.applied
+        counts.output_failures.extend(done.output_failures)
+        for refused in done.refused:
+            if refused.illegal:
+                counts.illegal += 1
+                self._totals.illegal_transitions += 1
+                log.warning(
+                    "item %s: %s (observation from %s ignored)",
+                    refused.item_id,
+                    refused.error,
+                    refused.source,
+                )
+            else:
+                self._totals.failed(
+                    f"item {refused.item_id}: applying an observation from {refused.source}",
+                    refused.error,
+                )
 
     def _tick(
         self, working: dict[str, RunItem], events: dict[str, list[Event]], now: datetime

@@ -51,7 +51,7 @@ from hpcstate import (
 )
 from hpcstate._machine import CANCEL_FAILED
 from hpcstate._poll import Cadence, record_failed_poll, record_poll
-from hpcstate.backend import Backend, BackendConfig, JobSpec
+from hpcstate.backend import Backend, BackendConfig, JobSpec, check_abilities
 
 from ._bus import MARKER_ATTEMPTS, Callback, EventBus, PushWatches, StoreWaker
 from ._cache import Cache, Memory, Totals
@@ -149,6 +149,10 @@ class Tracker:
         lease_ttl: float = 10.0,
         holder: str | None = None,
     ) -> None:
+        for name, value in (backends or {}).items():
+            if not isinstance(value, BackendConfig):
+                # A declared ability without its methods is refused before anything opens.
+                check_abilities(name, value.capabilities, value)
         #: Every cadence knob with its unit, checked in one place (hpcstate._poll).
         self.cadence = Cadence(
             grace=grace,
@@ -351,6 +355,8 @@ class Tracker:
         if isinstance(backend, BackendConfig):
             self._configs[name] = backend
         else:
+            # A declared ability without its methods is refused here, not at first use.
+            check_abilities(name, backend.capabilities, backend)
             self._backends[name] = backend
 
     def backend(self, name: str) -> Backend:
@@ -359,7 +365,7 @@ class Tracker:
         if found is not None:
             return found
         config = self._configs.get(name) or BackendConfig(name=name, kind=name)
-        made = registry.load(config.kind).make_backend(config)
+        made = registry.make_backend(config)  # checks what the plugin declares
         self._backends[name] = made
         return made
 
