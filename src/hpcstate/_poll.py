@@ -59,8 +59,12 @@ Public signatures (``hpcstate._poll``)::
     next_interval(cadence, ledger, entries: Iterable[Tracked],
                   unconfirmed: Iterable[Tracked], now, draw: float) -> float
 
-    # Reconcile: answers through the machine (working is read, never changed)
+    # Answers through the machine
     class NativeIndex(items: Iterable[RunItem]): .first, .more, .native_ids()
+    class Applied(*, applied: int, refused, output_failures, reached: frozenset[str])
+    apply_answers(working: dict[str, RunItem], index: NativeIndex,
+                  found: Sequence[Observation], extras=None, events=None) -> Applied
+                  # in place: what the tracker's poller runs
     class Refused(*, item_id, source: Source, error: Exception): .illegal -> bool
     class Reconciled(*, items: dict[str, RunItem], events: dict[str, list[Event]],
                      applied: int = 0, refused: tuple[Refused, ...] = (),
@@ -68,6 +72,7 @@ Public signatures (``hpcstate._poll``)::
     reconcile(working: Mapping[str, RunItem], index: NativeIndex,
               found: Sequence[Observation],
               extras: Mapping[str, Sequence[Observation]] | None = None) -> Reconciled
+              # apply_answers on a copy (working is read, never changed)
     tick_settling(working: Mapping[str, RunItem], now, grace: timedelta) -> Reconciled
 
     # Plan: one backend's first asks, before any answer
@@ -76,6 +81,10 @@ Public signatures (``hpcstate._poll``)::
         .queue_ids -> tuple[str, ...]
     plan(cadence, ledger, backend, entries: Iterable[Tracked],
          unconfirmed: Iterable[Tracked], now, *, accounting: bool) -> PollPlan
+
+``plan`` and ``PollPlan`` state one backend's first asks as one record; the tracker's
+poller does not call them yet (it asks the same decisions one by one: ``queue_due``,
+``late_checks_due``), so they are checked only by tests/core/test_poll.py.
 
 One backend's poll, in the shell: ``p = plan(...)``; ask the queue about ``p.queue_ids``
 (if ``p.ask_queue``); ``reconcile`` its answers after the self-reports and output checks;
@@ -98,7 +107,7 @@ lazily as before), ``_late_check_due`` -> :func:`late_check_due`, the filter of
 ``_after_poll`` -> :func:`record_poll`, and the loop's bookkeeping (``_last_queue_at``,
 ``_queue_quiet``, ``_last_accounting_at``, ``_last_submit_at``, ``_quiet_polls``,
 ``_error_polls``) -> the :class:`Ledger` and its ``record_*`` functions; ``_apply`` and
-``_advance`` -> :func:`reconcile` (the shell logs ``refused``, counts ``illegal`` and
+``_advance`` -> :func:`apply_answers` (the shell logs ``refused``, counts ``illegal`` and
 cancels ``output_failures``), ``_NativeIndex`` -> :class:`NativeIndex`, the tick loop of
 ``_poll_backend`` -> :func:`tick_settling`. The late-check
 time of each unconfirmed verdict stays on the tracker's entry (``Tracked.checked_at``):
