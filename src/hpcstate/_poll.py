@@ -25,13 +25,15 @@ Public signatures (``hpcstate._poll``)::
                  queue_quiet: Mapping[str, int] = {},
                  last_accounting_at: Mapping[str, datetime] = {},
                  quiet_polls: int = 0, error_polls: int = 0,
-                 last_submit_at: datetime | None = None)
+                 last_submit_at: datetime | None = None,
+                 taken_over: Mapping[str, datetime] = {})
     class Tracked(Protocol): item: RunItem; extra: Mapping[str, Any];
                              checked_at: datetime | None           (read-only)
 
     # What the ledger remembers (each returns a new Ledger)
     record_submit(ledger, now) -> Ledger
-    record_queue_call(ledger, backend, now) -> Ledger
+    record_queue_call(ledger, backend, now) -> Ledger       # ends a takeover's hold
+    record_takeover(ledger, backend, previous_poll: datetime | None) -> Ledger
     record_queue_answer(ledger, backend, *, changed: bool) -> Ledger
     record_accounting_call(ledger, backend, now) -> Ledger
     record_poll(ledger, *, errors: bool, changed: bool) -> Ledger
@@ -45,6 +47,9 @@ Public signatures (``hpcstate._poll``)::
     queue_pace(cadence, ledger, backend, now) -> float
     queue_due(cadence, ledger, backend, polled: Iterable[Tracked],
               entries: Iterable[Tracked], now) -> bool
+    takeover_due(cadence, ledger, backend, now) -> datetime | None
+    takeover_hold(cadence, ledger, backend, mine: Iterable[Tracked], now) -> datetime | None
+    takeover_wait(cadence, ledger, now) -> float | None
     late_check_due(cadence, entry: Tracked, now) -> bool
     late_checks_due(cadence, unconfirmed: Iterable[Tracked], backend, now) -> list[Tracked]
     expired_late_checks(cadence, unconfirmed: Mapping[str, Tracked], now) -> list[str]
@@ -76,29 +81,36 @@ Public signatures (``hpcstate._poll``)::
     tick_settling(working: Mapping[str, RunItem], now, grace: timedelta) -> Reconciled
 
     # Plan: one backend's first asks, before any answer
-    class PollPlan(*, polled: tuple[Tracked, ...], index: NativeIndex, ask_queue: bool,
-                   late: tuple[Tracked, ...], forget: tuple[str, ...], ledger: Ledger)
+    class PollPlan(Generic[T], *, entries: tuple[T, ...], polled: tuple[T, ...],
+                   index: NativeIndex, ask_queue: bool, held_until: datetime | None,
+                   late: tuple[T, ...], forget: tuple[str, ...], ledger: Ledger)
         .queue_ids -> tuple[str, ...]
-    plan(cadence, ledger, backend, entries: Iterable[Tracked],
-         unconfirmed: Iterable[Tracked], now, *, accounting: bool) -> PollPlan
+    plan(cadence, ledger, backend, entries: Collection[T],
+         unconfirmed: Iterable[T], now, *, accounting: bool) -> PollPlan[T]
 
-``plan`` and ``PollPlan`` state one backend's first asks as one record; the tracker's
-poller does not call them yet (it asks the same decisions one by one: ``queue_due``,
-``late_checks_due``), so they are checked only by tests/core/test_poll.py.
+One backend's poll, as the tracker's poller (runtime/_poller.py) runs it: after a newly
+held lease, ``record_takeover``; ``p = plan(...)`` (the queue yes/no and its ids, a
+takeover's hold, the late checks, the verdicts to forget, the ledger with the queue call
+recorded); read the self-reports and output checks of ``p.polled``; ask the queue about
+``p.queue_ids`` (if ``p.ask_queue``); ``apply_answers`` (with ``p.index``); read
+``report_paths`` of the items as the queue left them and ``apply_answers`` those; ask
+accounting about ``accounting_items`` (``accounting_query``, ``record_accounting_call``)
+and ``apply_answers``; ``tick_settling``; commit; ``record_queue_answer``. After every
+backend, ``record_poll``; the loop sleeps ``next_interval``, or less when
+``takeover_wait`` says a held-back queue call falls due first. The later stages are not
+in the plan on purpose: which files are read and which items accounting is asked about
+depend on what the queue just said.
 
-One backend's poll, in the shell: ``p = plan(...)``; ask the queue about ``p.queue_ids``
-(if ``p.ask_queue``); ``reconcile`` its answers after the self-reports and output checks;
-read ``report_paths`` of the items as reconciled and ``reconcile`` those; ask accounting
-about ``accounting_items`` (``record_accounting_call``) and ``reconcile``; then
-``tick_settling``; commit; ``record_queue_answer``; after every backend, ``record_poll``
-and sleep ``next_interval``. The staging is the tracker's own: which files are read and
-which items accounting is asked about depend on what the queue just said.
+Everything here is used by the runtime (or by a function it uses), except
+:func:`reconcile` (the copying form of :func:`apply_answers`, for tests/core and
+bench/core_bench.py, bench/runtime_poll.py; the poller applies in place, see
+:func:`apply_answers`).
 
 Which tracker method each replaces: ``_recent_submit`` -> :func:`submitted_recently`,
 ``_backoff`` -> :func:`backoff`, ``_queue_pace`` -> :func:`queue_pace`, ``_queue_due`` ->
 :func:`queue_due` (with ``_reporting_anywhere`` -> :func:`reporting_anywhere`, asked
 lazily as before), ``_late_check_due`` -> :func:`late_check_due`, the filter of
-``_late_checks`` -> :func:`late_checks_due`, ``_expire_late_checks`` ->
+``_late_checks`` -> :func:`late_checks_due` (through :func:`plan`), ``_expire_late_checks`` ->
 :func:`expired_late_checks` (the tracker logs and forgets the ids returned),
 ``_correctable_soon`` -> :func:`correctable_soon`, the gate and item list of
 ``_accounting`` -> :func:`accounting_items` and :func:`accounting_query`,
@@ -109,7 +121,10 @@ lazily as before), ``_late_check_due`` -> :func:`late_check_due`, the filter of
 ``_error_polls``) -> the :class:`Ledger` and its ``record_*`` functions; ``_apply`` and
 ``_advance`` -> :func:`apply_answers` (the shell logs ``refused``, counts ``illegal`` and
 cancels ``output_failures``), ``_NativeIndex`` -> :class:`NativeIndex`, the tick loop of
-``_poll_backend`` -> :func:`tick_settling`. The late-check
+``_poll_backend`` -> :func:`tick_settling`; the takeover rule (the poller's
+``_not_taken_just_now``, ``takeover_wait`` and the ledger seeding from
+``Leases.taken_over``) -> :func:`record_takeover`, :func:`takeover_hold`,
+:func:`takeover_wait`. The late-check
 time of each unconfirmed verdict stays on the tracker's entry (``Tracked.checked_at``):
 it is per item, and the tracker sets it when it asks.
 
@@ -122,9 +137,9 @@ the tracker's formula raised ``OverflowError`` from ``next_interval`` (outside t
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 from attrs import Factory, evolve, field, frozen
 
@@ -173,10 +188,14 @@ __all__ = [
     "record_queue_answer",
     "record_queue_call",
     "record_submit",
+    "record_takeover",
     "report_paths",
     "reporting_anywhere",
     "reports_itself",
     "submitted_recently",
+    "takeover_due",
+    "takeover_hold",
+    "takeover_wait",
     "tick_settling",
 ]
 
@@ -345,7 +364,10 @@ class Ledger:
     accounting call was made. ``queue_quiet``: backend -> queue calls in a row that
     changed nothing. ``quiet_polls`` / ``error_polls``: whole polls in a row without a
     change / with an error. ``last_submit_at``: the last submit this process made or saw.
-    Change it only through the ``record_*`` functions (each returns a new Ledger)."""
+    ``taken_over``: backend -> the previous holder's last poll, for a lease this process
+    took over from ANOTHER holder and whose first queue call it has not made yet (see
+    :func:`takeover_hold`). Change it only through the ``record_*`` functions (each
+    returns a new Ledger)."""
 
     last_queue_at: Mapping[str, datetime] = field(factory=dict, converter=_frozen_map)
     queue_quiet: Mapping[str, int] = field(factory=dict, converter=_frozen_map)
@@ -353,6 +375,7 @@ class Ledger:
     quiet_polls: int = 0
     error_polls: int = 0
     last_submit_at: datetime | None = None
+    taken_over: Mapping[str, datetime] = field(factory=dict, converter=_frozen_map)
 
 
 def record_submit(ledger: Ledger, now: datetime) -> Ledger:
@@ -361,8 +384,41 @@ def record_submit(ledger: Ledger, now: datetime) -> Ledger:
 
 
 def record_queue_call(ledger: Ledger, backend: str, now: datetime) -> Ledger:
-    """``backend``'s queue is asked at ``now`` (answered or not)."""
+    """``backend``'s queue is asked at ``now`` (answered or not). The first queue call
+    after a takeover ends its hold (:func:`takeover_hold`)."""
+    if backend in ledger.taken_over:
+        taken = {k: v for k, v in ledger.taken_over.items() if k != backend}
+        return evolve(
+            ledger, last_queue_at={**ledger.last_queue_at, backend: now}, taken_over=taken
+        )
     return evolve(ledger, last_queue_at={**ledger.last_queue_at, backend: now})
+
+
+def record_takeover(ledger: Ledger, backend: str, previous_poll: datetime | None) -> Ledger:
+    """This process newly holds ``backend``'s lease. ``previous_poll``: the previous
+    holder's last poll when the lease was taken from ANOTHER holder (None for a new
+    lease, or for our own lease back after it lapsed: our own cadence memory is the
+    better guide, and any hold of an earlier takeover ends).
+
+    A takeover carries the cadence on from the previous holder's last poll: it counts as
+    the last queue call (unless ours is later), so a self-reporting job's safety net stays
+    ``queue_interval`` apart across the takeover, and the first queue call is held back
+    until that poll plus the queue's pace (:func:`takeover_hold`)."""
+    if previous_poll is None:
+        if backend not in ledger.taken_over:
+            return ledger
+        return evolve(
+            ledger, taken_over={k: v for k, v in ledger.taken_over.items() if k != backend}
+        )
+    last = ledger.last_queue_at.get(backend)
+    queue = ledger.last_queue_at
+    if last is None or last < previous_poll:
+        queue = {**queue, backend: previous_poll}
+    return evolve(
+        ledger,
+        last_queue_at=queue,
+        taken_over={**ledger.taken_over, backend: previous_poll},
+    )
 
 
 def record_queue_answer(ledger: Ledger, backend: str, *, changed: bool) -> Ledger:
@@ -499,6 +555,60 @@ def queue_due(
             return True
         return elapsed >= QUEUE_EARLY * queue_pace(cadence, ledger, backend, now)
     return elapsed >= cadence.queue_interval
+
+
+# -- a takeover ----------------------------------------------------------------------------
+
+
+def takeover_due(cadence: Cadence, ledger: Ledger, backend: str, now: datetime) -> datetime | None:
+    """When ``backend``'s first queue call after a takeover is due: the previous holder's
+    last poll plus QUEUE_EARLY of the queue's pace (as a due call counts it); None when
+    no takeover waits for its first queue call."""
+    since = ledger.taken_over.get(backend)
+    if since is None:
+        return None
+    return since + timedelta(seconds=QUEUE_EARLY * queue_pace(cadence, ledger, backend, now))
+
+
+def takeover_hold(
+    cadence: Cadence,
+    ledger: Ledger,
+    backend: str,
+    mine: Iterable[Tracked],
+    now: datetime,
+) -> datetime | None:
+    """THE takeover rule: is ``backend``'s queue call held back at ``now``? Returns when
+    it is due (the loop's wake-up, :func:`takeover_wait`), or None: this poll may call
+    the queue. ``mine``: the backend's active items.
+
+    After a lease is taken over from another holder (:func:`record_takeover`), the
+    previous holder kept the queue's pace up to its last poll: the first queue call waits
+    for that poll plus the pace (:func:`takeover_due`), even where every poll would ask
+    (silent jobs alone). A settling item whose grace runs out within the grace lead is
+    asked about at once (only the queue can say the job is still listed). The hold ends
+    with the first queue call (:func:`record_queue_call`)."""
+    due = takeover_due(cadence, ledger, backend, now)
+    if due is None or now >= due:
+        return None
+    soon = now + cadence.grace_lead
+    grace = cadence.grace
+    for entry in mine:
+        deadline = grace_deadline(entry.item, grace)
+        if deadline is not None and deadline <= soon:
+            return None
+    return due
+
+
+def takeover_wait(cadence: Cadence, ledger: Ledger, now: datetime) -> float | None:
+    """Seconds from ``now`` until the soonest queue call held back by a takeover is due
+    (:func:`takeover_due` of each backend taken over), or None: none is still ahead."""
+    waits = [
+        wait
+        for backend in ledger.taken_over
+        if (due := takeover_due(cadence, ledger, backend, now)) is not None
+        and (wait := (due - now).total_seconds()) > 0
+    ]
+    return min(waits) if waits else None
 
 
 # -- late checks of unconfirmed verdicts ---------------------------------------------------
@@ -914,21 +1024,30 @@ def _observed_at(observation: Observation) -> datetime:
 
 
 @frozen(kw_only=True)
-class PollPlan:
-    """What one backend's poll asks before any answer comes.
+class PollPlan(Generic[_T]):
+    """What one backend's poll asks before any answer comes (what the poller runs).
 
-    ``polled``: its items that are queued, running or settling, with a native id;
-    ``index``: them by native id (routes the answers: :func:`reconcile`); ``ask_queue``:
-    whether the queue is asked (about ``queue_ids``); ``late``: its unconfirmed verdicts
-    due for a late check; ``forget``: the ids of its unconfirmed verdicts nothing will
-    ever confirm (a backend without accounting); ``ledger``: the ledger with the queue
-    call recorded. What comes after depends on the answers: :func:`report_paths` on the
-    items as reconciled, then :func:`accounting_items`, then :func:`tick_settling`."""
+    ``entries``: the backend's active items (PENDING included): what the poll works on;
+    ``polled``: those queued, running or settling, with a native id (self-reports and
+    output checks are read for them); ``index``: them by native id (routes the queue's
+    answers: :func:`apply_answers`); ``ask_queue``: whether the queue is asked (about
+    ``queue_ids``); ``held_until``: when a queue call that was due is held back by a
+    takeover (:func:`takeover_hold`), the time it falls due, else None; ``late``: its
+    unconfirmed verdicts due for a late check; ``forget``: the ids of its unconfirmed
+    verdicts nothing will ever confirm (a backend without accounting); ``ledger``: the
+    ledger with the queue call recorded.
 
-    polled: tuple[Tracked, ...]
+    What comes after depends on the answers, so it is decided by the functions of the
+    answers: :func:`report_paths` on the items as the queue left them, then
+    :func:`accounting_items` (with ``late``) and :func:`accounting_query`, then
+    :func:`tick_settling`."""
+
+    entries: tuple[_T, ...]
+    polled: tuple[_T, ...]
     index: NativeIndex
     ask_queue: bool
-    late: tuple[Tracked, ...]
+    held_until: datetime | None
+    late: tuple[_T, ...]
     forget: tuple[str, ...]
     ledger: Ledger
 
@@ -942,31 +1061,39 @@ def plan(
     cadence: Cadence,
     ledger: Ledger,
     backend: str,
-    entries: Iterable[Tracked],
-    unconfirmed: Iterable[Tracked],
+    entries: Collection[_T],
+    unconfirmed: Iterable[_T],
     now: datetime,
     *,
     accounting: bool,
-) -> PollPlan:
+) -> PollPlan[_T]:
     """``backend``'s first asks this poll. ``entries``: every active item of every
-    backend (as for :func:`queue_due`); ``unconfirmed``: every late-checked verdict;
-    ``accounting``: whether the backend has accounting (its capability)."""
-    everyone = entries if isinstance(entries, Sequence) else tuple(entries)
-    polled = tuple(
-        e
-        for e in everyone
-        if e.item.backend == backend and e.item.state in _POLLED and e.item.native_id is not None
-    )
+    backend (as for :func:`queue_due`; read again only if needed); ``unconfirmed``: every
+    late-checked verdict; ``accounting``: whether the backend has accounting (its
+    capability). The queue is asked when it is due (:func:`queue_due`) and no takeover
+    holds it back (:func:`takeover_hold`)."""
+    mine = tuple(e for e in entries if e.item.backend == backend)
+    polled = tuple(e for e in mine if e.item.state in _POLLED and e.item.native_id is not None)
     index = NativeIndex(e.item for e in polled)
-    ask = bool(polled) and queue_due(cadence, ledger, backend, polled, everyone, now)
-    if ask:
-        ledger = record_queue_call(ledger, backend, now)
-    mine = [e for e in unconfirmed if e.item.backend == backend]
+    ask = False
+    held: datetime | None = None
+    if polled and queue_due(cadence, ledger, backend, polled, entries, now):
+        held = takeover_hold(cadence, ledger, backend, mine, now)
+        if held is None:
+            ask = True
+            ledger = record_queue_call(ledger, backend, now)
     if accounting:
-        late = tuple(e for e in mine if late_check_due(cadence, e, now))
+        late = tuple(late_checks_due(cadence, unconfirmed, backend, now))
         forget: tuple[str, ...] = ()
     else:
-        late, forget = (), tuple(e.item.id for e in mine)
+        late, forget = (), tuple(e.item.id for e in unconfirmed if e.item.backend == backend)
     return PollPlan(
-        polled=polled, index=index, ask_queue=ask, late=late, forget=forget, ledger=ledger
+        entries=mine,
+        polled=polled,
+        index=index,
+        ask_queue=ask,
+        held_until=held,
+        late=late,
+        forget=forget,
+        ledger=ledger,
     )

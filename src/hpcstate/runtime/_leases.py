@@ -3,7 +3,10 @@ process holds (taken, renewed after each poll and by a heartbeat between polls,
 released on close), and the backends it follows because another process holds them
 (see docs/concepts/runtime.md#one-poller-per-backend). A lease carries what its
 holder's backend learned about the scheduler (``Lease.facts``, e.g. the Slurm
-release): a process that takes it over adopts them instead of asking again."""
+release): a process that takes it over adopts them instead of asking again. What a
+takeover means for the cadence is decided in ``hpcstate._poll`` (``record_takeover``,
+``takeover_hold``): :meth:`Leases.hold` only says whether the lease is newly held and,
+if it came from another holder, that holder's last poll."""
 
 from __future__ import annotations
 
@@ -13,12 +16,25 @@ import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
+from attrs import frozen
+
 from hpcstate.backend import Backend, abilities
 
 from ._clock import Clock
 from ._store import Lease, LeaseLost, Store
 
 log = logging.getLogger("hpcstate.runtime.tracker")
+
+
+@frozen(kw_only=True)
+class Held:
+    """The lease to poll under. ``taken``: newly held by this call (a new generation:
+    new, taken over, or our own back after it lapsed); ``previous_poll``: for a lease
+    taken from ANOTHER holder, that holder's last poll (else None)."""
+
+    lease: Lease
+    taken: bool = False
+    previous_poll: datetime | None = None
 
 
 class Leases:
@@ -40,9 +56,6 @@ class Leases:
         self._on_follow = on_follow
         self.held: dict[str, Lease] = {}
         self.following: set[str] = set()
-        #: backend -> the previous holder's last poll, for a lease this process took
-        #: over: its first queue call waits for that plus its queue pace.
-        self.taken_over: dict[str, datetime] = {}
 
     def key(self, name: str, backend: Backend) -> str:
         host_local = abilities(backend).host_local
@@ -53,7 +66,7 @@ class Leases:
             return f"{name}@{host_local.lease_scope()}"
         return name
 
-    def hold(self, name: str, backend: Backend, now: datetime) -> Lease | None:
+    def hold(self, name: str, backend: Backend, now: datetime) -> Held | None:
         """The lease to poll ``name`` under, taken or renewed now; None while another
         live process holds it."""
         key = self.key(name, backend)
@@ -68,28 +81,27 @@ class Leases:
         if lease is None:
             self.held.pop(key, None)
             return None
-        if held is None or held.generation != lease.generation:
-            log.info("%s polls backend %s for every process sharing the store", self.holder, name)
-            self._took(name, backend, lease, from_another=previous not in (None, self.holder))
         self.held[key] = lease
-        return lease
+        if held is not None and held.generation == lease.generation:
+            return Held(lease=lease)
+        log.info("%s polls backend %s for every process sharing the store", self.holder, name)
+        self._adopt(name, backend, lease)
+        # New, or our own lease back after it lapsed (a long pause): no previous poll, our
+        # own cadence memory is the better guide.
+        from_another = previous not in (None, self.holder)
+        return Held(
+            lease=lease, taken=True, previous_poll=lease.last_poll_at if from_another else None
+        )
 
-    def _took(self, name: str, backend: Backend, lease: Lease, *, from_another: bool) -> None:
+    def _adopt(self, name: str, backend: Backend, lease: Lease) -> None:
         """A lease newly held: use what the previous holder learned about the scheduler
-        (no version call of our own), and do not ask the queue before the previous
-        holder's last poll plus the queue's pace."""
+        (no version call of our own)."""
         sharer = abilities(backend).facts
         if sharer is not None and lease.facts:
             try:
                 sharer.adopt_facts(lease.facts)
             except Exception as exc:  # a bug in the backend: it just asks again
                 log.warning("backend %s: adopting the lease's facts raised %r", name, exc)
-        if from_another and lease.last_poll_at is not None:
-            self.taken_over[name] = lease.last_poll_at
-        else:
-            # New, or our own lease back after it lapsed (a long pause): our own cadence
-            # memory is the better guide.
-            self.taken_over.pop(name, None)
 
     def polling(self, name: str) -> None:
         """This process polls ``name`` itself (it holds its lease, or leases are off)."""

@@ -11,7 +11,7 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from attrs import evolve, frozen
 
@@ -26,24 +26,21 @@ from hpcstate import (
     RunItem,
     State,
     add_marker,
-    grace_deadline,
 )
 from hpcstate._machine import remove_marker
 from hpcstate._poll import (
-    QUEUE_EARLY,
     Cadence,
     NativeIndex,
     accounting_items,
     accounting_query,
     apply_answers,
-    late_checks_due,
     next_interval,
-    queue_due,
-    queue_pace,
+    plan,
     record_accounting_call,
     record_queue_answer,
-    record_queue_call,
+    record_takeover,
     report_paths,
+    takeover_wait,
     tick_settling,
 )
 from hpcstate.backend import Backend, OutputSnapshot, abilities
@@ -241,17 +238,36 @@ class Poller:
         counts.submitted = await self._submitter.submit_pending(name, backend)  # anyone submits
         lease: Lease | None = None
         if self._poll_lease:
-            lease = self._leases.hold(name, backend, now)
-            if lease is None:
+            held = self._leases.hold(name, backend, now)
+            if held is None:
                 # Another process polls this backend for everyone sharing the store: its
                 # commits reach us through the store (refresh, event log).
                 self._leases.follow(name)
                 return
+            lease = held.lease
+            if held.taken:
+                # A lease newly ours: the cadence carries on from the previous holder's
+                # last poll (hpcstate._poll.record_takeover, takeover_hold).
+                self._memory.ledger = record_takeover(self._memory.ledger, name, held.previous_poll)
         self._leases.polling(name)
         counts.polled = True
         # Pending items may have just been submitted: take them from the cache again.
-        entries = [e for e in self._cache.entries.values() if e.item.backend == name]
-        polled = [e for e in entries if e.item.state in POLLED and e.item.native_id is not None]
+        cache = self._cache
+        asks = plan(
+            self.cadence,
+            self._memory.ledger,
+            name,
+            cache.entries.values(),
+            cache.unconfirmed.values(),
+            now,
+            accounting=backend.capabilities.accounting,
+        )
+        self._memory.ledger = asks.ledger
+        for item_id in asks.forget:
+            # Nothing will ever confirm them (the local backend's wait status, Flux or
+            # k8s without accounting): stop carrying them.
+            del cache.unconfirmed[item_id]
+        polled = asks.polled
         # Self-reports and output checks come first: they are older than the queue.
         extras: dict[str, list[Observation]] = defaultdict(list)
         for entry in polled:
@@ -259,34 +275,16 @@ class Poller:
             if found:
                 extras[entry.item.id].extend(found)
         await self._output_checks(backend, polled, extras, now)
-        by_native = NativeIndex(e.item for e in polled)
         error: str | None = None
         queue_obs: Sequence[Observation] = ()
-        queue_called = False
-        taken = self._leases.taken_over.get(name)
-        if taken is not None:
-            last = self._memory.ledger.last_queue_at.get(name)
-            if last is None or last < taken:
-                # A lease just taken over: the previous holder kept the queue's pace up to
-                # its last poll, so the cadence carries on from there (a self-reporting
-                # job's safety net, queue_interval later; others at the queue's pace;
-                # at once for a settling item whose grace runs out): no squeue at once.
-                self._memory.ledger = record_queue_call(self._memory.ledger, name, taken)
-        ledger = self._memory.ledger
-        if (
-            polled
-            and queue_due(self.cadence, ledger, name, polled, self._cache.entries.values(), now)
-            and self._not_taken_just_now(name, now)
-        ):
-            self._memory.ledger = record_queue_call(ledger, name, now)
-            queue_called = True
+        if asks.ask_queue:
             try:
                 counts.queue_calls += 1
-                queue_obs = await backend.queue(by_native.native_ids())
+                queue_obs = await backend.queue(asks.queue_ids)
             except Exception as exc:
                 error = self._describe(name, "queue", exc)
-        working: dict[str, RunItem] = {e.item.id: e.item for e in entries}
-        late = self._late_checks(name, backend, now)
+        working: dict[str, RunItem] = {e.item.id: e.item for e in asks.entries}
+        late = asks.late
         for entry in late:
             working[entry.item.id] = entry.item
         # What every change is computed from: its version is the compare-and-set key.
@@ -294,11 +292,11 @@ class Poller:
         events: dict[str, list[Event]] = {}
         with gc_paused():
             # Apply what we have so far, to know who needs accounting.
-            self._apply(working, by_native, queue_obs, extras, events, counts)
+            self._apply(working, asks.index, queue_obs, extras, events, counts)
         # Reports in files: of running items (if the backend's jobs report), and of
         # those that left the queue and await their verdict.
         reports_found, read_error = await self._remote_reports(backend, working, polled)
-        if read_error is not None and error is None and not queue_called:
+        if read_error is not None and error is None and not asks.ask_queue:
             # Nothing else reached the backend this poll: it is not known to be reachable.
             error = self._describe(name, "reading report files", read_error)
         if reports_found:
@@ -323,7 +321,7 @@ class Poller:
             self._leases.renew(
                 lease, now, polled=True, scheduler_calls=calls, facts=self._facts(name, backend)
             )
-        if queue_called:
+        if asks.ask_queue:
             self._memory.ledger = record_queue_answer(
                 self._memory.ledger, name, changed=bool(changes or counts.submitted)
             )
@@ -332,35 +330,10 @@ class Poller:
         await self._cancel_failed_by_output(backend, counts.output_failures)
         self._sync_watch(name, backend)
 
-    def _not_taken_just_now(self, name: str, now: datetime) -> bool:
-        """After a takeover, the first queue call waits for the previous holder's last
-        poll plus the queue's pace (as a due call counts it), unless a settling item's
-        grace runs out first (only the queue can say the job is still listed)."""
-        since = self._leases.taken_over.get(name)
-        if since is None:
-            return True
-        pace = queue_pace(self.cadence, self._memory.ledger, name, now)
-        wait = timedelta(seconds=QUEUE_EARLY * pace)
-        soon = now + self.cadence.grace_lead
-        expiring = any(
-            (deadline := grace_deadline(e.item, self.cadence.grace)) is not None
-            and deadline <= soon
-            for e in self._cache.entries.values()
-            if e.item.backend == name
-        )
-        if now >= since + wait or expiring:
-            del self._leases.taken_over[name]
-            return True
-        return False
-
     def takeover_wait(self, now: datetime) -> float | None:
-        """Seconds until a queue call held back by a takeover is due (None: none is)."""
-        waits = [
-            wait
-            for name, since in self._leases.taken_over.items()
-            if (wait := (since - now).total_seconds() + QUEUE_EARLY * self._pace(name, now)) > 0
-        ]
-        return min(waits) if waits else None
+        """Seconds until a queue call held back by a takeover is due (None: none is):
+        ``hpcstate._poll.takeover_wait``."""
+        return takeover_wait(self.cadence, self._memory.ledger, now)
 
     def _facts(self, name: str, backend: Backend) -> Mapping[str, str] | None:
         """What the backend learned about its scheduler, for the lease (None: nothing
@@ -375,20 +348,6 @@ class Poller:
         except Exception as exc:
             self._totals.failed(f"backend {name}: facts()", exc)
             return None
-
-    def _pace(self, name: str, now: datetime) -> float:
-        return queue_pace(self.cadence, self._memory.ledger, name, now)
-
-    def _late_checks(self, name: str, backend: Backend, now: datetime) -> list[Entry]:
-        """The unconfirmed verdicts of this backend to ask accounting about this poll."""
-        mine = [e for e in self._cache.unconfirmed.values() if e.item.backend == name]
-        if not backend.capabilities.accounting:
-            # Nothing will ever confirm them (the local backend's wait status, Flux or
-            # k8s without accounting): stop carrying them.
-            for entry in mine:
-                del self._cache.unconfirmed[entry.item.id]
-            return []
-        return late_checks_due(self.cadence, mine, name, now)
 
     def _apply(
         self,
@@ -602,7 +561,7 @@ class Poller:
         return changes, result
 
     async def _remote_reports(
-        self, backend: Backend, working: Mapping[str, RunItem], polled: list[Entry]
+        self, backend: Backend, working: Mapping[str, RunItem], polled: Sequence[Entry]
     ) -> tuple[dict[str, list[Observation]], Exception | None]:
         """Self-report files, ONE read for all of them: of the items that left the queue
         and await their verdict, and, if the backend says its jobs report
@@ -635,7 +594,7 @@ class Poller:
     async def _output_checks(
         self,
         backend: Backend,
-        polled: list[Entry],
+        polled: Sequence[Entry],
         observations: dict[str, list[Observation]],
         now: datetime,
     ) -> None:
