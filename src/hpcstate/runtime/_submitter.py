@@ -7,8 +7,9 @@ and a submit whose fate nobody can tell is marked ``submit_in_doubt``."""
 from __future__ import annotations
 
 import logging
+import secrets
 from collections.abc import Callable, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from typing import Any, Final
 
@@ -25,6 +26,8 @@ from hpcstate import (
     RunItem,
     State,
     add_marker,
+    expand_array_spec,
+    new_item,
     submit_rejected,
     submitted,
 )
@@ -34,6 +37,7 @@ from ._bus import MARKER_ATTEMPTS, EventBus
 from ._cache import POLLED, Cache, Entry, Memory, Totals
 from ._clock import Clock
 from ._errors import AuthenticationFailed, HostKeyRejected, StoreError
+from ._output import OutputCheck, check_to_dict
 from ._report import DB_ENV, ITEM_ID_ENV, REPORT_FILE_ENV, RUN_ID_ENV, report_file_name
 from ._store import Change, ItemRow, Store
 
@@ -549,3 +553,72 @@ class Submitter:
         if self.store.release_submit(entry.item.id, version=entry.version):
             entry.submit_started_at = None
         return 0
+
+
+# -- new runs: inserts of new ids (no compare-and-set: no other writer holds them yet) --
+
+
+def new_run_id(clock: Clock) -> str:
+    return clock.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+
+
+def store_new_run(
+    *,
+    store: Store,
+    cache: Cache,
+    submitter: Submitter,
+    target: Backend,
+    spec: JobSpec,
+    backend: str,
+    name: str,
+    output_checks: Sequence[OutputCheck],
+    run_id: str,
+    now: datetime,
+) -> None:
+    """Store run ``run_id`` of ``spec`` on ``backend``, its items PENDING."""
+    indexes: tuple[int | None, ...] = (None,)
+    limit: int | None = None
+    if spec.array:
+        indexes = expand_array_spec(spec.array)
+        if "%" in spec.array:
+            limit = int(spec.array.rsplit("%", 1)[1].strip("]") or "0") or None
+    name = name or spec.name
+    items = [
+        new_item(
+            id=f"{run_id}.{index if index is not None else 0}",
+            run_id=run_id,
+            backend=backend,
+            now=now,
+            name=name,
+            array_index=index,
+        )
+        for index in indexes
+    ]
+    run = Run(id=run_id, backend=backend, name=name, created_at=now, items=items)
+    whole_array = spec.array is not None and target.capabilities.array_jobs
+    extras = submitter.item_extras(target, spec, run_id, items)
+    documents = [d for d in (check_to_dict(c) for c in output_checks) if d is not None]
+    options: dict[str, Any] = {"output_checks": documents, "whole_array": whole_array}
+    if limit:
+        options["max_running"] = limit
+        cache.run_limits[run_id] = limit
+    cache.checks[run_id] = tuple(output_checks)
+    store.create_run(run, spec=spec, options=options, extras=extras)
+
+
+def refused(run: Run, refusals: Mapping[str, Refusal]) -> SubmitRefused:
+    """The error of a submit the backend refused (the first refusal's reason)."""
+    first = next(iter(refusals.values()))
+    error = SubmitRefused(run, first.reason, unreachable=first.unreachable, in_doubt=first.in_doubt)
+    error.__cause__ = first.cause
+    return error
+
+
+def store_adopted_run(
+    *, store: Store, backend: str, native_id: str, name: str, run_id: str, now: datetime
+) -> None:
+    """Store run ``run_id``: one item, already submitted as ``native_id``."""
+    item = new_item(id=f"{run_id}.0", run_id=run_id, backend=backend, now=now, name=name)
+    step = submitted(item, native_id=native_id, at=now)
+    run = Run(id=run_id, backend=backend, name=name, created_at=now, items=[step.item])
+    store.create_run(run, options={"adopted": True}, events=step.events)

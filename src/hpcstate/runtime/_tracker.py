@@ -38,30 +38,33 @@ from hpcstate import (
     ConfigError,
     Event,
     Marker,
-    MarkerCode,
     Run,
     RunItem,
     State,
-    add_marker,
-    cancel_before_submit,
-    expand_array_spec,
-    new_item,
     registry,
-    submitted,
 )
-from hpcstate._machine import CANCEL_FAILED
 from hpcstate._poll import Cadence, record_failed_poll, record_poll
 from hpcstate.backend import Backend, BackendConfig, JobSpec, check_abilities
 
-from ._bus import MARKER_ATTEMPTS, Callback, EventBus, PushWatches, StoreWaker
+from ._bus import Callback, EventBus, PushWatches, StoreWaker
 from ._cache import Cache, Memory, Totals
+from ._cancel import Canceller, lost_error
 from ._clock import Clock, SystemClock
 from ._errors import StoreError
 from ._leases import Leases
-from ._output import OutputCheck, check_to_dict
+from ._output import OutputCheck
 from ._poller import BackendCounts, BackendStatus, Poller
-from ._store import Change, ItemRow, Store
-from ._submitter import SUBMIT_IN_DOUBT, Refusal, SubmitRefused, Submitter
+from ._store import Store
+from ._submitter import (
+    SUBMIT_IN_DOUBT,
+    Refusal,
+    SubmitRefused,
+    Submitter,
+    new_run_id,
+    refused,
+    store_adopted_run,
+    store_new_run,
+)
 
 __all__ = [
     "SUBMIT_IN_DOUBT",
@@ -225,6 +228,15 @@ class Tracker:
             backend=self.backend,
             conflicted=self._conflicted,
         )
+        self._canceller = Canceller(
+            store=self.store,
+            clock=self.clock,
+            cache=self._cache,
+            totals=self._totals,
+            bus=self._bus,
+            backend=self.backend,
+            conflicted=self._conflicted,
+        )
         self._poller = Poller(
             store=self.store,
             clock=self.clock,
@@ -379,9 +391,6 @@ class Tracker:
 
     # -- submit / track / cancel / wait ----------------------------------------------------
 
-    def _new_run_id(self) -> str:
-        return self.clock.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-
     async def submit(
         self,
         spec: JobSpec,
@@ -411,47 +420,27 @@ class Tracker:
     ) -> Run:
         target = self.backend(backend)
         now = self.clock.now()
-        run_id = run_id or self._new_run_id()
-        indexes: tuple[int | None, ...] = (None,)
-        limit: int | None = None
-        if spec.array:
-            indexes = expand_array_spec(spec.array)
-            if "%" in spec.array:
-                limit = int(spec.array.rsplit("%", 1)[1].strip("]") or "0") or None
-        name = name or spec.name
-        items = [
-            new_item(
-                id=f"{run_id}.{index if index is not None else 0}",
-                run_id=run_id,
-                backend=backend,
-                now=now,
-                name=name,
-                array_index=index,
-            )
-            for index in indexes
-        ]
-        run = Run(id=run_id, backend=backend, name=name, created_at=now, items=items)
-        whole_array = spec.array is not None and target.capabilities.array_jobs
-        submitter = self._submitter
-        extras = submitter.item_extras(target, spec, run_id, items)
-        documents = [d for d in (check_to_dict(c) for c in output_checks) if d is not None]
-        options: dict[str, Any] = {"output_checks": documents, "whole_array": whole_array}
-        if limit:
-            options["max_running"] = limit
-            self._cache.run_limits[run_id] = limit
-        self._cache.checks[run_id] = tuple(output_checks)
-        self.store.create_run(run, spec=spec, options=options, extras=extras)
+        run_id = run_id or new_run_id(self.clock)
+        store_new_run(
+            store=self.store,
+            cache=self._cache,
+            submitter=self._submitter,
+            target=target,
+            spec=spec,
+            backend=backend,
+            name=name,
+            output_checks=output_checks,
+            run_id=run_id,
+            now=now,
+        )
         self._memory.submitted(now)
         await self._refresh()
         refusals: dict[str, Refusal] = {}
-        await submitter.submit_pending(backend, target, only_run=run_id, refusals=refusals)
+        await self._submitter.submit_pending(backend, target, only_run=run_id, refusals=refusals)
         self.wake()
         stored = self.store.get_run(run_id)
         if refusals:
-            first = next(iter(refusals.values()))
-            raise SubmitRefused(
-                stored, first.reason, unreachable=first.unreachable, in_doubt=first.in_doubt
-            ) from first.cause
+            raise refused(stored, refusals)
         return stored
 
     async def track(self, backend: str, native_id: str, *, name: str = "") -> Run:
@@ -464,11 +453,15 @@ class Tracker:
         if not target.capabilities.adopt:
             raise ConfigError(f"backend {backend!r} cannot adopt jobs it did not submit")
         now = self.clock.now()
-        run_id = self._new_run_id()
-        item = new_item(id=f"{run_id}.0", run_id=run_id, backend=backend, now=now, name=name)
-        step = submitted(item, native_id=native_id, at=now)
-        run = Run(id=run_id, backend=backend, name=name, created_at=now, items=[step.item])
-        self.store.create_run(run, options={"adopted": True}, events=step.events)
+        run_id = new_run_id(self.clock)
+        store_adopted_run(
+            store=self.store,
+            backend=backend,
+            native_id=native_id,
+            name=name,
+            run_id=run_id,
+            now=now,
+        )
         self._memory.submitted(now)
         await self._refresh()
         self.wake()
@@ -482,74 +475,12 @@ class Tracker:
             return await self._cancel(run_id)
 
     async def _cancel(self, run_id: str) -> Run:
-        run = self.store.get_run(run_id)
-        to_cancel: dict[str, dict[str, None]] = defaultdict(dict)  # ordered sets
-        marker = Marker(code=MarkerCode.CANCEL_REQUESTED.value, text="cancel requested")
-
-        def cancelling(row: ItemRow) -> Change | None:
-            item = row.item
-            if item.state in TERMINAL:
-                return None
-            now = self.clock.now()
-            if item.state is State.PENDING and row.submit_started_at is None:
-                step = cancel_before_submit(item, at=now)
-            else:
-                # Submitted, or being submitted (claimed): the submitter re-reads on its
-                # conflict, sees the marker and cancels the job it created.
-                step = add_marker(item, marker, at=now)
-                if item.native_id is not None:
-                    to_cancel[item.backend][item.native_id] = None
-            if step.item is item:
-                return None
-            return Change(item=step.item, expected_version=item.version, events=step.events)
-
-        rows, _ = self.store.items_by_id(i.id for i in run.items)
-        changes = [c for row in rows if (c := cancelling(row)) is not None]
-        _, lost = await self._bus.commit_redoing(changes, cancelling, self._conflicted)
-        for backend_name, ids in to_cancel.items():
-            await self._send_cancel(rows, backend_name, ids)
+        lost = await self._canceller.cancel_run(run_id)
         await self._refresh()
         self.wake()
         if lost:
-            raise StoreError(
-                f"run {run_id}: other writers kept changing item(s) {', '.join(lost)}; "
-                f"their cancel request was not stored after {MARKER_ATTEMPTS} attempts "
-                "(the jobs already known were asked to cancel)"
-            )
+            raise lost_error(run_id, lost)
         return self.store.get_run(run_id)
-
-    async def _send_cancel(
-        self, rows: Sequence[ItemRow], backend_name: str, ids: Mapping[str, None]
-    ) -> None:
-        """The backend's cancel call; if it fails (it may or may not have acted), say so
-        on the items (``cancel_failed``), so that their vanishing is never read as the
-        cancel's doing, and raise."""
-        try:
-            await self.backend(backend_name).cancel(list(ids))
-        except Exception as exc:
-            await self._cancel_failed(rows, backend_name, ids, exc)
-            raise
-
-    async def _cancel_failed(
-        self, rows: Sequence[ItemRow], backend_name: str, ids: Mapping[str, None], exc: Exception
-    ) -> None:
-        marker = Marker(
-            code=CANCEL_FAILED,
-            text=f"the cancel may not have reached backend {backend_name}: {exc}",
-        )
-
-        def marking(row: ItemRow) -> Change | None:
-            item = row.item
-            if item.backend != backend_name or item.native_id not in ids or item.terminal:
-                return None
-            step = add_marker(item, marker, at=self.clock.now())
-            if step.item is item:
-                return None
-            return Change(item=step.item, expected_version=item.version, events=step.events)
-
-        fresh, _ = self.store.items_by_id(row.item.id for row in rows)
-        changes = [c for row in fresh if (c := marking(row)) is not None]
-        await self._bus.commit_redoing(changes, marking, self._conflicted)
 
     async def add_marker(self, item_id: str, marker: Marker) -> RunItem:
         """Attach ``marker`` to one item (a no-op if it is already there), with its
@@ -557,24 +488,7 @@ class Tracker:
         marker added to what it wrote. Never changes the state or the verdict. Returns
         the item as stored. Raises StoreError if the item is unknown."""
         async with self._poll_lock:
-            for _ in range(MARKER_ATTEMPTS):
-                item = self.store.get_item(item_id)
-                step = add_marker(item, marker, at=self.clock.now())
-                if step.item is item:
-                    return item
-                change = Change(item=step.item, expected_version=item.version, events=step.events)
-                result = self.store.commit([change])
-                if result.applied:
-                    entry = self._cache.known(item_id)
-                    if entry is not None:
-                        entry.item = step.item
-                        entry.version = step.item.version
-                    await self._bus.dispatch_committed([change], result.applied, result.last_seq)
-                    return step.item
-            raise StoreError(
-                f"item {item_id}: other writers kept changing it; marker {marker.code!r} "
-                f"not added after {MARKER_ATTEMPTS} attempts"
-            )
+            return await self._canceller.add_marker(item_id, marker)
 
     async def wait(self, run_id: str, *, timeout: float | None = None) -> Run:
         """Return the run once every item has a verdict (starts the poll loop if it is
