@@ -522,7 +522,149 @@ def advance(item: RunItem, observation: Observation) -> Step:
         # The new run may already be further along: apply the rest to the new item.
         rest = advance(step.item, evolve(observation, restarts=None))
         return Step(rest.item, step.events + rest.events)
+    if input is Input.VANISHED:
+        if item.state in _SETTLE_ON_VANISH and observation.stats is EMPTY_STATS:
+            return _settled_on_vanish(item, observation)
+    elif input is Input.CONFIRMED and item.state is State.SETTLING:
+        return _confirmed_from_settling(item, observation)
     return _apply(item, input, observation)
+
+
+def _advance_general(item: RunItem, observation: Observation) -> Step:
+    """:func:`advance` without its fast paths: the rules as written in :func:`_apply`.
+    A test holds the two equal (tests/core/test_machine_fast_paths.py)."""
+    if item.native_id is None:
+        raise IllegalTransition(item.state, "observation", "the item has no native id yet")
+    if observation.native_id != item.native_id:
+        raise IllegalTransition(
+            item.state,
+            "observation",
+            f"observation of {observation.native_id!r} applied to item of {item.native_id!r}",
+        )
+    input = classify(item, observation)
+    if input is Input.REQUEUED:
+        step = _requeue(item, observation)
+        if observation.state in (None, State.QUEUED):
+            return step
+        rest = _advance_general(step.item, evolve(observation, restarts=None))
+        return Step(rest.item, step.events + rest.events)
+    return _apply(item, input, observation)
+
+
+# -- fast paths ------------------------------------------------------------------------
+#
+# The commonest pair of transitions in a poll (a job leaves the queue, then accounting
+# confirms it) written out for exactly those inputs: what ``_apply`` computes for them,
+# minus the branches that cannot apply. The result (item, events, exceptions) must be
+# the general path's; tests/core/test_machine_fast_paths.py holds them equal over
+# generated items and observations. The invariant check runs on both.
+
+#: Live states a vanish settles (the table says so; checked here, not assumed).
+_SETTLE_ON_VANISH: Final = frozenset(
+    s
+    for s in (State.QUEUED, State.RUNNING)
+    if TRANSITIONS.get((s, Input.VANISHED)) is State.SETTLING
+)
+if TRANSITIONS.get((State.SETTLING, Input.CONFIRMED)) is not Target.OBSERVED:  # pragma: no cover
+    raise AssertionError("the fast confirm path assumes settling + confirmed -> observed")
+
+
+def _settled_on_vanish(item: RunItem, obs: Observation) -> Step:
+    """A queued or running job the queue no longer lists, with nothing else said (no
+    stats): settling, with what the item knew, less a waiting reason, and an
+    approximate end if it had none."""
+    at = obs.observed_at
+    old = item.stats
+    reason = old.reason
+    if reason is not None and reason.kind not in END_KINDS:
+        reason = None
+    finished_at, approx = old.finished_at, old.finished_at_approx
+    if finished_at is None:
+        finished_at, approx = at, True
+    stats = _build_stats(
+        exit=old.exit,
+        exit_source=old.exit_source,
+        derived_exit=old.derived_exit,
+        reason=reason,
+        submitted_at=old.submitted_at,
+        started_at=old.started_at,
+        finished_at=finished_at,
+        finished_at_approx=approx,
+        elapsed_s=old.elapsed_s,
+        cpu_time_s=old.cpu_time_s,
+        max_rss_bytes=old.max_rss_bytes,
+        nodes=old.nodes,
+        confirmed_by=old.confirmed_by,
+    )
+    markers = _markers_for(item.markers, State.SETTLING, stats, list(obs.markers))
+    new = _rebuilt(
+        item,
+        State.SETTLING,
+        item.version + 1,
+        stats,
+        markers,
+        item.restarts,
+        item.handle,
+        at,
+        item.last_seen_at,
+        item.last_active_at,
+        at,
+        _VANISHED,
+    )
+    new = _finish(item, new, Input.VANISHED)
+    event = _new_awaiting(new.id, new.run_id, new.native_id, at, new.version, obs.source, new.state)
+    return _step(new, (event,))
+
+
+_VANISHED: Final = Input.VANISHED.value
+
+
+def _confirmed_from_settling(item: RunItem, obs: Observation) -> Step:
+    """A settling job an authoritative final record gives its verdict (``obs.state``,
+    terminal: ``classify`` said CONFIRMED): the stats merged as on every end, the
+    verdict's reason, confirmed by the record's source, seen now."""
+    at = obs.observed_at
+    new_state = obs.state
+    assert new_state is not None  # CONFIRMED is a terminal state's input
+    values = _merged(item.stats, obs.stats, obs.source, with_exit=True)
+    values["reason"] = verdict_reason(new_state, values["exit"], values["reason"])
+    if values["finished_at"] is None:
+        values["finished_at"] = at
+        values["finished_at_approx"] = True
+    values["confirmed_by"] = obs.source
+    stats = _build_stats(*values.values())
+    extra = list(obs.markers)
+    disagreement = _disagreement(item.stats, obs.stats, obs.source)
+    if disagreement is not None:
+        extra.append(disagreement)
+    markers = _markers_for(item.markers, new_state, stats, extra)
+    new = _rebuilt(
+        item,
+        new_state,
+        item.version + 1,
+        stats,
+        markers,
+        item.restarts,
+        item.handle,
+        at,
+        at,
+        item.last_active_at,
+        None,
+        None,
+    )
+    new = _finish(item, new, Input.CONFIRMED)
+    event = _new_finished(
+        new.id,
+        new.run_id,
+        new.native_id,
+        at,
+        new.version,
+        obs.source,
+        new_state,
+        new.confirmed,
+        stats.exit,
+    )
+    return _step(new, (event,))
 
 
 def _requeue(item: RunItem, obs: Observation) -> Step:
