@@ -2,8 +2,9 @@
 
 Run: python bench/poll_policy.py [--items 100000] [--repeat 7]
 Prints the median milliseconds per call over repeats, for the decisions the tracker takes
-on every poll over its whole cache (next_interval, queue_due, report_paths,
-accounting_items, accounting_query). They are linear in the items; compare runs made in
+on every poll over its whole cache (next_interval, queue_due, plan: one backend's first
+asks as the poller makes them, queue_due included, report_paths, accounting_items,
+accounting_query). They are linear in the items; compare runs made in
 the same hour (this machine is noisy: compare ratios, not absolutes).
 """
 
@@ -100,6 +101,10 @@ def main() -> None:
             ),
             "queue_due": _median_ms(
                 lambda e=entries: poll.queue_due(cadence, ledger, "slurm", e, e, now),
+                args.repeat,
+            ),
+            "plan": _median_ms(
+                lambda e=entries: poll.plan(cadence, ledger, "slurm", e, [], now, accounting=True),
                 args.repeat,
             ),
             "report_paths": _median_ms(

@@ -651,7 +651,9 @@ def test_the_plan_asks_the_queue_about_the_backends_submitted_items_and_records_
     theirs = Entry(named(running(), 4, backend="b"))
     everyone = [queued_, running_, waiting, theirs]
     first = poll.plan(Cadence(), Ledger(), "a", everyone, [], at(10), accounting=True)
+    assert first.entries == (queued_, running_, waiting)  # what the poll works on
     assert first.polled == (queued_, running_)
+    assert first.held_until is None
     assert first.ask_queue
     assert first.queue_ids == ("101", "102")
     assert first.ledger.last_queue_at == {"a": at(10)}
