@@ -2,8 +2,12 @@
 read self-reports and output, ask the queue and accounting as the cadence allows,
 apply every observation through the machine in ``observed_at`` order, tick, commit
 the changes as compare-and-sets, renew the lease and keep the push watch in line.
-Also the cadence decisions (when the queue and accounting are asked, and when the
-loop wakes next)."""
+
+It decides nothing about the cadence: ``hpcstate._poll`` does. A newly held lease goes
+to ``record_takeover``; one ``plan`` per backend says whether the queue is asked (and
+about which ids), whether a takeover holds it back, which late checks are due and which
+verdicts to stop carrying; ``report_paths`` and ``accounting_items`` say what to read and
+ask after the queue's answer; ``next_interval`` and ``takeover_wait`` when to wake."""
 
 from __future__ import annotations
 
