@@ -14,7 +14,13 @@ from hypothesis import strategies as st
 
 import hpcstate as h
 from hpcstate import Absence, ExitStatus, JobStats, Marker, MarkerCode, Reason, Source, State
-from hpcstate._machine import _advance_general, _ambiguity_marker
+from hpcstate._machine import (
+    _ANY_BROKEN,
+    _BROKEN,
+    _ITEM_FIELDS,
+    _advance_general,
+    _ambiguity_marker,
+)
 from hpcstate.serial import event_to_dict, item_to_dict
 
 from .builders import NATIVE, T0, obs, queued, running, settling, settling_vanished
@@ -249,3 +255,18 @@ def test_the_fast_paths_are_taken() -> None:
     assert done.stats.exit == ExitStatus.exited(0)
     assert done.version == settled.version + 1 == running().version + 2
     assert settled.settling_cause == "vanished"
+
+
+@settings(max_examples=1500, deadline=None)
+@given(item=items())
+def test_the_one_expression_invariant_check_is_the_rules_one_by_one(item: h.RunItem) -> None:
+    """``_ANY_BROKEN`` (the rules rewritten to read the state and stats once) says broken
+    exactly when one of the rules, compiled from their own text, does."""
+    assert bool(_ANY_BROKEN(item)) == any(broken(item) for broken in _BROKEN)
+
+
+def test_the_invariant_check_sees_a_broken_item() -> None:
+    sound = settling()
+    assert not _ANY_BROKEN(sound)
+    broken = h.RunItem(**{**{a: getattr(sound, a) for a in _ITEM_FIELDS}, "settling_since": None})
+    assert _ANY_BROKEN(broken)
