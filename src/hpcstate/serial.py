@@ -36,8 +36,10 @@ from cattrs.v import format_exception
 
 from ._errors import SchemaError
 from ._events import EVENT_TYPES, AnyEvent, Event
+from ._exit import ExitStatus
 from ._fast import positional_builder as positional_builder
-from ._model import Run, RunItem
+from ._model import Marker, Run, RunItem
+from ._reasons import Reason
 from .backend import JobSpec
 
 #: Version of the RunItem / Run / Event documents this hpcstate writes.
@@ -217,6 +219,32 @@ def _json_optional_str(value: str | None) -> str:
     return "null" if value is None else _json_str(value)
 
 
+#: Records the core shares between items, so a commit writes the same object many
+#: times: an exit status (the sacct parser's memo; an item's and its Finished event's),
+#: a verdict's reason (``verdict_reason``'s cache), an ambiguity marker.
+_SHARED_RECORDS: Final = frozenset({ExitStatus, Reason, Marker})
+#: Texts of shared records one writer remembers (bounded: a commit of 100,000 distinct
+#: exit statuses must not hold 100,000 more strings).
+_SHARED_MEMO: Final = 4096
+
+
+def _shared(encode: Callable[..., str], value: object, known: Any, time: Any) -> str:
+    """``encode(value, known, time)``, remembered by identity for the writer's life.
+
+    The memo is the writer's time table (``known`` is its ``dict.get``; int keys never
+    meet its datetime keys), each entry holding the record itself, so an id is never
+    reused while it is remembered. Records are frozen: same object, same text."""
+    memo = known.__self__
+    key = id(value)
+    hit = memo.get(key)
+    if hit is not None and hit[0] is value:
+        return hit[1]  # type: ignore[no-any-return]
+    text = encode(value, known, time)
+    if len(memo) < _SHARED_MEMO:
+        memo[key] = (value, text)
+    return text
+
+
 class _Codegen:
     """Encoders generated from attrs fields: ``enc(value, known, time) -> str`` per
     class, each writing exactly what ``dumps(_CONVERTER.unstructure(value, cls))``
@@ -230,6 +258,7 @@ class _Codegen:
             "_num": _json_number,
             "_bool": _json_bool,
             "_TypeError": TypeError,
+            "_shared": _shared,
         }
         self.encoders: dict[tuple[type, str, str], str] = {}
         self._count = 0
@@ -265,6 +294,8 @@ class _Codegen:
             return f"{self._name('enum', types.MappingProxyType(table))}[{value}]"
         if isinstance(annotation, type) and attrs.has(annotation):
             call = f"{self.encoder(annotation)}({value}, known, time)"
+            if annotation in _SHARED_RECORDS:
+                call = f"_shared({self.encoder(annotation)}, {value}, known, time)"
             return f'("null" if {value} is None else {call})' if optional else call
         args = typing.get_args(annotation)
         if typing.get_origin(annotation) is tuple and len(args) == 2 and args[1] is Ellipsis:
