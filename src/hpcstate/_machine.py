@@ -647,20 +647,22 @@ def _settled_on_vanish(item: RunItem, obs: Observation) -> Step:
     finished_at, approx = old.finished_at, old.finished_at_approx
     if finished_at is None:
         finished_at, approx = at, True
+    # Positional, in JobStats' field order (as ``_merged``; a reordering shows in the
+    # fast paths' test as a different item).
     stats = _build_stats(
-        exit=old.exit,
-        exit_source=old.exit_source,
-        derived_exit=old.derived_exit,
-        reason=reason,
-        submitted_at=old.submitted_at,
-        started_at=old.started_at,
-        finished_at=finished_at,
-        finished_at_approx=approx,
-        elapsed_s=old.elapsed_s,
-        cpu_time_s=old.cpu_time_s,
-        max_rss_bytes=old.max_rss_bytes,
-        nodes=old.nodes,
-        confirmed_by=old.confirmed_by,
+        old.exit,
+        old.exit_source,
+        old.derived_exit,
+        reason,
+        old.submitted_at,
+        old.started_at,
+        finished_at,
+        approx,
+        old.elapsed_s,
+        old.cpu_time_s,
+        old.max_rss_bytes,
+        old.nodes,
+        old.confirmed_by,
     )
     markers = _markers_for(item.markers, _ST_SETTLING, stats, list(obs.markers))
     new = _rebuilt(
