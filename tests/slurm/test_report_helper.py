@@ -79,6 +79,10 @@ def start(
     def setup() -> None:
         if core:
             resource.setrlimit(resource.RLIMIT_CORE, (resource.RLIM_INFINITY,) * 2)
+        # slurmstepd starts a job with every disposition at its default; a test run
+        # from a background shell (`cmd &`) inherits SIGINT and SIGQUIT ignored.
+        for number in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(number, signal.SIG_DFL)
         for number in ignore:
             signal.signal(number, signal.SIG_IGN)
 
