@@ -3,7 +3,7 @@
 
     python bench/fleet.py [--watchers 1,10,50] [--failover 10] [--db URL] [--json out.json]
 
-For each N: submits N short jobs held (``sh -c "sleep 1; exit K"``, K = index % 3)
+For each N: submits N short jobs held (``sh -c "sleep 1; date ...; exit K"``, K = index % 3)
 through a Tracker on a fresh store (a SQLite file in a temp dir, or a fresh schema of
 the PostgreSQL server at ``--db``), closes it, starts N real ``hpcstate watch RUN --json``
 processes (the console module, ``python -m hpcstate``; default settings, the Slurm
@@ -15,9 +15,11 @@ slurmdbd's counters (sdiag --reset, sacctmgr clear stats), releases every job at
   and slurmctld's and slurmdbd's RPCs of the query types (bench/_slurm_rpcs.py;
   cluster-wide, so other users of the cluster show up there too): with one poller
   they must not grow with N;
-* per job, the delay from its End (sacct, epoch seconds, cut to the second) to the
-  moment its watcher printed the verdict: median, p95, max; whether the record said
-  ``confirmed``; wrong verdicts (exit K expected, by hand: 0 -> completed, else failed).
+* per job, the delay from its end (the payload's last command writes ``date +%s.%N``
+  just before ``exit K``) to the moment its watcher printed the verdict: median, p95,
+  max; the same from sacct's End (``sacct_end_*``: End is cut to the second, so those
+  read up to 1 s long); whether the record said ``confirmed``; wrong verdicts (exit K
+  expected, by hand: 0 -> completed, else failed).
 
 ``--failover N``: the same with N watchers, and the holder is killed with SIGKILL as
 soon as the jobs are released. Reported: the time from the kill until another process
@@ -95,7 +97,9 @@ async def submit_held(location: str, count: int, work: Path) -> dict[str, tuple[
         for index in range(count):
             code = index % 3
             spec = JobSpec(
-                command=["sh", "-c", f"sleep 1; exit {code}"],
+                # The payload's last act writes its end time to the nanosecond: sacct's
+                # End is cut to the second (up to 1 s too early).
+                command=["sh", "-c", f'sleep 1; date +%s.%N >"$SLURM_JOB_ID.end"; exit {code}'],
                 name=f"fleet-{index}",
                 working_directory=str(work),
                 stdout=str(work / "%j.out"),
@@ -250,7 +254,13 @@ def one(
                 if isinstance(stored.event, (Finished, Corrected)):
                     verdicts[stored.event.run_id] = verdicts.get(stored.event.run_id, 0) + 1
             states = {r: store.get_run(r).items[0] for r in runs}
+        precise = {
+            path.stem: float(text)
+            for path in work.glob("*.end")
+            if (text := path.read_text().strip()).replace(".", "", 1).isdigit()
+        }
         delays, wrong, unconfirmed, repeated, missing = [], [], 0, [], []
+        end_delays: list[float] = []
         for run_id, (native, code) in runs.items():
             item = states[run_id]
             want = "completed" if code == 0 else "failed"
@@ -271,8 +281,10 @@ def one(
                     f"{native}: the watcher printed {record['state']} {record['exit_code']}"
                 )
             unconfirmed += not record["confirmed"]
+            if native in precise:
+                delays.append(at - precise[native])
             if native in ends:
-                delays.append(at - ends[native])
+                end_delays.append(at - ends[native])
         ctld_q = sum(v for k, v in ctld.items() if k in CTLD_QUERY_TYPES)
         dbd_q = sum(v for k, v in dbd.items() if k in DBD_QUERY_TYPES)
         return {
@@ -288,6 +300,9 @@ def one(
             "median_s": round(statistics.median(delays), 2) if delays else None,
             "p95_s": round(percentile(delays, 0.95), 2) if delays else None,
             "max_s": round(max(delays), 2) if delays else None,
+            "delays_measured": len(delays),
+            "sacct_end_median_s": round(statistics.median(end_delays), 2) if end_delays else None,
+            "sacct_end_p95_s": round(percentile(end_delays, 0.95), 2) if end_delays else None,
             "printed_unconfirmed": unconfirmed,
             "wrong": wrong,
             "repeated_or_lost": repeated,
