@@ -53,6 +53,7 @@ Public signatures (``hpcstate._poll``)::
     late_check_due(cadence, entry: Tracked, now) -> bool
     late_checks_due(cadence, unconfirmed: Iterable[Tracked], backend, now) -> list[Tracked]
     expired_late_checks(cadence, unconfirmed: Mapping[str, Tracked], now) -> list[str]
+    purged(index: NativeIndex, found: Sequence[Observation]) -> list[tuple[str, Observation]]
     correctable_soon(cadence, unconfirmed: Iterable[Tracked], now) -> bool
     accounting_items(cadence, ledger, backend, working: Mapping[str, RunItem],
                      late: Sequence[Tracked], now) -> list[RunItem]
@@ -111,7 +112,8 @@ Which tracker method each replaces: ``_recent_submit`` -> :func:`submitted_recen
 :func:`queue_due` (with ``_reporting_anywhere`` -> :func:`reporting_anywhere`, asked
 lazily as before), ``_late_check_due`` -> :func:`late_check_due`, the filter of
 ``_late_checks`` -> :func:`late_checks_due` (through :func:`plan`), ``_expire_late_checks`` ->
-:func:`expired_late_checks` (the tracker logs and forgets the ids returned),
+:func:`expired_late_checks` (the tracker logs and forgets the ids returned), the choice
+of ``_drop_forgotten`` -> :func:`purged`,
 ``_correctable_soon`` -> :func:`correctable_soon`, the gate and item list of
 ``_accounting`` -> :func:`accounting_items` and :func:`accounting_query`,
 ``_accounting_due_in`` -> :func:`accounting_due_in`, the file choice of
@@ -146,7 +148,7 @@ from attrs import Factory, evolve, field, frozen
 from ._errors import ConfigError, IllegalTransition
 from ._events import Event
 from ._machine import DEFAULT_GRACE, Step, add_marker, advance, grace_deadline, tick
-from ._model import Marker, MarkerCode, Observation, RunItem
+from ._model import Absence, Marker, MarkerCode, Observation, RunItem
 from ._states import FAILURES, Source, State
 from .backend import AccountingQuery
 
@@ -179,6 +181,7 @@ __all__ = [
     "late_checks_due",
     "next_interval",
     "plan",
+    "purged",
     "queue_due",
     "queue_pace",
     "reconcile",
@@ -637,6 +640,22 @@ def expired_late_checks(
     asked about."""
     cutoff = now - cadence.late_check_window
     return [i for i, e in unconfirmed.items() if e.item.updated_at < cutoff]
+
+
+def purged(index: NativeIndex, found: Sequence[Observation]) -> list[tuple[str, Observation]]:
+    """The items (routed by native id through ``index``) whose job an answer says is
+    unknown and will stay so (purged: ``Absence.UNKNOWN``, or GONE), with that answer:
+    an unconfirmed verdict among them can no longer be corrected, so it is no longer
+    asked about."""
+    found_ids: list[tuple[str, Observation]] = []
+    for obs in found:
+        if obs.absence is not Absence.UNKNOWN and obs.state is not State.GONE:
+            continue
+        first = index.first.get(obs.native_id)
+        if first is None:
+            continue
+        found_ids.extend((item_id, obs) for item_id in (first, *index.more.get(obs.native_id, ())))
+    return found_ids
 
 
 def correctable_soon(cadence: Cadence, unconfirmed: Iterable[Tracked], now: datetime) -> bool:

@@ -685,6 +685,22 @@ def test_the_plan_takes_the_due_late_checks_or_forgets_them_without_accounting()
     assert blind.forget == ("r1.0", "r2.0")
 
 
+def test_purged_names_every_item_of_a_job_accounting_will_never_know() -> None:
+    task0 = named(unconfirmed_completed(), 1, native="77")
+    task1 = named(unconfirmed_completed(), 2, native="77")  # an array's second task
+    other = named(unconfirmed_completed(), 3, native="78")
+    kept = named(unconfirmed_completed(), 4, native="79")
+    index = poll.NativeIndex([task0, task1, other, kept])
+    unknown = obs(9, source=Source.ACCOUNTING, absence=h.Absence.UNKNOWN, native_id="77")
+    gone = obs(9, State.GONE, source=Source.ACCOUNTING, native_id="78")
+    absent = obs(9, source=Source.ACCOUNTING, absence=h.Absence.ABSENT, native_id="79")
+    stranger = obs(9, source=Source.ACCOUNTING, absence=h.Absence.UNKNOWN, native_id="80")
+    record = obs(9, State.COMPLETED, source=Source.ACCOUNTING, final=True, native_id="79")
+    got = poll.purged(index, [unknown, gone, absent, stranger, record])
+    assert got == [("r1.0", unknown), ("r2.0", unknown), ("r3.0", gone)]
+    assert poll.purged(index, []) == []
+
+
 def test_every_knob_says_what_it_is_and_the_config_file_agrees() -> None:
     import attrs
 

@@ -21,7 +21,6 @@ from attrs import evolve, frozen
 
 from hpcstate import (
     TERMINAL,
-    Absence,
     BackendError,
     Event,
     Marker,
@@ -40,6 +39,7 @@ from hpcstate._poll import (
     apply_answers,
     next_interval,
     plan,
+    purged,
     record_accounting_call,
     record_queue_answer,
     record_takeover,
@@ -430,23 +430,17 @@ class Poller:
         return None
 
     def _drop_forgotten(self, by_native: NativeIndex, found: Sequence[Observation]) -> None:
-        """Accounting says it does not know a job and never will (purged): its
-        unconfirmed verdict can no longer be corrected; stop asking."""
-        for obs in found:
-            if obs.absence is not Absence.UNKNOWN and obs.state is not State.GONE:
-                continue
-            first = by_native.first.get(obs.native_id)
-            if first is None:
-                continue
-            for item_id in (first, *by_native.more.get(obs.native_id, ())):
-                if self._cache.unconfirmed.pop(item_id, None) is not None:
-                    log.info(
-                        "item %s: accounting no longer knows job %s (%s); its unconfirmed "
-                        "verdict stays",
-                        item_id,
-                        obs.native_id,
-                        obs.detail or "purged",
-                    )
+        """Accounting says it does not know a job and never will (``hpcstate._poll.purged``):
+        its unconfirmed verdict can no longer be corrected; stop asking."""
+        for item_id, obs in purged(by_native, found):
+            if self._cache.unconfirmed.pop(item_id, None) is not None:
+                log.info(
+                    "item %s: accounting no longer knows job %s (%s); its unconfirmed "
+                    "verdict stays",
+                    item_id,
+                    obs.native_id,
+                    obs.detail or "purged",
+                )
 
     def _describe(self, name: str, what: str, exc: Exception) -> str:
         if isinstance(exc, BackendError):
