@@ -32,13 +32,15 @@ file the tracker reads) or ``host_local`` (a report into the store).
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, Protocol, runtime_checkable
 
 from attrs import field, frozen
 
-from ._errors import ConfigError
+from ._errors import ConfigError, ParseError
+from ._exit import ExitStatus, signal_name
 from ._model import Observation
 
 #: Bumped when the Backend/Dialect protocol changes incompatibly. A plugin declares the
@@ -449,6 +451,94 @@ class OutputQuestion:
     stderr: bool = False
 
 
+#: The portable resource requests of a JobSpec (``hpcstate submit -t/--mem/-c/-n/-N/-G``;
+#: "gpus" travels in ``JobSpec.options["gpus"]``): what ``BackendInfo.resources`` names.
+PORTABLE_RESOURCES: Final = frozenset(
+    {"time_limit", "memory_bytes", "cpus", "tasks", "nodes", "gpus"}
+)
+
+
+@frozen(kw_only=True)
+class ExitReading:
+    """One interpretation of an exit value (``hpcstate decode``): the status it says
+    (None: the job never ended with one), a one-line summary, what it says for sure and,
+    separately, what stays ambiguous."""
+
+    label: str  # what the value was read as: "a Slurm ExitCode (code:signal)"
+    status: ExitStatus | None
+    summary: str
+    known: tuple[str, ...] = ()
+    ambiguous: tuple[str, ...] = ()
+
+
+@frozen(kw_only=True)
+class ExitForm:
+    """A form of exit value a scheduler shows, declared in ``BackendInfo.exit_forms``
+    under its name (``hpcstate decode --from NAME``).
+
+    ``read`` is pure: the value's text (stripped) to one reading, or ParseError naming
+    what is wrong. ``claims`` says whether a value of unknown origin has this form's
+    shape (``decode`` without ``--from``; None: only read when asked by name);
+    ``shape`` names that shape for the error when no form claims a value.
+    ``integers``: the claimed values are plain integers (a negative returncode), so
+    they are tried after the forms of other shapes and named after the plain exit code
+    and wait status."""
+
+    read: Callable[[str], ExitReading]
+    claims: Callable[[str], bool] | None = None
+    shape: str = ""
+    integers: bool = False
+
+
+_INTEGER: Final = re.compile(r"\A-?[0-9]{1,12}\Z")
+# Where shells put "killed by signal N": 128+N for N up to the last real-time signal.
+SIGNAL_CODES: Final = range(129, 128 + 64 + 1)
+
+
+def exit_code_notes(code: int, *, who: str) -> tuple[list[str], list[str]]:
+    """What a plain exit code says by shell conventions, for an :class:`ExitReading`:
+    (known, ambiguous); ``who`` exited ("the container's main process")."""
+    known: list[str] = []
+    doubts: list[str] = []
+    if code == 0:
+        known.append(f"{who} exited 0: success")
+    else:
+        known.append(f"{who} exited normally with code {code}; no signal ended it")
+    if code in SIGNAL_CODES:
+        sig = code - 128
+        doubts.append(
+            f"{code} = 128+{sig}: a shell reports a child killed by {signal_name(sig)} ({sig}) "
+            f"as {code}, and a program may also exit {code} itself; nothing here says which"
+        )
+    elif code == 126:
+        known.append("126 is the shells' code for a command found but not executable")
+    elif code == 127:
+        known.append("127 is the shells' code for a command not found")
+    elif code == 124:
+        doubts.append("124 is also what GNU timeout(1) exits with when its command timed out")
+    elif code == 255:
+        doubts.append("255 is also what ssh exits with on a connection error, and exit(-1)")
+    return known, doubts
+
+
+def exit_integer(text: str, form: str) -> int:
+    """``text`` as an integer of at most 12 digits, or ParseError naming ``--from form``."""
+    if not _INTEGER.match(text):
+        raise ParseError(f"expected an integer for --from {form}", field="value", line=text)
+    return int(text)
+
+
+def exit_code(text: str, form: str) -> int:
+    """``text`` as an exit code 0..255, or ParseError."""
+    number = exit_integer(text, form)
+    if not 0 <= number <= 255:
+        raise ParseError(
+            f"an exit code is 0..255 (for a raw wait status use --from wait), got {number}",
+            field="value",
+        )
+    return number
+
+
 @frozen(kw_only=True)
 class BackendInfo:
     """What a plugin's entry point names. ``make_backend`` does the imports that need
@@ -471,11 +561,20 @@ class BackendInfo:
     # scheduler's default file when the JobSpec names none): the path itself, patterns
     # expanded; None: the JobSpec's stdout/stderr, relative to its working directory.
     output_location: Callable[[OutputQuestion], str | None] | None = None
+    # The portable resource requests (PORTABLE_RESOURCES) its submit expresses; the CLI
+    # refuses the others up front, naming the backend. None: it takes every request and
+    # decides itself (the default, for a plugin that does not say).
+    resources: frozenset[str] | None = None
+    # The forms of exit value its scheduler shows, by name (``hpcstate decode --from
+    # NAME``): each a pure reader from text to an ExitReading.
+    exit_forms: Mapping[str, ExitForm] = field(factory=dict)
 
 
 __all__ = [
     "ABILITY_METHODS",
     "API_VERSION",
+    "PORTABLE_RESOURCES",
+    "SIGNAL_CODES",
     "Abilities",
     "AccountingQuery",
     "Backend",
@@ -486,6 +585,8 @@ __all__ = [
     "Command",
     "CommandResult",
     "Dialect",
+    "ExitForm",
+    "ExitReading",
     "HostLocal",
     "JobSpec",
     "OutputQuestion",
@@ -500,5 +601,8 @@ __all__ = [
     "WatchingBackend",
     "abilities",
     "check_abilities",
+    "exit_code",
+    "exit_code_notes",
+    "exit_integer",
     "expand_output_pattern",
 ]

@@ -43,6 +43,11 @@ _HINTS: Final = {
 FIRST_PARTY: Final = ("slurm", "flux", "k8s")
 
 
+def is_known(name: str) -> bool:
+    """Whether hpcstate knows the command that installs backend ``name``."""
+    return name in _HINTS
+
+
 def install_hint(name: str) -> str:
     """The command that installs backend ``name`` (its extra, for the project's own)."""
     return _hint(name)

@@ -16,6 +16,7 @@ from typing import Final
 from hpcstate.backend import API_VERSION, Backend, BackendConfig, BackendInfo, Capabilities
 
 from ._dialect import FluxDialect
+from ._exit_forms import EXIT_FORMS
 from ._ids import native_id, normalize_native_id, parse_jobid
 from ._options import FluxOptions
 
@@ -60,6 +61,9 @@ BACKEND: Final = BackendInfo(
     requires=(),
     install_hint="pip install 'hpcstate[flux]'",
     options_type=FluxOptions,
+    # flux batch --time-limit, -N, -n, -c; no memory request, no GPUs
+    resources=frozenset({"time_limit", "cpus", "tasks", "nodes"}),
+    exit_forms=EXIT_FORMS,  # a waitstatus, or a negative returncode
 )
 
 __all__ = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from hpcstate.backend import API_VERSION, Backend, BackendConfig, BackendInfo, Capabilities
 
+from ._exit_forms import EXIT_FORMS
 from ._options import K8sOptions
 
 __version__ = "0.1.0"
@@ -49,6 +50,9 @@ BACKEND = BackendInfo(
     options_type=K8sOptions,
     requires=("lightkube", "httpx2"),
     install_hint="pip install 'hpcstate[k8s]'",
+    # activeDeadlineSeconds and the container's cpu/memory; one node, one task
+    resources=frozenset({"time_limit", "memory_bytes", "cpus"}),
+    exit_forms=EXIT_FORMS,  # a container's terminated.exitCode
 )
 
 __all__ = ["BACKEND", "CAPABILITIES", "K8sOptions"]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from hpcstate.backend import (
     API_VERSION,
+    PORTABLE_RESOURCES,
     BackendConfig,
     BackendInfo,
     Capabilities,
@@ -21,6 +22,7 @@ from ._dialect import SlurmDialect as SlurmDialect
 from ._dialect import SubmitRejected as SubmitRejected
 from ._dialect import parse_version as parse_version
 from ._dialect import version_command as version_command
+from ._exit_forms import EXIT_FORMS
 from ._options import SlurmOptions as SlurmOptions
 from ._versions import MINIMUM_VERSION as MINIMUM_VERSION
 from ._versions import SlurmBehaviour as SlurmBehaviour
@@ -90,6 +92,8 @@ BACKEND = BackendInfo(
     install_hint="pip install 'hpcstate[slurm]' (and 'hpcstate[ssh]' for a remote cluster)",
     output_location=_output_location,  # where `hpcstate logs` finds sbatch's default file
     options_type=SlurmOptions,
+    resources=PORTABLE_RESOURCES,  # sbatch -t --mem -c -n -N -G
+    exit_forms=EXIT_FORMS,  # ExitCode / DerivedExitCode "code:signal"
 )
 
 __all__ = [

@@ -76,3 +76,46 @@ def test_missing_attribute_is_a_clear_error_and_listing_survives_it() -> None:
         assert isinstance(listed["noattr"], BackendNotFound)
     finally:
         registry.unregister("noattr")
+
+
+# -- declarations the CLI reads (BackendInfo.resources, .exit_forms) -----------------------
+
+
+def test_the_bundled_backends_declarations_are_sound() -> None:
+    from hpcstate.testing.conformance import declaration_problems
+
+    for name in ("local", "slurm", "flux", "k8s"):
+        assert declaration_problems(registry.load(name)) == [], name
+
+
+def test_unsound_declarations_are_named() -> None:
+    import attrs
+
+    from hpcstate.backend import ExitForm, ExitReading
+    from hpcstate.testing.conformance import declaration_problems
+
+    from .fake_plugin import GOOD
+
+    def crashes(text: str) -> ExitReading:
+        return ExitReading(label="x", status=None, summary=str(int(text)))  # ValueError
+
+    bad = attrs.evolve(
+        GOOD,
+        resources=frozenset({"walltime", "cpus"}),
+        exit_forms={
+            "wait": ExitForm(read=crashes),
+            "two words": ExitForm(read=crashes, claims=lambda text: True),
+        },
+    )
+    problems = declaration_problems(bad, values=["x"])
+    assert problems == [
+        "resources names walltime, which no JobSpec asks for (known: cpus, gpus, "
+        "memory_bytes, nodes, tasks, time_limit)",
+        "exit form 'wait': hpcstate decode reads that form itself",
+        "exit form 'wait': read('x') raised ValueError: invalid literal for int() with base "
+        "10: 'x' (a reader returns an ExitReading or raises ParseError)",
+        "exit form name 'two words': one word, as --from takes it",
+        "exit form 'two words' claims values but names no shape",
+        "exit form 'two words': read('x') raised ValueError: invalid literal for int() with "
+        "base 10: 'x' (a reader returns an ExitReading or raises ParseError)",
+    ]

@@ -130,3 +130,31 @@ def test_registry_hands_out_this_backend() -> None:
     info = registry.load("pbs")
     assert info is hpcstate_pbs.BACKEND
     assert info.make_dialect is not None
+
+
+# -- what the plugin declares for the CLI ----------------------------------------------
+
+
+def test_declared_resources_are_what_qsub_is_given() -> None:
+    # submit_command writes -l walltime= and select=N:ncpus=:mem=; no tasks, no GPUs.
+    assert hpcstate_pbs.BACKEND.resources == frozenset(
+        {"time_limit", "cpus", "memory_bytes", "nodes"}
+    )
+
+
+def test_exit_form_pbs() -> None:
+    """``hpcstate decode --from pbs`` reads through this declaration."""
+    read = hpcstate_pbs.BACKEND.exit_forms["pbs"].read
+    killed = read("265")  # Exit_status > 256: 256 + the signal (mom stores WTERMSIG + 0x100)
+    assert killed.status is not None
+    assert (killed.status.code, killed.status.signal) == (None, 9)
+    walltime = read("-29")  # JOB_EXEC_KILL_WALLTIME: PBS's own code, no process status
+    assert walltime.status is None
+    assert "walltime exceeded" in walltime.summary
+    plain = read("3")
+    assert plain.status is not None
+    assert (plain.status.code, plain.status.signal) == (3, None)
+    with pytest.raises(ParseError):
+        read("256")  # neither an exit code nor 256 + a signal
+    with pytest.raises(ParseError):
+        read("x")

@@ -58,7 +58,7 @@ from hpcstate.runtime._store import Change, open_store
 
 from ._app import Console, DataError, Failure, UnknownRun
 from ._config import Config
-from ._decode import Form, decode, decoded_dict, decoded_text
+from ._decode import decode, decoded_dict, decoded_text
 from ._exitcodes import ToolExit, combine, item_exit_status
 from ._human import (
     backend_line,
@@ -71,7 +71,7 @@ from ._once import ALREADY_THERE, WRAPPER_NAME, is_already_there, once_command
 from ._parser import UsageError
 from ._progress import Progress
 from ._record import run_record
-from ._resources import check_supported, parse_gpus
+from ._resources import check_supported, declared_resources, parse_gpus
 from ._values import (
     parse_duration,
     parse_env_assignment,
@@ -268,6 +268,7 @@ def _spec(args: argparse.Namespace, backend: str, kind: str) -> tuple[JobSpec, s
             "nodes": args.nodes,
             "gpus": gpus,
         },
+        declared_resources(kind),
     )
     spec = JobSpec(
         command=tuple(command) if script is None else (),
@@ -392,7 +393,7 @@ async def _known_to(backend: Backend, native_id: str) -> bool | None:
         # Neither the queue nor accounting: the scheduler never had it.
         return any(o.state is not None for o in found)
     if any(o.absence is Absence.UNKNOWN for o in observed):
-        return False  # "no trace, and no other source ever will" (local, Flux)
+        return False  # "no trace, and no other source ever will" (no accounting behind it)
     return None
 
 
@@ -812,7 +813,7 @@ async def _fleet(args: argparse.Namespace, session: Session) -> int:
 
 
 async def _decode(args: argparse.Namespace, console: Console) -> int:
-    decoded = decode(args.value, Form(args.form) if args.form else None)
+    decoded = decode(args.value, args.form)
     if args.json:
         _json_line(console, decoded_dict(decoded))
     else:

@@ -8,7 +8,6 @@ from typing import NoReturn
 
 from hpcstate import State
 
-from ._decode import Form
 from ._exitcodes import DESCRIPTIONS
 
 PROG = "hpcstate"
@@ -266,14 +265,17 @@ def build_parser(default_backend: str | None = None) -> argparse.ArgumentParser:
 
     decode = commands.add_parser(
         "decode",
-        help="explain an exit value: 0:9, 137:0, a wait status, a Flux or k8s code",
+        help="explain an exit value: 0:9, 137:0, a wait status, a scheduler's exit code",
     )
     decode.add_argument("value", metavar="VALUE")
     decode.add_argument(
         "--from",
         dest="form",
-        choices=[f.value for f in Form],
-        help="where VALUE comes from (default: guessed from its shape)",
+        metavar="FORM",
+        help=(
+            "where VALUE comes from: exit, wait, or a form an installed backend declares "
+            "(default: guessed from its shape)"
+        ),
     )
     _json(decode)
 

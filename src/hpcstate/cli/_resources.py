@@ -1,10 +1,11 @@
-"""Portable resource requests (``submit -t/-n/-N/-c/-G/--mem``) and which backend kinds
-can express each. Pure.
+"""Portable resource requests (``submit -t/-n/-N/-c/-G/--mem``), refused up front when
+the backend cannot express them.
 
 The same submit line moves between Slurm and Flux; where a backend has no way to say a
 resource, the submission is refused up front with the backend named (``--extra-arg``
-stays the raw escape hatch). Kinds not listed here (third-party backends) get every
-request and decide themselves.
+stays the raw escape hatch). What each backend expresses is its own declaration
+(``BackendInfo.resources``); a backend that declares nothing (None) gets every request
+and decides itself.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from typing import Final
+
+from hpcstate import registry
 
 from ._parser import UsageError
 
@@ -32,14 +35,6 @@ _WORDS: Final[Mapping[str, str]] = {
     "nodes": "several nodes",
     "gpus": "GPUs",
 }
-_ALL: Final = frozenset(OPTIONS)
-#: What each bundled kind maps (JobSpec fields; "gpus" goes in JobSpec.options).
-SUPPORTED: Final[Mapping[str, frozenset[str]]] = {
-    "slurm": _ALL,
-    "flux": frozenset({"time_limit", "cpus", "tasks", "nodes"}),
-    "k8s": frozenset({"time_limit", "memory_bytes", "cpus"}),
-    "local": frozenset({"time_limit"}),
-}
 # Asking for one of these is what every backend gives anyway.
 _ONE_IS_ENOUGH: Final = frozenset({"cpus", "tasks", "nodes"})
 _GPUS: Final = re.compile(r"\A(?:[A-Za-z0-9_.-]+:)?[1-9][0-9]{0,5}\Z")
@@ -52,9 +47,22 @@ def parse_gpus(text: str) -> str:
     return text.strip()
 
 
-def check_supported(kind: str, backend: str, requested: Mapping[str, object]) -> None:
-    """Refuse a resource the backend's kind cannot express (UsageError naming both)."""
-    supported = SUPPORTED.get(kind)
+def declared_resources(kind: str) -> frozenset[str] | None:
+    """The requests plugin ``kind`` declares it expresses; None: it did not say, or it
+    cannot be loaded (making the backend reports that, with the command that fixes it)."""
+    try:
+        return registry.load(kind).resources
+    except Exception:
+        return None
+
+
+def check_supported(
+    kind: str,
+    backend: str,
+    requested: Mapping[str, object],
+    supported: frozenset[str] | None,
+) -> None:
+    """Refuse a resource outside ``supported`` (UsageError naming backend and kind)."""
     if supported is None:
         return
     for field, value in requested.items():

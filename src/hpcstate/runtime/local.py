@@ -427,4 +427,5 @@ BACKEND: Final = BackendInfo(
     make_backend=make_backend,
     options_type=LocalOptions,
     output_location=output_location,
+    resources=frozenset({"time_limit"}),  # a local process has a time limit, nothing else
 )

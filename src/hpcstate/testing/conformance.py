@@ -65,6 +65,7 @@ from hpcstate import (
 from hpcstate.backend import (
     ABILITY_METHODS,
     API_VERSION,
+    PORTABLE_RESOURCES,
     AccountingQuery,
     Backend,
     BackendContractError,
@@ -73,6 +74,8 @@ from hpcstate.backend import (
     Command,
     CommandResult,
     Dialect,
+    ExitForm,
+    ExitReading,
     JobSpec,
     OutputSnapshot,
     abilities,
@@ -93,7 +96,7 @@ from .loop import NotSettled, ReferenceLoop
 if TYPE_CHECKING:
     from hpcstate.runtime import Clock
 
-__all__ = ["BackendConformance", "DialectConformance"]
+__all__ = ["BackendConformance", "DialectConformance", "declaration_problems"]
 
 # Several subclasses (one per backend) run the same inherited test: "differing
 # executors" is expected here, and each run draws its own examples.
@@ -107,6 +110,78 @@ _FUZZ = settings(
     ],
 )
 _SHELL_META = set(" \t\n;&|<>()$`\\\"'*?[]#~")
+
+
+#: The exit-value forms ``hpcstate decode`` reads itself: a backend's form of one of these
+#: names would never be used.
+_POSIX_FORMS = frozenset({"exit", "wait"})
+#: Values (as decode passes them: stripped) every exit form's reader must answer.
+_EXIT_SAMPLES = (
+    *("0", "1", "137", "255", "256", "35072", "-1", "-9", "-128", "-300"),
+    *("0:9", "137:0", "0:125", "", "x", "1e3", "99999999999999999999", "-"),
+)
+
+
+def _exit_form_problems(name: str, form: ExitForm, value: str) -> list[str]:
+    """What is wrong with ``form``'s answer to ``value``."""
+    problems: list[str] = []
+    try:
+        reading: object = form.read(value)
+    except ParseError:
+        pass
+    except Exception as exc:
+        problems.append(
+            f"exit form {name!r}: read({value!r}) raised {type(exc).__name__}: {exc} "
+            "(a reader returns an ExitReading or raises ParseError)"
+        )
+    else:
+        if not isinstance(reading, ExitReading):
+            problems.append(f"exit form {name!r}: read({value!r}) returned {reading!r}")
+        elif not (reading.label and reading.summary):
+            problems.append(f"exit form {name!r}: read({value!r}) has no label or summary")
+    if form.claims is not None:
+        try:
+            claimed: object = form.claims(value)
+        except Exception as exc:
+            problems.append(f"exit form {name!r}: claims({value!r}) raised {exc!r}")
+        else:
+            if not isinstance(claimed, bool):
+                problems.append(f"exit form {name!r}: claims({value!r}) is not a bool")
+    return problems
+
+
+def declaration_problems(info: BackendInfo, values: Iterable[str] = _EXIT_SAMPLES) -> list[str]:
+    """What is wrong with what ``info`` declares for the CLI: ``resources`` names only
+    portable requests (:data:`~hpcstate.backend.PORTABLE_RESOURCES`); each exit form has
+    a name ``hpcstate decode --from`` can take and is not one decode reads itself, a
+    reader that returns an ExitReading or raises ParseError for each of ``values``
+    (never another exception), a ``claims`` that answers a bool, and a ``shape`` if it
+    claims."""
+    problems: list[str] = []
+    resources: object = info.resources  # as a plugin wrote it, checked here
+    if resources is not None:
+        if not isinstance(resources, frozenset):
+            problems.append(f"resources is a {type(resources).__name__}, not a frozenset")
+        unknown = sorted(set(info.resources or ()) - PORTABLE_RESOURCES)
+        if unknown:
+            problems.append(
+                f"resources names {', '.join(unknown)}, which no JobSpec asks for (known: "
+                f"{', '.join(sorted(PORTABLE_RESOURCES))})"
+            )
+    forms: Mapping[str, object] = info.exit_forms
+    for name, form in forms.items():
+        if not name or name != name.strip() or any(c.isspace() for c in name):
+            problems.append(f"exit form name {name!r}: one word, as --from takes it")
+        if name in _POSIX_FORMS:
+            problems.append(f"exit form {name!r}: hpcstate decode reads that form itself")
+        if not isinstance(form, ExitForm):
+            problems.append(f"exit form {name!r} is a {type(form).__name__}, not an ExitForm")
+            continue
+        if form.claims is not None and not form.shape:
+            problems.append(f"exit form {name!r} claims values but names no shape")
+        for value in values:
+            problems += _exit_form_problems(name, form, value)
+    return problems
 
 
 def _required(name: str, what: str) -> NoReturn:
@@ -240,6 +315,21 @@ class DialectConformance:
                 pytrace=False,
             )
         assert loaded == backend_info, "the registered BackendInfo is another object"
+
+    def test_declarations_are_sound(self, backend_info: BackendInfo) -> None:
+        """``resources`` names portable requests only; each exit form reads its samples
+        to an ExitReading or raises ParseError (:func:`declaration_problems`)."""
+        _report(declaration_problems(backend_info), "BackendInfo declarations")
+
+    @_FUZZ
+    @given(value=st.text(max_size=24))
+    def test_exit_forms_read_or_raise_parse_error(
+        self, backend_info: BackendInfo, value: str
+    ) -> None:
+        problems: list[str] = []
+        for name, form in backend_info.exit_forms.items():
+            problems += _exit_form_problems(name, form, value.strip())
+        assert not problems, problems
 
     # -- golden files -----------------------------------------------------------------
 

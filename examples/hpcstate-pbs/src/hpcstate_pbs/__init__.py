@@ -19,6 +19,7 @@ from hpcstate.backend import API_VERSION, Backend, BackendConfig, BackendInfo, C
 from ._dialect import PbsDialect as PbsDialect
 from ._dialect import decode_exit_status as decode_exit_status
 from ._dialect import parse_pbs_time as parse_pbs_time
+from ._exit_forms import EXIT_FORMS
 
 __version__ = "0.1.0"
 
@@ -75,6 +76,9 @@ BACKEND: Final = BackendInfo(
     make_backend=make_backend,
     make_dialect=make_dialect,
     install_hint="pip install hpcstate-pbs",
+    # qsub -l walltime=, select=N:ncpus=:mem=; no task count or GPU request yet
+    resources=frozenset({"time_limit", "cpus", "memory_bytes", "nodes"}),
+    exit_forms=EXIT_FORMS,  # hpcstate decode --from pbs
 )
 
 __all__ = [
