@@ -12,11 +12,15 @@ import subprocess
 import sys
 import textwrap
 from collections.abc import Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
-from hpcstate import ExitStatus, MarkerCode, State
+import pytest
+
+from hpcstate import ExitStatus, Marker, MarkerCode, State, add_marker
 from hpcstate.backend import JobSpec, Submission
 from hpcstate.runtime import Change, CommitResult, Store, Tracker
+from hpcstate.runtime._bus import MARKER_ATTEMPTS
 from hpcstate.runtime._store import Lease
 from hpcstate.runtime.local import LocalBackend
 
@@ -163,3 +167,74 @@ async def test_a_cancel_request_stored_during_the_submit_cancels_the_new_job(
     (item,) = done.items
     assert item.state is State.CANCELLED
     assert item.exit == ExitStatus.killed(signal.SIGTERM)
+
+
+class CancelRefused(LocalBackend):
+    """The real local backend whose cancel call fails (as an unreachable scheduler's
+    would) until ``refuse`` is cleared."""
+
+    refuse = True
+
+    async def cancel(self, native_ids: Sequence[str]) -> None:
+        if self.refuse:
+            raise OSError("the scheduler did not answer")
+        await super().cancel(native_ids)
+
+
+class OutwrittenStore(Store):
+    """A real store where, before each commit that carries a ``cancel_failed`` marker,
+    a second real connection to the same file changes the item first, so that commit
+    always conflicts: a writer that never lets go."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.other = Store(path, sweep=False)
+        self.raced = 0
+
+    def commit(self, changes: Sequence[Change], *, lease: Lease | None = None) -> CommitResult:
+        for change in changes:
+            if change.item.has_marker(MarkerCode.CANCEL_FAILED.value):
+                self.raced += 1
+                item = self.other.get_item(change.item.id)
+                step = add_marker(
+                    item,
+                    Marker(code=f"note{self.raced}", text="the other writer"),
+                    at=datetime.now(timezone.utc),
+                )
+                done = self.other.commit(
+                    [Change(item=step.item, expected_version=item.version, events=step.events)]
+                )
+                assert done.applied == (item.id,)
+        return super().commit(changes, lease=lease)
+
+
+async def test_a_cancel_failed_marker_that_cannot_be_stored_is_reported_not_dropped(
+    db_path: Path, tmp_path: Path
+) -> None:
+    backend = CancelRefused(root=tmp_path / "jobs", kill_grace=0.5, watch_interval=0.05)
+    store = OutwrittenStore(db_path)
+    # Not started: only this test's poll_once reads the failures (wait() starts the loop).
+    tracker = Tracker(store=store, backends={"local": backend}, fast_interval=0.05)
+    try:
+        run = await tracker.submit(JobSpec(command=["sleep", "30"]))
+        (item_id,) = (i.id for i in run.items)
+        with pytest.raises(OSError, match="did not answer"):
+            await tracker.cancel(run.id)
+        assert store.raced == MARKER_ATTEMPTS  # every attempt lost to the other writer
+        assert tracker.failures == 1
+        report = await tracker.poll_once()
+        assert any(
+            f"item(s) {item_id}: marker 'cancel_failed' not stored" in text
+            for text in report.failures
+        ), report.failures
+        backend.refuse = False
+        await tracker.cancel(run.id)
+        done = await tracker.wait(run.id, timeout=30)
+    finally:
+        await tracker.aclose()
+    store.other.close()
+    store.close()
+    (item,) = done.items
+    assert item.state is State.CANCELLED
+    assert not item.has_marker(MarkerCode.CANCEL_FAILED.value)
+    assert item.has_marker(f"note{MARKER_ATTEMPTS}")  # the other writer's changes stayed

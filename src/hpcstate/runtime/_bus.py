@@ -22,6 +22,7 @@ from typing import Final
 
 from hpcstate import TERMINAL, Event, Submitted
 
+from ._clock import Clock
 from ._store import Change, ItemRow, Store, StoredEvent
 
 log = logging.getLogger("hpcstate.runtime.tracker")
@@ -176,6 +177,31 @@ class EventBus:
                 log.error("%s: cannot re-apply a change to it", problem)
             pending = [c for row in rows if (c := redo(row)) is not None]
         return landed, [c.item.id for c in pending]
+
+
+class Wakeup:
+    """The poll loop's alarm clock: :meth:`set` (a self-report, a push event, news in the
+    store) ends the current wait, or the next one at once."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def sleep(self, clock: Clock, delay: float) -> None:
+        """Wait ``delay`` seconds on ``clock``, or until :meth:`set`."""
+        if self._event.is_set():
+            self._event.clear()
+            return
+        sleeper = asyncio.ensure_future(clock.sleep(delay))
+        waker = asyncio.ensure_future(self._event.wait())
+        try:
+            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, waker):
+                task.cancel()
+            self._event.clear()
 
 
 class PushWatches:

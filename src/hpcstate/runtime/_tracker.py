@@ -11,9 +11,10 @@ Everything needed to resume is in the store: a restarted tracker re-reads the ac
 items, looks a PENDING item's submit tag up before submitting it again, and goes on.
 
 This module is the shell: the public API, the loop, and one poll's orchestration.
-The work is done by its parts, which share one cache (``_cache``): the submitter
-(``_submitter``), one backend's poll and the cadence (``_poller``), the leases
-(``_leases``) and the event bus (``_bus``). None of them imports this module.
+The work is done by its parts, which share one cache (``_cache``): the submitter and
+new runs (``_submitter``), one backend's poll and the cadence (``_poller``), cancels and
+markers (``_cancel``), the leases (``_leases``) and the event bus with the loop's wakeups
+(``_bus``). None of them imports this module.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from hpcstate import (
 from hpcstate._poll import Cadence, record_failed_poll, record_poll
 from hpcstate.backend import Backend, BackendConfig, JobSpec, check_abilities
 
-from ._bus import Callback, EventBus, PushWatches, StoreWaker
+from ._bus import Callback, EventBus, PushWatches, StoreWaker, Wakeup
 from ._cache import Cache, Memory, Totals
 from ._cancel import Canceller, lost_error
 from ._clock import Clock, SystemClock
@@ -203,7 +204,7 @@ class Tracker:
             else:
                 self._backends[name] = value
         self._random = random.Random(seed)
-        self._wake = asyncio.Event()
+        self._wake = Wakeup()
         self._progress = asyncio.Condition()
         self._loop_task: asyncio.Task[None] | None = None
         self._aux_tasks: list[asyncio.Task[None]] = []
@@ -628,18 +629,4 @@ class Tracker:
                 # A poll must never kill the loop (a store hiccup, a bug in a backend).
                 log.exception("poll failed")
                 self._memory.ledger = record_failed_poll(self._memory.ledger)
-            delay = self.next_interval()
-            await self._sleep_or_wake(delay)
-
-    async def _sleep_or_wake(self, delay: float) -> None:
-        if self._wake.is_set():
-            self._wake.clear()
-            return
-        sleeper = asyncio.ensure_future(self.clock.sleep(delay))
-        waker = asyncio.ensure_future(self._wake.wait())
-        try:
-            await asyncio.wait({sleeper, waker}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (sleeper, waker):
-                task.cancel()
-            self._wake.clear()
+            await self._wake.sleep(self.clock, self.next_interval())
