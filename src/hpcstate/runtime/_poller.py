@@ -531,12 +531,14 @@ class Poller:
             counts.lease_lost = True
             self._cache.force_refresh = True
             return [], CommitResult()
-        applied = set(result.applied)
-        counts.events += sum(len(c.events) for c in changes if c.item.id in applied)
+        # Every change applied (the common case: ids are unique and applied ones are
+        # among them): no set of 100,000 ids to build and look up.
+        applied = None if len(result.applied) == len(changes) else set(result.applied)
         for change in changes:
-            if change.item.id not in applied:
-                continue
             item = change.item
+            if applied is not None and item.id not in applied:
+                continue
+            counts.events += len(change.events)
             entry = self._cache.entries.get(item.id) or self._cache.unconfirmed.get(item.id)
             if entry is None:
                 continue
