@@ -25,6 +25,7 @@ import random
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from itertools import chain
@@ -488,6 +489,184 @@ def _disk_full(directory: Path) -> bool:
 # -- the store -------------------------------------------------------------------------
 
 
+#: SQLite's default ``wal_autocheckpoint``: the WAL is checkpointed once it holds this
+#: many pages (here by :class:`_Checkpointer`, off the committing thread).
+_CHECKPOINT_PAGES: Final = 1000
+#: Commits in a row that may find the WAL past that threshold; the last of them
+#: checkpoints inline (as SQLite would have), so the WAL cannot grow without bound.
+_CHECKPOINT_BEHIND: Final = 2
+#: Seconds the checkpoint thread waits for work before it ends (a new one starts when
+#: needed), so a store that is never closed does not keep a thread for long.
+_CHECKPOINT_IDLE: Final = 30.0
+
+
+class _Checkpointer:
+    """Checkpoints a store's WAL from a second connection on a thread, so that the
+    commit that wrote a large batch does not also copy it into the database file.
+
+    The writer runs with ``wal_autocheckpoint = 0`` and ``journal_size_limit`` = the
+    WAL's size at :data:`_CHECKPOINT_PAGES` pages (a WAL restarted after a checkpoint is
+    cut back to it, so the file's size tells how much the WAL holds). After each commit,
+    :meth:`after_commit` looks at that size: past the limit, it wakes the thread, which
+    runs ``PRAGMA wal_checkpoint(PASSIVE)`` (what SQLite's automatic checkpoint runs;
+    it never blocks readers or the writer). If the thread cannot start or its checkpoint
+    failed, or the WAL stayed past the limit for :data:`_CHECKPOINT_BEHIND` commits in a
+    row, the commit checkpoints inline (logged, never raised).
+    Nothing stored changes: a checkpoint copies committed pages, whoever runs it."""
+
+    def __init__(self, path: Path, page_size: int) -> None:
+        self._path = path
+        self._wal = path.with_name(path.name + "-wal")
+        #: The WAL file's size at _CHECKPOINT_PAGES pages (32-byte header, 24 per frame).
+        self.limit = 32 + _CHECKPOINT_PAGES * (page_size + 24)
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._db: sqlite3.Connection | None = None  # the thread's own connection
+        self._wanted = False  # a checkpoint is asked for and not yet started
+        self._running = False
+        self._closed = False
+        self._over = 0  # commits in a row that found the WAL past the limit
+        self._pid = os.getpid()
+        #: Why background checkpoints stopped (None: they run); commits check inline.
+        self.failed: str | None = None
+        #: Checkpoints run by the thread, and inline by commits (for tests and logs).
+        self.background = 0
+        self.inline = 0
+        _CHECKPOINTERS.add(self)
+
+    def after_commit(self, inline: Callable[[], None]) -> None:
+        """After each commit of the writer (holding the store's lock): wake the thread
+        if the WAL is past the limit, or call ``inline`` if the thread cannot do it."""
+        try:
+            size = os.stat(self._wal).st_size
+        except OSError:
+            return
+        if size <= self.limit:
+            self._over = 0
+            return
+        # The WAL restarts (and is cut back to the limit) only when a write begins after
+        # a checkpoint has copied all of it: a checkpoint still running then, commit
+        # after commit (a busy writer, or two processes), would let it grow. So after
+        # _CHECKPOINT_BEHIND commits in a row that find it past the limit, the commit
+        # checkpoints inline, as SQLite would have, and the next write restarts it.
+        self._over += 1
+        with self._cond:
+            if self.failed is None and not self._closed:
+                if self._over < _CHECKPOINT_BEHIND:
+                    if self._wanted or self._running:
+                        return
+                    self._wanted = True
+                    if self._start():
+                        self._cond.notify_all()
+                        return
+                else:
+                    log.info(
+                        "%s: the WAL stayed past %d pages for %d commits; checkpointing inline",
+                        self._path,
+                        _CHECKPOINT_PAGES,
+                        self._over,
+                    )
+        self._over = 0
+        inline()
+        self.inline += 1
+
+    def _start(self) -> bool:
+        """Start the thread if none runs (holding ``_cond``); False if it cannot."""
+        if self._thread is not None:
+            return True
+        thread = threading.Thread(target=self._run, name="hpcstate-checkpoint", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError as exc:  # can't start new thread
+            self._wanted = False
+            self.failed = f"cannot start a thread: {exc}"
+            log.warning("%s: %s; the WAL is checkpointed inline", self._path, self.failed)
+            return False
+        self._thread = thread
+        return True
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._wanted and not self._closed:
+                    if not self._cond.wait(_CHECKPOINT_IDLE) and not self._wanted:
+                        break
+                if self._closed or not self._wanted:
+                    self._stop_locked()
+                    return
+                self._wanted = False
+                self._running = True
+            try:
+                self._checkpoint()
+            except Exception as exc:  # logged; the commits checkpoint inline from now on
+                with self._cond:
+                    self.failed = f"the background checkpoint failed: {exc!r}"
+                    self._running = False
+                    log.warning("%s: %s; the WAL is checkpointed inline", self._path, self.failed)
+                    self._stop_locked()
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._running = False
+                self.background += 1
+                self._cond.notify_all()
+
+    def _stop_locked(self) -> None:
+        """The thread's last act (holding ``_cond``): close its connection."""
+        if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+        self._thread = None
+
+    def _checkpoint(self) -> None:
+        if self._db is None:
+            self._db = sqlite3.connect(
+                str(self._path), timeout=1.0, isolation_level=None, check_same_thread=False
+            )
+            self._db.execute("PRAGMA synchronous = NORMAL")  # syncs as the writer's would
+        self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def idle(self, timeout: float) -> bool:
+        """Wait until no background checkpoint is pending or running (tests)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not (self._wanted or self._running), timeout)
+
+    def close(self) -> None:
+        """Stop the thread: a checkpoint running finishes first (PASSIVE: it waits for
+        no lock). After a fork, the parent's thread is not in this process: nothing to
+        wait for (its connection is left alone, see :func:`_checkpointers_after_fork`)."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _after_fork(self) -> None:
+        """In a forked child: the thread did not come along; its connection belongs to
+        the parent's SQLite state and is never used or closed here (SQLite's rule)."""
+        if self._db is not None:
+            _ABANDONED.append(self._db)
+        self._db = None
+        self._thread = None
+        self._cond = threading.Condition()
+        self._wanted = self._running = False
+        self._pid = os.getpid()
+
+
+_CHECKPOINTERS: weakref.WeakSet[_Checkpointer] = weakref.WeakSet()
+_ABANDONED: list[sqlite3.Connection] = []
+
+
+def _checkpointers_after_fork() -> None:
+    for checkpointer in list(_CHECKPOINTERS):
+        checkpointer._after_fork()
+
+
+os.register_at_fork(after_in_child=_checkpointers_after_fork)
+
+
 class Store:
     """The state database. ``path`` defaults to :func:`default_db_path`.
 
@@ -535,6 +714,8 @@ class Store:
         self._text_factory: Callable[[bytes], str] = _text
         #: Runs whose own row is damaged, as list_runs showed them: id -> what is wrong.
         self._damaged_runs: dict[str, str] = {}
+        #: Checkpoints the WAL off the committing thread (None: read-only or no WAL).
+        self._checkpointer: _Checkpointer | None = None
         if allow_network_fs is None:
             allow_network_fs = os.environ.get("HPCSTATE_ALLOW_NETWORK_FS", "") == "1"
         journal = self._check_environment(allow_network_fs)
@@ -547,6 +728,16 @@ class Store:
                     lambda: self._db.execute(f"PRAGMA journal_mode = {journal}").fetchone()
                 )
                 self._db.execute("PRAGMA synchronous = NORMAL")
+                if journal == "WAL":
+                    page_size = int(
+                        self._retry_locked(lambda: self._db.execute("PRAGMA page_size").fetchone())[
+                            0
+                        ]
+                    )
+                    checkpointer = _Checkpointer(self.path, page_size)
+                    self._db.execute("PRAGMA wal_autocheckpoint = 0")
+                    self._db.execute(f"PRAGMA journal_size_limit = {checkpointer.limit}")
+                    self._checkpointer = checkpointer
             self._migrate()
             self._read("SELECT COUNT(*) FROM sqlite_master")  # the schema pages are sound
         except sqlite3.DatabaseError as exc:
@@ -563,7 +754,11 @@ class Store:
             raise
         self.last_sweep: SweepReport | None = None
         if sweep:
-            self.last_sweep = self.sweep()
+            try:
+                self.last_sweep = self.sweep()
+            except BaseException:
+                self.close()
+                raise
         # Reads decode text in C from now on; a query that meets bytes that are not
         # UTF-8 is read again with _text (see _read), so damage is named, not fatal.
         self._text_factory = self._db.text_factory = str
@@ -685,7 +880,17 @@ class Store:
 
     def close(self) -> None:
         with self._lock:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
             self._db.close()
+
+    def _checkpoint_inline(self) -> None:
+        """A PASSIVE checkpoint on the writer's connection (what SQLite's automatic
+        checkpoint does), when the background one cannot: logged, never raised."""
+        try:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            log.warning("%s: checkpointing the WAL failed: %s", self.path, exc)
 
     def _retry_locked(self, action: Callable[[], T]) -> T:
         """Run ``action``; if another process holds the lock past busy_timeout, back off
@@ -743,6 +948,11 @@ class Store:
                     with contextlib.suppress(sqlite3.Error):
                         self._db.execute("ROLLBACK")
                     raise
+                if self._checkpointer is not None:
+                    try:
+                        self._checkpointer.after_commit(self._checkpoint_inline)
+                    except Exception:  # never into the caller: the commit is done
+                        log.warning("%s: checkpointing the WAL failed", self.path, exc_info=True)
             finally:
                 self._db.text_factory = self._text_factory
 
