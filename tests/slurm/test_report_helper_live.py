@@ -80,8 +80,14 @@ CASES: dict[str, Case] = {
     "kill_9_self": Case(killed(9), State.FAILED, killed(9), command=("sh", "-c", "kill -9 $$")),
     "segv_self": Case(killed(11), State.FAILED, killed(11), command=("sh", "-c", "kill -SEGV $$")),
     "term_self": Case(killed(15), State.FAILED, killed(15), command=("sh", "-c", "kill -TERM $$")),
-    # scancel: SIGCONT + SIGTERM to every process of the job
-    "cancel_running": Case(killed(15), State.CANCELLED, killed(15), command=("sleep", "300")),
+    # scancel: SIGCONT + SIGTERM to every process of the job, once the payload runs (a
+    # job Slurm lists RUNNING may not have started its batch script yet under load)
+    "cancel_running": Case(
+        killed(15),
+        State.CANCELLED,
+        killed(15),
+        command=("sh", "-c", "touch ready; exec sleep 300"),
+    ),
     "step_fails": Case(
         code(2),
         State.FAILED,
@@ -227,7 +233,8 @@ async def _run(work: Path) -> Outcome:
                 await driver.poll()
                 for variant in VARIANTS:
                     target = ids["cancel_running", variant]
-                    if target not in cancelled and driver.item(target).state is State.RUNNING:
+                    ready = work / "cancel_running" / variant / "ready"
+                    if target not in cancelled and ready.exists():
                         await backend.cancel([target])
                         cancelled.add(target)
                     target = ids["batch_usr1", variant]
