@@ -11,10 +11,12 @@ Everything needed to resume is in the store: a restarted tracker re-reads the ac
 items, looks a PENDING item's submit tag up before submitting it again, and goes on.
 
 This module is the shell: the public API, the loop, and one poll's orchestration.
-The work is done by its parts, which share one cache (``_cache``): the submitter and
-new runs (``_submitter``), one backend's poll and the cadence (``_poller``), cancels and
-markers (``_cancel``), the leases (``_leases``) and the event bus with the loop's wakeups
-(``_bus``). None of them imports this module.
+The work is done by its parts, which share one cache (``_cache``): the backends by name
+(``_backend_set``), the run operations behind submit/track/cancel/wait and the prune
+(``_runs``), the submitter and new runs (``_submitter``), one backend's poll and the
+cadence (``_poller``), cancels and markers (``_cancel``), the leases (``_leases``), the
+event bus with the loop's wakeups (``_bus``) and the poll's report (``_poll_report``).
+None of them imports this module.
 """
 
 from __future__ import annotations
@@ -28,44 +30,25 @@ import secrets
 import socket
 from collections import defaultdict
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from attrs import frozen
-
-from hpcstate import (
-    DEFAULT_GRACE,
-    TERMINAL,
-    ConfigError,
-    Event,
-    Marker,
-    Run,
-    RunItem,
-    State,
-    registry,
-)
+from hpcstate import DEFAULT_GRACE, Event, Marker, Run, RunItem
 from hpcstate._poll import Cadence, record_failed_poll, record_poll
-from hpcstate.backend import Backend, BackendConfig, JobSpec, check_abilities
+from hpcstate.backend import Backend, BackendConfig, JobSpec
 
+from ._backend_set import BackendSet
 from ._bus import Callback, EventBus, PushWatches, StoreWaker, Wakeup
 from ._cache import Cache, Memory, Totals
-from ._cancel import Canceller, lost_error
 from ._clock import Clock, SystemClock
 from ._errors import StoreError
 from ._leases import Leases
 from ._output import OutputCheck
+from ._poll_report import PollReport, poll_report
 from ._poller import BackendCounts, BackendStatus, Poller
+from ._runs import Runs
 from ._store import Store
-from ._submitter import (
-    SUBMIT_IN_DOUBT,
-    Refusal,
-    SubmitRefused,
-    Submitter,
-    new_run_id,
-    refused,
-    store_adopted_run,
-    store_new_run,
-)
+from ._submitter import SUBMIT_IN_DOUBT, SubmitRefused
 
 __all__ = [
     "SUBMIT_IN_DOUBT",
@@ -76,29 +59,6 @@ __all__ = [
 ]
 
 log = logging.getLogger("hpcstate.runtime.tracker")
-
-
-@frozen(kw_only=True)
-class PollReport:
-    """What one poll cycle did (counts), for logs, tests and benchmarks."""
-
-    at: datetime
-    items: int = 0
-    queue_calls: int = 0
-    accounting_calls: int = 0
-    observations: int = 0
-    events: int = 0
-    illegal: int = 0
-    conflicts: int = 0
-    submitted: int = 0
-    self_reports: int = 0
-    corrupt: tuple[str, ...] = ()
-    errors: tuple[str, ...] = ()
-    settling: int = 0
-    #: Unexpected exceptions (bugs) caught from one item, check or backend since the
-    #: previous poll (a submit() call's included): each was logged with its traceback,
-    #: and the rest went on.
-    failures: tuple[str, ...] = ()
 
 
 class Tracker:
@@ -153,10 +113,8 @@ class Tracker:
         lease_ttl: float = 10.0,
         holder: str | None = None,
     ) -> None:
-        for name, value in (backends or {}).items():
-            if not isinstance(value, BackendConfig):
-                # A declared ability without its methods is refused before anything opens.
-                check_abilities(name, value.capabilities, value)
+        # A declared ability without its methods is refused before anything opens.
+        self._backends = BackendSet(backends)
         #: Every cadence knob with its unit, checked in one place (hpcstate._poll).
         self.cadence = Cadence(
             grace=grace,
@@ -195,14 +153,6 @@ class Tracker:
         self.poll_lease = poll_lease
         self.lease_ttl = lease_ttl
         self.holder = holder or f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
-        self._last_prune: datetime | None = None
-        self._backends: dict[str, Backend] = {}
-        self._configs: dict[str, BackendConfig] = {}
-        for name, value in (backends or {}).items():
-            if isinstance(value, BackendConfig):
-                self._configs[name] = value
-            else:
-                self._backends[name] = value
         self._random = random.Random(seed)
         self._wake = Wakeup()
         self._progress = asyncio.Condition()
@@ -218,7 +168,7 @@ class Tracker:
         self._leases = Leases(
             self.store, holder=self.holder, ttl=lease_ttl, on_follow=self._push.stop
         )
-        self._submitter = Submitter(
+        self._runs = Runs(
             store=self.store,
             clock=self.clock,
             cache=self._cache,
@@ -228,15 +178,9 @@ class Tracker:
             concurrency=self.concurrency,
             backend=self.backend,
             conflicted=self._conflicted,
-        )
-        self._canceller = Canceller(
-            store=self.store,
-            clock=self.clock,
-            cache=self._cache,
-            totals=self._totals,
-            bus=self._bus,
-            backend=self.backend,
-            conflicted=self._conflicted,
+            refresh=self._refresh,
+            wake=self.wake,
+            progress=self._progress,
         )
         self._poller = Poller(
             store=self.store,
@@ -247,7 +191,7 @@ class Tracker:
             totals=self._totals,
             bus=self._bus,
             leases=self._leases,
-            submitter=self._submitter,
+            submitter=self._runs.submitter,
             push=self._push,
             backend=self.backend,
             wake=self.wake,
@@ -351,9 +295,7 @@ class Tracker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._bus.close()
-        for backend in self._backends.values():
-            with contextlib.suppress(Exception):
-                await backend.close()
+        await self._backends.close()
         self._leases.release_all(self.clock.now())
         if self._own_store:
             self.store.close()
@@ -365,22 +307,13 @@ class Tracker:
     # -- backends -------------------------------------------------------------------------
 
     def add_backend(self, name: str, backend: Backend | BackendConfig) -> None:
-        if isinstance(backend, BackendConfig):
-            self._configs[name] = backend
-        else:
-            # A declared ability without its methods is refused here, not at first use.
-            check_abilities(name, backend.capabilities, backend)
-            self._backends[name] = backend
+        """Add (or replace) backend ``name``: a Backend is checked against its declared
+        abilities now; a BackendConfig is made on first use."""
+        self._backends.add(name, backend)
 
     def backend(self, name: str) -> Backend:
         """The backend called ``name``, created on first use. Raises BackendNotFound."""
-        found = self._backends.get(name)
-        if found is not None:
-            return found
-        config = self._configs.get(name) or BackendConfig(name=name, kind=name)
-        made = registry.make_backend(config)  # checks what the plugin declares
-        self._backends[name] = made
-        return made
+        return self._backends.get(name)
 
     def backend_status(self, name: str) -> BackendStatus:
         return self._poller.status.get(name) or BackendStatus(name=name)
@@ -407,81 +340,21 @@ class Tracker:
         it or could not be reached (the run is stored FAILED: it never ran), and
         BackendNotFound or ConfigError for a backend that cannot be made."""
         async with self._poll_lock:
-            return await self._submit(
+            return await self._runs.submit(
                 spec, backend or self.default_backend, name, output_checks, run_id
             )
-
-    async def _submit(
-        self,
-        spec: JobSpec,
-        backend: str,
-        name: str,
-        output_checks: Sequence[OutputCheck],
-        run_id: str | None,
-    ) -> Run:
-        target = self.backend(backend)
-        now = self.clock.now()
-        run_id = run_id or new_run_id(self.clock)
-        store_new_run(
-            store=self.store,
-            cache=self._cache,
-            submitter=self._submitter,
-            target=target,
-            spec=spec,
-            backend=backend,
-            name=name,
-            output_checks=output_checks,
-            run_id=run_id,
-            now=now,
-        )
-        self._memory.submitted(now)
-        await self._refresh()
-        refusals: dict[str, Refusal] = {}
-        await self._submitter.submit_pending(backend, target, only_run=run_id, refusals=refusals)
-        self.wake()
-        stored = self.store.get_run(run_id)
-        if refusals:
-            raise refused(stored, refusals)
-        return stored
 
     async def track(self, backend: str, native_id: str, *, name: str = "") -> Run:
         """Adopt a job submitted by other means, by its native id."""
         async with self._poll_lock:
-            return await self._track(backend, native_id, name)
-
-    async def _track(self, backend: str, native_id: str, name: str) -> Run:
-        target = self.backend(backend)
-        if not target.capabilities.adopt:
-            raise ConfigError(f"backend {backend!r} cannot adopt jobs it did not submit")
-        now = self.clock.now()
-        run_id = new_run_id(self.clock)
-        store_adopted_run(
-            store=self.store,
-            backend=backend,
-            native_id=native_id,
-            name=name,
-            run_id=run_id,
-            now=now,
-        )
-        self._memory.submitted(now)
-        await self._refresh()
-        self.wake()
-        return self.store.get_run(run_id)
+            return await self._runs.track(backend, native_id, name)
 
     async def cancel(self, run_id: str) -> Run:
         """Cancel every unfinished item of a run: PENDING ones are cancelled here;
         submitted ones get a cancel_requested marker and a backend cancel (the
         verdict comes from the backend, as always)."""
         async with self._poll_lock:
-            return await self._cancel(run_id)
-
-    async def _cancel(self, run_id: str) -> Run:
-        lost = await self._canceller.cancel_run(run_id)
-        await self._refresh()
-        self.wake()
-        if lost:
-            raise lost_error(run_id, lost)
-        return self.store.get_run(run_id)
+            return await self._runs.cancel(run_id)
 
     async def add_marker(self, item_id: str, marker: Marker) -> RunItem:
         """Attach ``marker`` to one item (a no-op if it is already there), with its
@@ -489,23 +362,14 @@ class Tracker:
         marker added to what it wrote. Never changes the state or the verdict. Returns
         the item as stored. Raises StoreError if the item is unknown."""
         async with self._poll_lock:
-            return await self._canceller.add_marker(item_id, marker)
+            return await self._runs.add_marker(item_id, marker)
 
     async def wait(self, run_id: str, *, timeout: float | None = None) -> Run:
         """Return the run once every item has a verdict (starts the poll loop if it is
         not running). Raises TimeoutError after ``timeout`` seconds."""
         self.start()
-
-        async def finished() -> Run:
-            while True:
-                run = self.store.get_run(run_id)
-                if all(item.state in TERMINAL for item in run.items):
-                    return run
-                async with self._progress:
-                    await self._progress.wait()
-
         try:
-            return await asyncio.wait_for(finished(), timeout)
+            return await asyncio.wait_for(self._runs.finished(run_id), timeout)
         except asyncio.TimeoutError:
             raise TimeoutError(f"run {run_id} not finished after {timeout} s") from None
 
@@ -551,14 +415,7 @@ class Tracker:
     async def _poll(self) -> PollReport:
         now = self.clock.now()
         self._totals.polls += 1
-        if self.retention is not None and (
-            self._last_prune is None or now - self._last_prune > timedelta(days=1)
-        ):
-            self._last_prune = now
-            try:
-                self.store.prune(older_than=self.retention, now=now)
-            except Exception as exc:
-                log.warning("pruning old runs failed: %s", exc)
+        self._runs.prune_if_due(now, self.retention)
         cache = self._cache
         await self._refresh(force=False)
         cache.load_run_settings(self.store, {e.item.run_id for e in cache.entries.values()})
@@ -576,23 +433,14 @@ class Tracker:
         used = [i for i, backend in consumed if backend is None or backend in polled]
         if used:
             self.store.consume_self_reports(used, at=now)
-        report = PollReport(
+        report = poll_report(
             at=now,
-            items=sum(backends.values()),
-            queue_calls=sum(r.queue_calls for r in results),
-            accounting_calls=sum(r.accounting_calls for r in results),
-            observations=sum(r.observations for r in results),
-            events=sum(r.events for r in results),
-            illegal=sum(r.illegal for r in results),
-            conflicts=sum(r.conflicts for r in results),
-            submitted=sum(r.submitted for r in results),
+            items=backends,
+            results=results,
             self_reports=len(used),
-            corrupt=tuple(sorted(cache.corrupt)),
-            errors=tuple(e for r in results for e in r.errors),
-            settling=sum(1 for e in cache.entries.values() if e.item.state is State.SETTLING),
-            failures=tuple(self._totals.failure_texts),
+            cache=cache,
+            totals=self._totals,
         )
-        self._totals.failure_texts.clear()
         self._after_poll(report)
         async with self._progress:
             self._progress.notify_all()
