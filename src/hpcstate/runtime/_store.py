@@ -492,8 +492,8 @@ def _disk_full(directory: Path) -> bool:
 #: SQLite's default ``wal_autocheckpoint``: the WAL is checkpointed once it holds this
 #: many pages (here by :class:`_Checkpointer`, off the committing thread).
 _CHECKPOINT_PAGES: Final = 1000
-#: Commits in a row that may find the WAL past that threshold; the last of them
-#: checkpoints inline (as SQLite would have), so the WAL cannot grow without bound.
+#: Checkpoints in a row (background ones, then one inline) that a WAL still past that
+#: threshold gets: the last is run inline by the commit, as SQLite would have.
 _CHECKPOINT_BEHIND: Final = 2
 #: Seconds the checkpoint thread waits for work before it ends (a new one starts when
 #: needed), so a store that is never closed does not keep a thread for long.
@@ -510,8 +510,8 @@ class _Checkpointer:
     :meth:`after_commit` looks at that size: past the limit, it wakes the thread, which
     runs ``PRAGMA wal_checkpoint(PASSIVE)`` (what SQLite's automatic checkpoint runs;
     it never blocks readers or the writer). If the thread cannot start or its checkpoint
-    failed, or the WAL stayed past the limit for :data:`_CHECKPOINT_BEHIND` commits in a
-    row, the commit checkpoints inline (logged, never raised).
+    failed, or the WAL stayed past the limit after a background checkpoint, or doubled
+    while one ran, the commit checkpoints inline (logged, never raised).
     Nothing stored changes: a checkpoint copies committed pages, whoever runs it."""
 
     def __init__(self, path: Path, page_size: int) -> None:
@@ -525,7 +525,8 @@ class _Checkpointer:
         self._wanted = False  # a checkpoint is asked for and not yet started
         self._running = False
         self._closed = False
-        self._over = 0  # commits in a row that found the WAL past the limit
+        self._over = 0  # background checkpoints in a row after which it stayed past
+        self._requested = 0  # the WAL's size when the thread was last asked
         self._pid = os.getpid()
         #: Why background checkpoints stopped (None: they run); commits check inline.
         self.failed: str | None = None
@@ -545,27 +546,28 @@ class _Checkpointer:
             self._over = 0
             return
         # The WAL restarts (and is cut back to the limit) only when a write begins after
-        # a checkpoint has copied all of it: a checkpoint still running then, commit
-        # after commit (a busy writer, or two processes), would let it grow. So after
-        # _CHECKPOINT_BEHIND commits in a row that find it past the limit, the commit
-        # checkpoints inline, as SQLite would have, and the next write restarts it.
-        self._over += 1
+        # a checkpoint has copied all of it. While the thread works on it, later commits
+        # (the same poll's small ones) leave it be, unless the WAL has doubled since (the
+        # thread cannot keep up). A commit that finds it still past the limit after the
+        # thread's checkpoint ended (a write began while it ran, so it did not restart)
+        # checkpoints inline: only what was added since, as SQLite would have.
         with self._cond:
             if self.failed is None and not self._closed:
-                if self._over < _CHECKPOINT_BEHIND:
-                    if self._wanted or self._running:
+                if self._wanted or self._running:
+                    if size <= 2 * self._requested:
                         return
+                    why = "it doubled while the background checkpoint ran"
+                elif self._over < _CHECKPOINT_BEHIND - 1:
+                    self._over += 1
                     self._wanted = True
+                    self._requested = size
                     if self._start():
                         self._cond.notify_all()
                         return
+                    why = "no thread"
                 else:
-                    log.info(
-                        "%s: the WAL stayed past %d pages for %d commits; checkpointing inline",
-                        self._path,
-                        _CHECKPOINT_PAGES,
-                        self._over,
-                    )
+                    why = "it did not restart after the background checkpoint"
+                log.debug("%s: checkpointing the WAL inline: %s", self._path, why)
         self._over = 0
         inline()
         self.inline += 1
