@@ -572,8 +572,8 @@ def _finish(item: RunItem, new: RunItem, problems_input: Input) -> RunItem:
     return new
 
 
-def advance(item: RunItem, observation: Observation) -> Step:
-    """Apply one observation. Raises IllegalTransition (item unchanged) if not allowed."""
+def _classified(item: RunItem, observation: Observation) -> Input:
+    """The observation's input for ``item``; IllegalTransition if it is not ``item``'s."""
     if item.native_id is None:
         raise IllegalTransition(item.state, "observation", "the item has no native id yet")
     if observation.native_id != item.native_id:
@@ -582,14 +582,25 @@ def advance(item: RunItem, observation: Observation) -> Step:
             "observation",
             f"observation of {observation.native_id!r} applied to item of {item.native_id!r}",
         )
-    input = classify(item, observation)
+    return classify(item, observation)
+
+
+def _requeued(
+    item: RunItem, observation: Observation, then: Callable[[RunItem, Observation], Step]
+) -> Step:
+    step = _requeue(item, observation)
+    if observation.state in (None, _ST_QUEUED):
+        return step
+    # The new run may already be further along: apply the rest to the new item.
+    rest = then(step.item, evolve(observation, restarts=None))
+    return Step(rest.item, step.events + rest.events)
+
+
+def advance(item: RunItem, observation: Observation) -> Step:
+    """Apply one observation. Raises IllegalTransition (item unchanged) if not allowed."""
+    input = _classified(item, observation)
     if input is _IN_REQUEUED:
-        step = _requeue(item, observation)
-        if observation.state in (None, _ST_QUEUED):
-            return step
-        # The new run may already be further along: apply the rest to the new item.
-        rest = advance(step.item, evolve(observation, restarts=None))
-        return Step(rest.item, step.events + rest.events)
+        return _requeued(item, observation, advance)
     if input is _IN_VANISHED:
         if item.state in _SETTLE_ON_VANISH and observation.stats is EMPTY_STATS:
             return _settled_on_vanish(item, observation)
@@ -601,21 +612,9 @@ def advance(item: RunItem, observation: Observation) -> Step:
 def _advance_general(item: RunItem, observation: Observation) -> Step:
     """:func:`advance` without its fast paths: the rules as written in :func:`_apply`.
     A test holds the two equal (tests/core/test_machine_fast_paths.py)."""
-    if item.native_id is None:
-        raise IllegalTransition(item.state, "observation", "the item has no native id yet")
-    if observation.native_id != item.native_id:
-        raise IllegalTransition(
-            item.state,
-            "observation",
-            f"observation of {observation.native_id!r} applied to item of {item.native_id!r}",
-        )
-    input = classify(item, observation)
+    input = _classified(item, observation)
     if input is _IN_REQUEUED:
-        step = _requeue(item, observation)
-        if observation.state in (None, _ST_QUEUED):
-            return step
-        rest = _advance_general(step.item, evolve(observation, restarts=None))
-        return Step(rest.item, step.events + rest.events)
+        return _requeued(item, observation, _advance_general)
     return _apply(item, input, observation)
 
 
