@@ -155,6 +155,7 @@ async def test_unreachable_at_submit_with_an_answering_lookup_fails_at_once(
     await tracker.aclose()
 
 
+@pytest.mark.slurm
 @pytest.mark.skipif(shutil.which("sbatch") is None, reason="needs the loopback Slurm cluster")
 async def test_a_scheduler_refusal_fails_the_submission(db_path: Path, tmp_path: Path) -> None:
     # The real Slurm 22.05 (scripts/slurm-cluster) refuses a partition it does not have.
