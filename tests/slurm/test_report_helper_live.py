@@ -312,7 +312,21 @@ def test_slurm_records_the_same_with_and_without_the_helper(outcome: Outcome, ca
             assert item.stats.derived_exit is not None
             assert item.stats.derived_exit.code == what.derived.code
     helper, plain = outcome.rows[case, "helper"], outcome.rows[case, "exec"]
-    assert helper == plain, case
+    # The job row's DerivedExitCode is slurmctld's record of its steps' worst exit, and
+    # under load a step's completion can reach slurmctld after the job's: seen 5:0 for one
+    # variant and 0:0 for the other, for minutes (hpcstate reads the step rows as well,
+    # so the items above agree). Each may read the steps' value or that lost 0:0; every
+    # other field must be the same with and without the helper.
+    lost = "0:0"
+    for rows in (helper, plain):
+        (job,) = [row for row in rows if row[0] == "J"]
+        want = f"{what.derived.code}:0" if what.derived is not None else lost
+        assert job[3] in (want, lost), (case, rows)
+
+    def without_job_derived(rows: list[tuple[str, ...]]) -> list[tuple[str, ...]]:
+        return [row[:3] if row[0] == "J" else row for row in rows]
+
+    assert without_job_derived(helper) == without_job_derived(plain), case
     assert any(row[0] == "J.batch" for row in helper), helper
 
 
